@@ -1,0 +1,1 @@
+"""sparkmpi_dl."""

@@ -1,0 +1,5 @@
+import sys
+
+from sparkmpi_dl.cli import main
+
+sys.exit(main())
