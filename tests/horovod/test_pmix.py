@@ -1,0 +1,81 @@
+"""The Open MPI / PMIx backend: independently started processes form one COMM_WORLD."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sparkmpi_dl.pmix import PmixJob, ompi_prefix
+
+RANK = textwrap.dedent("""
+    import json
+    import numpy as np
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    total = np.zeros(4)
+    comm.Allreduce(np.full(4, comm.rank + 1.0), total)
+    root = comm.bcast(f"hello from {comm.rank}" if comm.rank == 0 else None)
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED).size
+    print(json.dumps({"rank": comm.rank, "size": comm.size, "sum": total.tolist(),
+                      "bcast": root, "local": local, "lib": MPI.Get_library_version()[:12]}))
+""")
+
+
+def _leftovers(marker: str) -> list[str]:
+    """Command lines of live processes mentioning ``marker`` (a job's temp dir)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if marker in cmd and str(os.getpid()) != proc.name:
+            found.append(cmd)
+    return found
+
+
+def test_independent_processes_form_comm_world_and_nothing_leaks():
+    n = 3
+    with PmixJob(n) as job:
+        marker = str(job._dir)
+        assert job.env(1)["PMIX_RANK"] == "1"
+        procs = [subprocess.Popen([job.python, "-c", RANK], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, **job.env_provider(r, [job.hostname] * n)})
+                 for r in range(n)]
+        outs = [p.communicate(timeout=90) for p in procs]
+        assert _leftovers(marker), "placeholders should be alive while the ranks run"
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    results = sorted((json.loads(o.strip().splitlines()[-1]) for o, _ in outs),
+                     key=lambda r: r["rank"])
+    assert [r["rank"] for r in results] == [0, 1, 2]
+    assert all(r["size"] == n and r["sum"] == [6.0] * 4 for r in results)
+    assert all(r["bcast"] == "hello from 0" and r["local"] == n for r in results)
+    assert all(r["lib"].startswith("Open MPI") for r in results)
+    assert _leftovers(marker) == []
+
+
+def test_teardown_on_error_leaves_no_processes():
+    with pytest.raises(KeyError):
+        with PmixJob(2) as job:
+            marker = str(job._dir)
+            raise KeyError("job failed")
+    assert _leftovers(marker) == []
+    assert not Path(marker).exists()
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="num_proc must be >= 1"):
+        PmixJob(0)
+    with pytest.raises(FileNotFoundError, match="setup_openmpi.sh"):
+        ompi_prefix("/nonexistent/ompi")
+    with PmixJob(1) as job:
+        with pytest.raises(ValueError, match="rank 1 is outside the PMIx job of 1"):
+            job.env(1)
+        with pytest.raises(RuntimeError, match="needs every rank on the driver's host"):
+            job.env_provider(0, ["some-other-node"])

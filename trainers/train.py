@@ -1,0 +1,158 @@
+"""One Horovod rank of the image-classifier training: `train(config)`.
+
+Runs the same under any launcher that gives Horovod its rank (mpiexec, horovodrun,
+`sparkmpi-dl mpirun`, Spark barrier tasks through `sparkmpi_dl.horovod.run`). Every rank
+builds the same seeded model; rank 0 restores the last checkpoint if there is one and its
+state is broadcast to all ranks before the first step, so a rerun continues exactly where
+the last finished epoch left off.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from trainers.config import TrainConfig
+
+
+def _configure_tensorflow(config: TrainConfig) -> None:
+    """Deterministic, thread-bounded TF; must run before TensorFlow executes anything."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(config.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(2)
+    tf.keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def load_rank_data(config: TrainConfig, rank: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """This rank's (images, labels): generated, or its row-group shard of the Parquet set."""
+    from trainers import data
+
+    if config.synthetic:
+        return data.synthetic_images(config.synthetic_samples, config.image_shape,
+                                     config.num_classes, config.seed, rank)
+    shards = data.assign_row_groups(data.list_row_groups(config.data), size)
+    return data.read_shard(shards[rank], config.image_col, config.label_col,
+                           config.image_shape, config.num_classes)
+
+
+def steps_per_epoch(config: TrainConfig, shard_rows: list[int]) -> int:
+    """Same step count on every rank (a collective per step), from the smallest shard."""
+    full_batches = min(shard_rows) // config.batch_size
+    if full_batches < 1:
+        rank = shard_rows.index(min(shard_rows))
+        raise ValueError(f"rank {rank} has {min(shard_rows)} rows, fewer than one batch of "
+                         f"--batch-size {config.batch_size}; use a smaller batch or fewer ranks")
+    return min(full_batches, config.steps_per_epoch or full_batches)
+
+
+def _shard_rows(config: TrainConfig, size: int) -> list[int]:
+    """Rows per rank, known on every rank without communication."""
+    if config.synthetic:
+        return [config.synthetic_samples] * size
+    from trainers import data
+
+    shards = data.assign_row_groups(data.list_row_groups(config.data), size)
+    return [sum(g.num_rows for g in shard) for shard in shards]
+
+
+def _epoch_dataset(images: np.ndarray, labels: np.ndarray, config: TrainConfig, rank: int,
+                   first_epoch: int, steps: int):
+    """Batches for epochs first_epoch.. ; epoch e's order depends only on (seed, rank, e)."""
+    import tensorflow as tf
+
+    images_t, labels_t = tf.constant(images), tf.constant(labels)
+    n, batch = len(labels), config.batch_size
+
+    def one_epoch(epoch):
+        seed = tf.stack([tf.constant(config.seed * 7919 + rank, tf.int64), epoch])
+        order = tf.argsort(tf.random.stateless_uniform([n], seed=seed))[: steps * batch]
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch, drop_remainder=True)
+        return batches.map(lambda idx: (tf.gather(images_t, idx), tf.gather(labels_t, idx)))
+
+    epochs = tf.data.Dataset.range(first_epoch, config.epochs)
+    return epochs.flat_map(one_epoch).prefetch(2)
+
+
+def train(config: TrainConfig) -> dict:
+    """Train as one Horovod rank; returns this rank's summary (losses, metrics, timings)."""
+    config.validate()
+    _configure_tensorflow(config)
+    import horovod.tensorflow.keras as hvd
+    import tensorflow as tf
+
+    from trainers.callbacks import EpochCheckpoint, FailAtStep, LossLog
+    from trainers.model import build_cnn
+
+    hvd.init()
+    init_done = time.time()
+    rank, size = hvd.rank(), hvd.size()
+    out = Path(config.out_dir)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+
+    steps = steps_per_epoch(config, _shard_rows(config, size))
+    images, labels = load_rank_data(config, rank, size)
+
+    model = build_cnn(config.image_shape, config.num_classes, config.width)
+    scaled_lr = config.lr * size
+    base = tf.keras.optimizers.legacy.SGD(learning_rate=scaled_lr, momentum=config.momentum)
+    optimizer = hvd.DistributedOptimizer(base)
+    model.compile(optimizer=optimizer, metrics=["accuracy"],
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    optimizer._create_all_weights(model.trainable_variables)  # slots exist before restore
+
+    epoch_var = tf.Variable(0, dtype=tf.int64, name="epochs_done")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epochs_done=epoch_var)
+    manager = None
+    restored = None
+    if rank == 0:
+        manager = tf.train.CheckpointManager(checkpoint, str(out / "checkpoints"), max_to_keep=3)
+        if config.resume and manager.latest_checkpoint:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            restored = manager.latest_checkpoint
+    state = (model.variables + optimizer.variables()
+             + [optimizer.lr, optimizer.momentum, epoch_var])
+    hvd.broadcast_variables(state, root_rank=0)  # initial (or restored) state from rank 0
+    first_epoch = int(epoch_var.numpy())
+    if rank == 0 and config.verbose:
+        what = f"resuming from {restored} at epoch {first_epoch + 1}" if restored else "fresh start"
+        print(f"[trainer] {size} rank(s), {steps} steps/epoch, batch {config.batch_size}/rank, "
+              f"lr {scaled_lr:g}; {what}", flush=True)
+
+    log = LossLog(out / "metrics.jsonl" if rank == 0 else None, steps)
+    callbacks: list = [
+        hvd.callbacks.MetricAverageCallback(),  # first, so later callbacks see the averages
+        hvd.callbacks.LearningRateWarmupCallback(initial_lr=scaled_lr, steps_per_epoch=steps,
+                                                 warmup_epochs=config.warmup_epochs)
+        if config.warmup_epochs > 0 else None,
+        EpochCheckpoint(manager, epoch_var),
+        log,
+        FailAtStep(config.fail_at_step, config.fail_rank, rank, steps)
+        if config.fail_at_step is not None else None,
+        tf.keras.callbacks.TensorBoard(str(out / "tensorboard"), profile_batch=0)
+        if rank == 0 else None,
+    ]
+    t0 = time.perf_counter()
+    if first_epoch < config.epochs:
+        model.fit(_epoch_dataset(images, labels, config, rank, first_epoch, steps),
+                  epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
+                  callbacks=[c for c in callbacks if c is not None],
+                  verbose=(1 if config.verbose else 0) if rank == 0 else 0)
+    elif rank == 0 and config.verbose:
+        print(f"[trainer] all {config.epochs} epochs already done in {out}", flush=True)
+    seconds = time.perf_counter() - t0
+    if rank == 0:
+        model.save(out / "model.keras")
+    steps_run = (config.epochs - first_epoch) * steps
+    return {
+        "rank": rank, "size": size, "hvd_init_done": init_done,
+        "first_epoch": first_epoch, "epochs": config.epochs, "steps_per_epoch": steps,
+        "step_losses": [s["loss"] for s in log.steps], "epoch_metrics": log.epochs,
+        "train_seconds": seconds, "steps_per_s": steps_run / seconds if steps_run else None,
+        "checkpoint": manager.latest_checkpoint if manager else None,
+    }
