@@ -1,0 +1,175 @@
+"""``sparkmpi-dl agent train|eval``: DQN training and evaluation from the command line.
+
+Every ``DQNConfig`` field is a flag (``--learning-rate``, ``--gradient-steps``, ...); a preset
+per environment ID sets the defaults first (see ``PRESETS``). TensorFlow is imported only when
+a command runs, so ``sparkmpi-dl --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+# Per-environment hyperparameter defaults (flags given on the command line win).
+PRESETS: dict[str, dict[str, Any]] = {
+    "CartPole-v1": {},  # DQNConfig's defaults are RL-Zoo's CartPole settings
+    "recon_env/PtychoTuning-v0": {
+        "hidden": (64, 64), "learning_rate": 1e-3, "gamma": 0.95, "batch_size": 64,
+        "buffer_size": 20_000, "learning_starts": 200, "train_freq": 16,
+        "gradient_steps": 8, "target_update_interval": 100, "exploration_fraction": 0.5,
+        "eps_end": 0.05,
+    },
+}
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _parse_hidden(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hidden wants comma-separated widths like 256,256, "
+                                         f"got {text!r}") from None
+    return widths
+
+
+def _parse_json_dict(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"--env-kwargs is not JSON ({err}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"--env-kwargs must be a JSON object, got {text!r}")
+    return value
+
+
+# DQNConfig field types, without importing TensorFlow at registration time.
+_HYPER_TYPES: dict[str, Any] = {
+    "hidden": _parse_hidden, "learning_rate": float, "gamma": float, "batch_size": int,
+    "buffer_size": int, "learning_starts": int, "train_freq": int, "gradient_steps": int,
+    "target_update_interval": int, "tau": float, "max_grad_norm": float, "huber_delta": float,
+    "double": _parse_bool, "eps_start": float, "eps_end": float, "exploration_fraction": float,
+}
+
+
+def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    agent = commands.add_parser("agent", help="DQN agent: train and evaluate on a Gymnasium env")
+    sub = agent.add_subparsers(dest="agent_command", metavar="ACTION", required=True)
+
+    tr = sub.add_parser("train", help="train DQN (checkpoints, TensorBoard, learning-curve PNG)",
+                        description="Train Double DQN on a Gymnasium env with discrete actions. "
+                        "Writes RUN_DIR/{config.json,checkpoint.npz,tb/,episodes.csv,"
+                        "learning_curve.png,eval.json}.")
+    tr.add_argument("--env", dest="env_id", help="Gymnasium env ID, e.g. CartPole-v1 or "
+                    "recon_env/PtychoTuning-v0 (not needed with --resume)")
+    tr.add_argument("--run-dir", type=Path, required=True, help="output directory")
+    tr.add_argument("--steps", type=int, help="total env steps (default 50000)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--env-kwargs", type=_parse_json_dict, default={},
+                    help="JSON object passed to gym.make")
+    tr.add_argument("--eval-every", type=int, default=5000)
+    tr.add_argument("--eval-episodes", type=int, default=10)
+    tr.add_argument("--final-eval-episodes", type=int, default=100)
+    tr.add_argument("--checkpoint-every", type=int, default=10_000)
+    tr.add_argument("--log-every", type=int, default=5000)
+    tr.add_argument("--resume", action="store_true",
+                    help="continue RUN_DIR from its checkpoint.npz (same config; --steps may "
+                         "raise the total)")
+    tr.add_argument("--threads", type=int, default=1, help="TensorFlow CPU threads")
+    hyper = tr.add_argument_group("hyperparameters (defaults: the env's preset, else RL-Zoo "
+                                  "CartPole settings)")
+    for name, kind in _HYPER_TYPES.items():
+        hyper.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
+    tr.set_defaults(func=_train)
+
+    ev = sub.add_parser("eval", help="evaluate a trained run's greedy policy")
+    ev.add_argument("--run-dir", type=Path, required=True)
+    ev.add_argument("--checkpoint", type=Path, help="default RUN_DIR/checkpoint.npz")
+    ev.add_argument("--episodes", type=int, default=100)
+    ev.add_argument("--seed", type=int, default=12345, help="episode i uses seed SEED+i")
+    ev.add_argument("--threads", type=int, default=1)
+    ev.set_defaults(func=_eval)
+
+
+def _set_threads(n: int) -> None:
+    if n <= 0:
+        raise SystemExit(f"agent: --threads must be > 0, got {n}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+    except RuntimeError:  # TF already running in this process (tests): keep its threads
+        pass
+
+
+def hyperparameters(env_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Preset for ``env_id`` with the non-None ``overrides`` on top."""
+    values = dict(PRESETS.get(env_id, {}))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return values
+
+
+def _train(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    from agents.dqn import DQNConfig
+    from agents.train import CHECKPOINT, RunConfig, load_run_config, train
+
+    given = {k: getattr(args, k) for k in _HYPER_TYPES}
+    try:
+        if args.resume:
+            ckpt = args.run_dir / CHECKPOINT
+            if not ckpt.is_file():
+                raise ValueError(f"--resume: {ckpt} does not exist")
+            run, cfg = load_run_config(args.run_dir)
+            if any(v is not None for v in given.values()) or args.env_id not in (None, run.env_id):
+                raise ValueError("--resume continues the saved config; only --steps may change")
+            if args.steps is not None:
+                run.total_steps = args.steps
+            train(run, cfg, args.run_dir, resume_from=ckpt)
+            return 0
+        if not args.env_id:
+            raise ValueError("agent train: --env is required (or --resume)")
+        cfg = DQNConfig(**hyperparameters(args.env_id, given))
+        run = RunConfig(env_id=args.env_id, total_steps=args.steps or 50_000, seed=args.seed,
+                        env_kwargs=args.env_kwargs, eval_every=args.eval_every,
+                        eval_episodes=args.eval_episodes,
+                        final_eval_episodes=args.final_eval_episodes,
+                        checkpoint_every=args.checkpoint_every, log_every=args.log_every)
+        train(run, cfg, args.run_dir)
+    except ValueError as err:
+        print(f"agent train: error: {err}")
+        return 2
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    from agents.checkpoint import load_checkpoint
+    from agents.dqn import DQN
+    from agents.envs import make_env, obs_dim
+    from agents.evaluate import evaluate
+    from agents.train import CHECKPOINT, load_run_config
+
+    try:
+        run, cfg = load_run_config(args.run_dir)
+        _, arrays = load_checkpoint(args.checkpoint or args.run_dir / CHECKPOINT)
+        env = make_env(run.env_id, run.env_kwargs)
+        learner = DQN(obs_dim(env), int(env.action_space.n), cfg)
+        learner.load_state_dict(arrays["learner"])
+        res = evaluate(learner.greedy, env, args.episodes, seed=args.seed)
+    except ValueError as err:
+        print(f"agent eval: error: {err}")
+        return 2
+    print(f"{run.env_id}: {args.episodes} greedy episodes, return {res.mean:.2f} +- "
+          f"{res.std:.2f} (min {res.returns.min():.1f}, max {res.returns.max():.1f})")
+    return 0

@@ -1,0 +1,263 @@
+"""The DQN training loop: act, store, learn, log, evaluate, checkpoint, resume.
+
+Reproducibility rule: every random draw of the loop (exploration, minibatches, the seed of
+each new episode) comes from one NumPy Generator whose state is in the checkpoint.
+Periodic checkpoints are taken between episodes (the next episode's seed is not drawn yet),
+so a resumed run continues bit-for-bit like the uninterrupted one. The last checkpoint of a
+run that stops mid-episode drops that unfinished episode on resume.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import tensorflow as tf
+
+from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.dqn import DQN, DQNConfig, linear_epsilon
+from agents.envs import make_env, obs_dim
+from agents.evaluate import EvalResult, evaluate
+from agents.replay import ReplayBuffer
+
+CHECKPOINT = "checkpoint.npz"
+
+
+@dataclass
+class RunConfig:
+    """What to train on and for how long; the rest of a run besides the hyperparameters."""
+
+    env_id: str
+    total_steps: int = 50_000
+    seed: int = 0
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    eval_every: int = 5_000  # env steps between periodic evaluations (0: none)
+    eval_episodes: int = 10  # episodes per periodic evaluation
+    final_eval_episodes: int = 100
+    checkpoint_every: int = 10_000  # env steps; taken at the next episode end
+    keep_checkpoints: bool = False  # also keep checkpoint-<step>.npz copies
+    log_every: int = 5_000
+
+    def validate(self) -> None:
+        for name in ("total_steps", "eval_episodes", "final_eval_episodes", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"RunConfig.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"RunConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class Progress:
+    """Counters and history a resume needs besides networks, optimizer and replay."""
+
+    step: int = 0
+    updates: int = 0
+    train_seconds: float = 0.0
+    episodes: list[list[float]] = field(default_factory=list)  # [step, return, length]
+    evals: list[list[float]] = field(default_factory=list)  # [step, mean, std]
+    mid_episode: bool = False
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    progress: Progress
+    final_eval: EvalResult | None
+    steps_per_second: float
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def save_run_config(run_dir: Path, run: RunConfig, cfg: DQNConfig) -> None:
+    text = json.dumps({"run": dataclasses.asdict(run), "dqn": dataclasses.asdict(cfg)}, indent=2)
+    (run_dir / "config.json").write_text(text + "\n")
+
+
+def load_run_config(run_dir: Path) -> tuple[RunConfig, DQNConfig]:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"run dir {run_dir}: no config.json (not a run directory?)")
+    data = json.loads(path.read_text())
+    dqn = data["dqn"]
+    dqn["hidden"] = tuple(dqn["hidden"])
+    return RunConfig(**data["run"]), DQNConfig(**dqn)
+
+
+class Trainer:
+    """Holds one run's env, learner, replay and RNG; ``run`` trains up to ``total_steps``."""
+
+    def __init__(self, run: RunConfig, cfg: DQNConfig, run_dir: Path,
+                 log: Callable[[str], None] = _log) -> None:
+        run.validate()
+        cfg.validate()
+        self.run, self.cfg, self.log = run, cfg, log
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tf.keras.utils.set_random_seed(run.seed)  # network init
+        tf.config.experimental.enable_op_determinism()  # resume must continue bit for bit
+        self.env = make_env(run.env_id, run.env_kwargs)
+        self.eval_env = make_env(run.env_id, run.env_kwargs)
+        self.learner = DQN(obs_dim(self.env), int(self.env.action_space.n), cfg)
+        self.replay = ReplayBuffer(cfg.buffer_size, (obs_dim(self.env),))
+        self.rng = np.random.default_rng(run.seed)
+        self.progress = Progress()
+        self.writer = tf.summary.create_file_writer(str(self.run_dir / "tb"))
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def save(self, path: Path | None = None) -> Path:
+        path = Path(path or self.run_dir / CHECKPOINT)
+        meta = {"progress": dataclasses.asdict(self.progress),
+                "rng": self.rng.bit_generator.state,
+                "run": dataclasses.asdict(self.run), "dqn": dataclasses.asdict(self.cfg)}
+        save_checkpoint(path, meta, {"learner": self.learner.state_dict(),
+                                     "replay": self.replay.state_dict()})
+        return path
+
+    def restore(self, path: Path) -> None:
+        meta, arrays = load_checkpoint(path)
+        if meta["run"]["env_id"] != self.run.env_id:
+            raise ValueError(f"checkpoint {path} is for env {meta['run']['env_id']!r}, "
+                             f"not {self.run.env_id!r}")
+        self.learner.load_state_dict(arrays["learner"])
+        self.replay.load_state_dict(arrays["replay"])
+        self.rng.bit_generator.state = meta["rng"]
+        self.progress = Progress(**meta["progress"])
+        if self.progress.mid_episode:
+            self.log(f"resume: checkpoint {path} was taken mid-episode at step "
+                     f"{self.progress.step}; that episode is dropped and a new one starts")
+        self.progress.mid_episode = False
+
+    # ---- the loop -----------------------------------------------------------------------
+    def epsilon(self, step: int) -> float:
+        duration = int(self.cfg.exploration_fraction * self.run.total_steps)
+        return linear_epsilon(step, self.cfg.eps_start, self.cfg.eps_end, duration)
+
+    def train(self) -> TrainResult:
+        """Train until ``run.total_steps`` env steps, then evaluate and write the artefacts."""
+        run, cfg, p = self.run, self.cfg, self.progress
+        n_actions = self.learner.n_actions
+        next_ckpt = (p.step // run.checkpoint_every + 1) * run.checkpoint_every \
+            if run.checkpoint_every else None
+        obs: np.ndarray | None = None
+        ep_return, ep_len = 0.0, 0
+        metrics: dict[str, float] = {}
+        t0, step0 = time.perf_counter(), p.step
+        while p.step < run.total_steps:
+            if obs is None:  # a new episode; its seed comes from the run's RNG
+                obs, _ = self.env.reset(seed=int(self.rng.integers(2**31 - 1)))
+                ep_return, ep_len = 0.0, 0
+            eps = self.epsilon(p.step)
+            if p.step < cfg.learning_starts or self.rng.random() < eps:
+                action = int(self.rng.integers(n_actions))
+            else:
+                action = self.learner.greedy(obs)
+            next_obs, reward, terminated, truncated, _ = self.env.step(action)
+            self.replay.add(obs, action, float(reward), next_obs, bool(terminated))
+            ep_return += float(reward)
+            ep_len += 1
+            p.step += 1
+            obs = next_obs
+
+            if p.step >= cfg.learning_starts:
+                if p.step % cfg.train_freq == 0:
+                    batch = self.replay.sample(self.rng, (cfg.gradient_steps, cfg.batch_size))
+                    metrics = self.learner.train(batch)
+                    p.updates += cfg.gradient_steps
+                    self._scalars(p.step, {f"losses/{k}": v for k, v in metrics.items()})
+                if p.step % cfg.target_update_interval == 0:
+                    self.learner.update_target()
+
+            if terminated or truncated:
+                p.episodes.append([p.step, ep_return, ep_len])
+                self._scalars(p.step, {"charts/episode_return": ep_return,
+                                       "charts/episode_length": ep_len, "charts/epsilon": eps})
+                obs = None
+                if next_ckpt is not None and p.step >= next_ckpt:
+                    p.train_seconds += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    self._checkpoint()
+                    next_ckpt = (p.step // run.checkpoint_every + 1) * run.checkpoint_every
+            if run.eval_every and p.step % run.eval_every == 0:
+                p.train_seconds += time.perf_counter() - t0
+                self._periodic_eval()
+                t0 = time.perf_counter()
+            if p.step % run.log_every == 0:
+                self._progress_line(eps, metrics, p.train_seconds + time.perf_counter() - t0)
+        p.train_seconds += time.perf_counter() - t0
+        p.mid_episode = obs is not None
+        self.save()
+        sps = (p.step - step0) / max(p.train_seconds, 1e-9) if p.step > step0 else 0.0
+        return self._finish(sps)
+
+    def _checkpoint(self) -> None:
+        path = self.save()
+        if self.run.keep_checkpoints:
+            self.save(self.run_dir / f"checkpoint-{self.progress.step}.npz")
+        self.log(f"checkpoint: step {self.progress.step} -> {path}")
+
+    def _periodic_eval(self) -> None:
+        p = self.progress
+        res = evaluate(self.learner.greedy, self.eval_env, self.run.eval_episodes,
+                       seed=self.run.seed + 1_000_000)
+        p.evals.append([p.step, res.mean, res.std])
+        self._scalars(p.step, {"eval/mean_return": res.mean, "eval/std_return": res.std})
+
+    def _progress_line(self, eps: float, metrics: dict[str, float], seconds: float) -> None:
+        p = self.progress
+        recent = [e[1] for e in p.episodes[-20:]]
+        mean = f"{np.mean(recent):8.1f}" if recent else "     n/a"
+        last_eval = f"{p.evals[-1][1]:.1f}" if p.evals else "n/a"
+        loss = f"{metrics['loss']:.4f}" if metrics else "n/a"
+        self.log(f"step {p.step:>8}/{self.run.total_steps}  episodes {len(p.episodes):>5}  "
+                 f"return(last 20) {mean}  eval {last_eval}  eps {eps:.3f}  loss {loss}  "
+                 f"{p.step / max(seconds, 1e-9):,.0f} steps/s")
+        self._scalars(p.step, {"charts/steps_per_second": p.step / max(seconds, 1e-9)})
+
+    def _scalars(self, step: int, values: dict[str, float]) -> None:
+        with self.writer.as_default(step=step):
+            for name, value in values.items():
+                tf.summary.scalar(name, value)
+
+    def _finish(self, sps: float) -> TrainResult:
+        from agents.plot import plot_learning_curve
+
+        p, run = self.progress, self.run
+        final = evaluate(self.learner.greedy, self.eval_env, run.final_eval_episodes,
+                         seed=run.seed + 2_000_000)
+        self._scalars(p.step, {"eval/final_mean_return": final.mean})
+        self.writer.flush()
+        summary = {"env_id": run.env_id, "seed": run.seed, "env_steps": p.step,
+                   "updates": p.updates, "train_seconds": p.train_seconds,
+                   "env_steps_per_second": sps, "eval_episodes": run.final_eval_episodes,
+                   "eval_mean_return": final.mean, "eval_std_return": final.std,
+                   "eval_min_return": float(final.returns.min())}
+        (self.run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+        with open(self.run_dir / "episodes.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["step", "return", "length"])
+            w.writerows(p.episodes)
+        plot_learning_curve(p.episodes, p.evals, self.run_dir / "learning_curve.png",
+                            title=f"DQN on {run.env_id}, seed {run.seed}")
+        self.log(f"done: {p.step} env steps in {p.train_seconds:.1f} s ({sps:,.0f} steps/s); "
+                 f"final eval over {run.final_eval_episodes} episodes: "
+                 f"{final.mean:.1f} +- {final.std:.1f} (min {final.returns.min():.0f})")
+        return TrainResult(self.run_dir, p, final, sps)
+
+
+def train(run: RunConfig, cfg: DQNConfig, run_dir: Path, resume_from: Path | None = None,
+          log: Callable[[str], None] = _log) -> TrainResult:
+    """Train a fresh run, or continue one from a checkpoint file."""
+    trainer = Trainer(run, cfg, run_dir, log)
+    save_run_config(trainer.run_dir, run, cfg)
+    if resume_from is not None:
+        trainer.restore(Path(resume_from))
+        log(f"resumed from {resume_from} at step {trainer.progress.step}")
+    return trainer.train()

@@ -1,0 +1,49 @@
+"""`sparkmpi-dl agent ...`: bad input gives a clear error; a trained run evaluates."""
+from pathlib import Path
+
+import pytest
+
+from sparkmpi_dl.cli import main
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("env,message", [
+    ("NoSuchEnv-v0", "env 'NoSuchEnv-v0'"),
+    ("Pendulum-v1", "needs a Discrete action space"),
+])
+def test_train_rejects_unusable_envs(tmp_path: Path, capsys, env: str, message: str):
+    code, out = run_cli(capsys, "agent", "train", "--env", env, "--run-dir", str(tmp_path))
+    assert code == 2 and message in out
+
+
+def test_train_rejects_bad_values(tmp_path: Path, capsys):
+    code, out = run_cli(capsys, "agent", "train", "--env", "CartPole-v1", "--run-dir",
+                        str(tmp_path), "--gamma", "2")
+    assert code == 2 and "DQNConfig.gamma must be in [0, 1]" in out
+    code, out = run_cli(capsys, "agent", "train", "--run-dir", str(tmp_path), "--resume")
+    assert code == 2 and "checkpoint.npz does not exist" in out
+    with pytest.raises(SystemExit):
+        main(["agent", "train", "--env", "CartPole-v1", "--run-dir", str(tmp_path),
+              "--hidden", "64,x"])
+    assert "--hidden wants comma-separated widths" in capsys.readouterr().err
+
+
+def test_train_then_eval_and_resume_longer(tmp_path: Path, capsys):
+    common = ["--run-dir", str(tmp_path), "--eval-every", "0", "--final-eval-episodes", "2"]
+    code, out = run_cli(capsys, "agent", "train", "--env", "CartPole-v1", "--steps", "400",
+                        "--hidden", "16", "--learning-starts", "100", "--train-freq", "50",
+                        "--gradient-steps", "4", "--log-every", "200", *common)
+    assert code == 0 and "step      200/400" in out and "done: 400 env steps" in out
+    assert (tmp_path / "learning_curve.png").is_file() and (tmp_path / "eval.json").is_file()
+    code, out = run_cli(capsys, "agent", "eval", "--run-dir", str(tmp_path), "--episodes", "3")
+    assert code == 0 and "CartPole-v1: 3 greedy episodes, return" in out
+    code, out = run_cli(capsys, "agent", "train", "--resume", "--steps", "600", *common)
+    assert code == 0 and "resumed from" in out and "done: 600 env steps" in out
+    code, out = run_cli(capsys, "agent", "train", "--resume", "--gamma", "0.5", *common)
+    assert code == 2 and "only --steps may change" in out
+    code, out = run_cli(capsys, "agent", "eval", "--run-dir", str(tmp_path / "nope"))
+    assert code == 2 and "no config.json" in out
