@@ -1,1 +1,33 @@
-"""recon_env."""
+"""recon_env: distributed ptychographic reconstruction (DM, RAAR, generalised DM).
+
+Import-light on purpose: importing ``recon_env`` pulls in neither cupy, mpi4py nor
+tensorflow. The names below load their module on first use.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "Reconstructor": "recon_env.engine",
+    "EngineConfig": "recon_env.engine",
+    "ALGORITHMS": "recon_env.engine",
+    "check_parameters": "recon_env.engine",
+    "ReconstructionDiverged": "recon_env.errors",
+    "CXIFormatError": "recon_env.errors",
+    "DeviceMemoryError": "recon_env.errors",
+    "PtychoData": "recon_env.data",
+    "SimulationConfig": "recon_env.simulate",
+    "simulate": "recon_env.simulate",
+    "read_cxi": "recon_env.cxi",
+    "write_cxi": "recon_env.cxi",
+    "compare_objects": "recon_env.metrics",
+    "make_comm": "recon_env.comm",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'recon_env' has no attribute {name!r}")

@@ -1,0 +1,389 @@
+"""The steppable ptychographic reconstructor: generalised difference map and RAAR.
+
+Notation (seed paper eqs. 4-7): psi_j are the exit-wave iterates, P_F the Fourier modulus
+projection, P_O the overlap projection, i.e. the eq. 4-5 object/probe estimate from all
+psi_j followed by psi_j = P * O_j.
+
+- Generalised DM (Elser 2003, eq. 6) with P_1 = P_F, P_2 = P_O:
+    psi <- psi + beta [P_F(f_2) - P_O(f_1)],  f_i = (1 + gamma_i) P_i psi - gamma_i psi.
+  beta = 1, gamma1 = -1, gamma2 = 1 is plain DM (Thibault 2009). For gamma1 != -1 the
+  term P_O(P_F psi) is the linear overlap projection with the current probe (one extra
+  FFT pair and one scatter per iteration).
+- RAAR (Luke 2005, eq. 7): psi <- [beta/2 (R_F R_O + I) + (1 - beta) P_O] psi, with
+  R = 2P - I, i.e. psi <- beta psi + beta P_F(2 P_O psi - psi) + (1 - 2 beta) P_O psi.
+  beta = 1 is plain DM.
+
+Frames are split over MPI ranks; the object/probe sums and the errors are combined with
+Allreduce, so every rank holds the same object and probe.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .comm import SerialComm
+from .data import PtychoData
+from .errors import ReconstructionDiverged
+
+ALGORITHMS = ("dm", "raar")
+
+
+@dataclass
+class EngineConfig:
+    """Engine settings that stay fixed during a run (the agent steers only step() args)."""
+
+    overlap_iterations: int = 1       # inner object/probe refinement loops per iteration
+    probe_update_start: int = 2       # first iteration (0-based) that refines the probe
+    probe_support: float | None = 0.9  # radius of the probe support, fraction of N/2
+    object_inertia: float = 1e-4      # relative to the largest eq. 4 denominator
+    probe_inertia: float = 1e-3       # relative to the largest eq. 5 denominator
+    fourier_power_bound: float | None = None  # mean squared |F|-A per valid pixel
+    divergence_threshold: float = 1e3  # relative Fourier error above this = diverged
+    block_frames: int | None = None   # frames per kernel block (None: backend default)
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.overlap_iterations < 1:
+            raise ValueError(f"overlap_iterations must be >= 1, got {self.overlap_iterations}")
+        if self.probe_update_start < 0:
+            raise ValueError(f"probe_update_start must be >= 0, got {self.probe_update_start}")
+        if self.probe_support is not None and not 0 < self.probe_support <= 2:
+            raise ValueError(f"probe_support must be in (0, 2] or None, got {self.probe_support}")
+        if self.object_inertia < 0 or self.probe_inertia < 0:
+            raise ValueError("object_inertia and probe_inertia must be >= 0")
+        if self.fourier_power_bound is not None and not self.fourier_power_bound > 0:
+            raise ValueError(
+                f"fourier_power_bound must be > 0 or None, got {self.fourier_power_bound}")
+        if not self.divergence_threshold > 0:
+            raise ValueError("divergence_threshold must be > 0")
+        if self.block_frames is not None and self.block_frames < 1:
+            raise ValueError(f"block_frames must be >= 1, got {self.block_frames}")
+
+
+def check_parameters(algorithm: str, beta: float, gamma1: float, gamma2: float) -> None:
+    """Raise ValueError for parameters outside the range the engine supports."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    for name, value in (("beta", beta), ("gamma1", gamma1), ("gamma2", gamma2)):
+        if not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if algorithm == "raar" and not 0 < beta <= 1:
+        raise ValueError(f"RAAR needs 0 < beta <= 1, got beta={beta}")
+    if algorithm == "dm" and (beta == 0 or abs(beta) > 2):
+        raise ValueError(f"DM needs 0 < |beta| <= 2, got beta={beta}")
+    if abs(gamma1) > 10 or abs(gamma2) > 10:
+        raise ValueError(f"gamma1 and gamma2 must be in [-10, 10], got {gamma1}, {gamma2}")
+
+
+def update_coefficients(algorithm: str, beta: float, gamma1: float, gamma2: float):
+    """(a, b, c, d, e, g): psi <- c psi + d P_F(a PO + b psi) + e PO + g P_O(P_F psi)."""
+    if algorithm == "raar":
+        return 2.0, -1.0, beta, beta, 1.0 - 2.0 * beta, 0.0
+    return (1.0 + gamma2, -gamma2, 1.0, beta, beta * gamma1, -beta * (1.0 + gamma1))
+
+
+def make_ops(backend: str, workers: int = 1):
+    if backend == "numpy":
+        from .ops_numpy import NumpyOps
+
+        return NumpyOps(workers=workers)
+    if backend == "cupy":
+        from .ops_cupy import CupyOps
+
+        return CupyOps()
+    raise ValueError(f"backend must be 'numpy' or 'cupy', got {backend!r}")
+
+
+def frame_range(n_frames: int, rank: int, size: int) -> tuple[int, int]:
+    """Contiguous, balanced split of frames over ranks."""
+    return n_frames * rank // size, n_frames * (rank + 1) // size
+
+
+class Reconstructor:
+    """Steppable reconstruction of one data set (this rank's share of the frames).
+
+    ``data`` holds all frames (each rank keeps its own contiguous share) unless
+    ``local=True`` says it is already this rank's share (then ``total_frames`` must be
+    the global count: it only scales the error normalisation check).
+    """
+
+    def __init__(self, data: PtychoData, config: EngineConfig | None = None, *,
+                 backend: str = "numpy", comm=None, workers: int = 1,
+                 local: bool = False) -> None:
+        self.config = config or EngineConfig()
+        self.config.check()
+        self.comm = comm or SerialComm()
+        self.ops = make_ops(backend, workers)
+        self.data = data
+        n = data.frame_shape[0]
+        self.n = n
+        if local:
+            start, stop = 0, data.n_frames
+        else:
+            start, stop = frame_range(data.n_frames, self.comm.rank, self.comm.size)
+        self.frames = (start, stop)
+        xp = self.ops.xp
+        self.xp = xp
+        pos = np.round(data.positions[start:stop]).astype(np.int32)
+        self.iy_host, self.ix_host = pos[:, 0].copy(), pos[:, 1].copy()
+        self.iy, self.ix = self.ops.asarray(self.iy_host), self.ops.asarray(self.ix_host)
+        amp = np.sqrt(np.maximum(data.intensities[start:stop], 0)).astype(np.float32)
+        mask = np.fft.ifftshift(data.mask)  # engine works in FFT order
+        amp = np.fft.ifftshift(amp, axes=(-2, -1)) * mask
+        self.maskf = None if mask.all() else self.ops.asarray(mask, dtype=np.float32)
+        self.notmask = None if mask.all() else self.ops.asarray(~mask, dtype=np.float32)
+        self.local_frames = stop - start
+        self.block = self.config.block_frames or self.ops.default_block(n, max(1, self.local_frames))
+        self.ops.prepare(self.local_frames, n, self.block) if hasattr(self.ops, "prepare") else None
+        self.amp = self.ops.asarray(amp)
+        self.amp_norm = float(self.comm.allreduce_scalars(
+            [float(np.sum(amp.astype(np.float64) ** 2))])[0])
+        if self.amp_norm <= 0:
+            raise ValueError("the data contain no photons in valid pixels")
+        self.npix_valid = int(np.asarray(data.mask).sum())
+        self.object_shape = tuple(data.object_shape)
+        self._support = self._probe_support_mask()
+        self._buffers()
+        self.reset()
+
+    # ------------------------------------------------------------ state
+    def _buffers(self) -> None:
+        xp, n, b = self.xp, self.n, self.block
+        self._fbuf = xp.empty((b, n, n), dtype=xp.complex64)
+        self._pobuf = xp.empty((b, n, n), dtype=xp.complex64)
+        self._xbuf = xp.empty((b, n, n), dtype=xp.complex64)
+        self._absbuf = xp.empty((b, n, n), dtype=xp.float32)
+        self._devbuf = xp.empty((b, n, n), dtype=xp.float32)
+        # object windows O_j of the last probe update, reused for P * O_j when still valid
+        self._ov = xp.empty((self.local_frames, n, n), dtype=xp.complex64)
+        self._ov_valid = False
+
+    def _probe_support_mask(self):
+        frac = self.config.probe_support
+        if frac is None:
+            return None
+        y, x = np.indices((self.n, self.n)) - self.n / 2 + 0.5
+        return self.ops.asarray(np.hypot(y, x) <= frac * self.n / 2, dtype=bool)
+
+    def _initial_probe(self) -> np.ndarray:
+        data = self.data
+        if data.probe_guess is not None:
+            return np.asarray(data.probe_guess, dtype=np.complex64)
+        # No guess: a flat-phase probe whose far field has the mean measured amplitude.
+        mean_amp = np.sqrt(np.maximum(data.intensities.mean(axis=0), 0))
+        probe = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(mean_amp), norm="ortho"))
+        return probe.astype(np.complex64)
+
+    def reset(self) -> None:
+        """Start from the initial probe, a seeded near-flat object and psi = P * O_j."""
+        xp = self.xp
+        rng = np.random.default_rng(self.config.seed)
+        obj = (1.0 + 0.01 * (rng.standard_normal(self.object_shape)
+                             + 1j * rng.standard_normal(self.object_shape))).astype(np.complex64)
+        self.object = self.ops.asarray(obj)
+        probe = self._initial_probe()
+        self.probe = self.ops.asarray(probe)
+        if self._support is not None:
+            self.probe *= self._support
+        self.psi = xp.empty((self.local_frames, self.n, self.n), dtype=xp.complex64)
+        for s, e in self._blocks():
+            self.ops.gather_product(self.object, self.probe, self.iy[s:e], self.ix[s:e], self.psi[s:e])
+        self.iteration = 0
+        self.history: dict[str, list[float]] = {"fourier_error": [], "exit_change": [],
+                                                "beta": [], "gamma1": [], "gamma2": [],
+                                                "algorithm": []}
+        self._obj_num = None  # eq. 4 numerator for (probe, psi) when already known
+        self._obj_den = None
+        self._ov_valid = False
+
+    def _blocks(self):
+        for s in range(0, self.local_frames, self.block):
+            yield s, min(s + self.block, self.local_frames)
+
+    def snapshot(self) -> dict:
+        """Host copy of the full state (this rank's exit waves included)."""
+        return {"psi": self.ops.to_host(self.psi).copy(),
+                "object": self.ops.to_host(self.object).copy(),
+                "probe": self.ops.to_host(self.probe).copy(),
+                "iteration": self.iteration,
+                "history": {k: list(v) for k, v in self.history.items()}}
+
+    def restore(self, state: dict) -> None:
+        """Return exactly to a snapshot() state (same rank layout)."""
+        if state["psi"].shape != tuple(self.psi.shape):
+            raise ValueError(f"snapshot psi shape {state['psi'].shape} != {tuple(self.psi.shape)}")
+        self.psi[...] = self.ops.asarray(state["psi"])
+        self.object = self.ops.asarray(state["object"]).copy()
+        self.probe = self.ops.asarray(state["probe"]).copy()
+        self.iteration = int(state["iteration"])
+        self.history = {k: list(v) for k, v in state["history"].items()}
+        self._obj_num = None
+        self._obj_den = None
+        self._ov_valid = False
+
+    # ------------------------------------------------------------ eq. 4 and 5
+    def _object_denominator(self):
+        xp = self.xp
+        den = xp.zeros(self.object_shape, dtype=xp.float32)
+        self.ops.scatter_power(den, self.probe, self.iy, self.ix)
+        return self.comm.allreduce(den)
+
+    def _object_numerator(self, probe, waves=None):
+        xp = self.xp
+        num = xp.zeros(self.object_shape, dtype=xp.complex64)
+        waves = self.psi if waves is None else waves
+        for s, e in self._blocks():
+            self.ops.scatter_conj_probe(num, waves[s:e], probe, self.iy[s:e], self.ix[s:e],
+                                        self._fbuf[: e - s])
+        return self.comm.allreduce(num)
+
+    def _update_object(self) -> None:
+        num = self._obj_num if self._obj_num is not None else self._object_numerator(self.probe)
+        den = self._obj_den if self._obj_den is not None else self._object_denominator()
+        self._obj_den = den
+        self._obj_num = None
+        reg = self.config.object_inertia * float(den.max())
+        self.object = (num + reg * self.object) / (den + reg + 1e-30)
+        self._ov_valid = False
+
+    def _update_probe(self) -> None:
+        xp = self.xp
+        num = xp.zeros((self.n, self.n), dtype=xp.complex64)
+        den = xp.zeros((self.n, self.n), dtype=xp.float32)
+        for s, e in self._blocks():
+            self.ops.probe_sums(self.object, self.psi[s:e], self.iy[s:e], self.ix[s:e], num, den,
+                                self._ov[s:e], self._fbuf[: e - s], self._absbuf[: e - s])
+        self._ov_valid = True
+        self.comm.allreduce(num)
+        self.comm.allreduce(den)
+        reg = self.config.probe_inertia * float(den.max())
+        probe = (num + reg * self.probe) / (den + reg + 1e-30)
+        if self._support is not None:
+            probe *= self._support
+        self.probe = probe.astype(xp.complex64)
+        self._obj_den = None  # the eq. 4 denominator depends on the probe
+
+    def _overlap_update(self) -> None:
+        """Eq. 4-5 by alternating updates: (object, probe) x overlap_iterations, object.
+
+        Ending on an object update keeps the object consistent with the final probe
+        (one pair without it does not converge from a poor probe guess).
+        """
+        self._update_object()
+        if self.iteration >= self.config.probe_update_start:
+            for _ in range(self.config.overlap_iterations):
+                self._update_probe()
+                self._update_object()
+
+    # ------------------------------------------------------------ one iteration
+    def _iterate(self, algorithm: str, beta: float, gamma1: float, gamma2: float) -> tuple[float, float]:
+        ops, xp = self.ops, self.xp
+        self._overlap_update()
+        coef = update_coefficients(algorithm, beta, gamma1, gamma2)
+        pb = self.config.fourier_power_bound
+        extra_obj = None
+        if coef[5] != 0.0:  # generalised DM with gamma1 != -1: P_O(P_F psi), linear in psi
+            num = xp.zeros(self.object_shape, dtype=xp.complex64)
+            for s, e in self._blocks():
+                k = e - s
+                proj, _ = ops.fourier_project(self.psi[s:e], self.amp[s:e], self.maskf,
+                                              self.notmask, pb, self._xbuf[:k],
+                                              self._absbuf[:k], self._devbuf[:k])
+                ops.scatter_conj_probe(num, proj, self.probe, self.iy[s:e],
+                                       self.ix[s:e], self._fbuf[:k])
+            self.comm.allreduce(num)
+            den = self._obj_den if self._obj_den is not None else self._object_denominator()
+            reg = self.config.object_inertia * float(den.max())
+            extra_obj = (num + reg * self.object) / (den + reg + 1e-30)
+        err_sum, change = 0.0, 0.0
+        next_num = xp.zeros(self.object_shape, dtype=xp.complex64)
+        for s, e in self._blocks():
+            k = e - s
+            iy, ix = self.iy[s:e], self.ix[s:e]
+            if self._ov_valid:
+                po = ops.multiply(self._ov[s:e], self.probe, self._pobuf[:k])
+            else:
+                po = ops.gather_product(self.object, self.probe, iy, ix, self._pobuf[:k])
+            extra = None
+            if extra_obj is not None:
+                extra = ops.gather_product(extra_obj, self.probe, iy, ix, self._xbuf[:k])
+            err, dchange = ops.fourier_update(self.psi[s:e], po, self.amp[s:e], self.maskf,
+                                              self.notmask, coef, pb, self._fbuf[:k],
+                                              self._absbuf[:k], self._devbuf[:k], extra)
+            err_sum += float(err.sum())
+            change += dchange
+            # eq. 4 numerator of the next iteration, while this block is hot in cache
+            ops.scatter_conj_probe(next_num, self.psi[s:e], self.probe, iy, ix, self._fbuf[:k])
+        totals = self.comm.allreduce_scalars([err_sum, change])
+        self._obj_num = self.comm.allreduce(next_num)
+        self.iteration += 1
+        # both relative to the measured power sum A^2 (~ sum |psi|^2)
+        return totals[0] / self.amp_norm, totals[1] / self.amp_norm
+
+    def step(self, n_iterations: int, beta: float | None = None, gamma1: float | None = None,
+             gamma2: float | None = None, algorithm: str = "dm") -> dict[str, list[float]]:
+        """Run ``n_iterations`` with the given relaxation; returns this call's error history.
+
+        Defaults: DM beta=1, gamma1=-1/beta, gamma2=1/beta (Elser's choice; plain DM at
+        beta=1); RAAR beta=0.9. Raises ValueError for bad parameters and
+        ReconstructionDiverged when the error becomes non-finite or explodes.
+        """
+        if not isinstance(n_iterations, (int, np.integer)) or n_iterations < 0:
+            raise ValueError(f"n_iterations must be an integer >= 0, got {n_iterations!r}")
+        if beta is None:
+            beta = 0.9 if algorithm == "raar" else 1.0
+        check_parameters(algorithm, beta, 0.0 if gamma1 is None else gamma1,
+                         0.0 if gamma2 is None else gamma2)
+        gamma1 = -1.0 / beta if gamma1 is None else float(gamma1)
+        gamma2 = 1.0 / beta if gamma2 is None else float(gamma2)
+        check_parameters(algorithm, beta, gamma1, gamma2)
+        out: dict[str, list[float]] = {"fourier_error": [], "exit_change": []}
+        for _ in range(int(n_iterations)):
+            ferr, change = self._iterate(algorithm, float(beta), gamma1, gamma2)
+            for key, val in (("fourier_error", ferr), ("exit_change", change)):
+                out[key].append(val)
+                self.history[key].append(val)
+            for key, val in (("beta", beta), ("gamma1", gamma1), ("gamma2", gamma2),
+                             ("algorithm", algorithm)):
+                self.history[key].append(val)
+            self._check_divergence(ferr, change)
+        return out
+
+    def _check_divergence(self, ferr: float, change: float) -> None:
+        reason = None
+        if not (math.isfinite(ferr) and math.isfinite(change)):
+            reason = f"non-finite error (fourier_error={ferr}, exit_change={change})"
+        elif ferr > self.config.divergence_threshold:
+            reason = (f"fourier_error {ferr:.3g} exceeds divergence_threshold "
+                      f"{self.config.divergence_threshold:.3g}")
+        else:
+            pnorm = float(self.xp.abs(self.probe).max())
+            if not math.isfinite(pnorm):
+                reason = "probe contains NaN or inf"
+        if reason:
+            raise ReconstructionDiverged(self.iteration, reason, self.history)
+
+    # ------------------------------------------------------------ results
+    def illumination(self) -> np.ndarray:
+        """Sum over all frames of |P|^2 in object coordinates (the eq. 4 denominator)."""
+        den = self._obj_den if self._obj_den is not None else self._object_denominator()
+        return self.ops.to_host(den).astype(np.float64)
+
+    def result(self) -> dict:
+        """Host copies of the object, the probe and the illumination map."""
+        return {"object": self.ops.to_host(self.object).copy(),
+                "probe": self.ops.to_host(self.probe).copy(),
+                "illumination": self.illumination(),
+                "iteration": self.iteration,
+                "config": asdict(self.config)}
+
+    def quality(self, threshold: float = 0.5) -> dict:
+        """Ground-truth errors (needs data.truth_object); see metrics.compare_objects."""
+        from .metrics import compare_objects
+
+        if self.data.truth_object is None:
+            raise ValueError("quality() needs ground truth: data.truth_object is None")
+        return compare_objects(self.ops.to_host(self.object), self.data.truth_object,
+                               self.illumination(), threshold)

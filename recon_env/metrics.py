@@ -1,0 +1,93 @@
+"""Ground-truth errors of a reconstructed object, after removing ptychography's ambiguities.
+
+A reconstruction is only defined up to a global phase, a linear phase ramp and a (subpixel)
+shift of the object traded against the probe, and a scale of the amplitude. These are
+removed before comparing, and only the well-illuminated region (illumination above
+``threshold`` x its maximum) is compared.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _phase_ramp(d: np.ndarray, region: np.ndarray) -> tuple[float, float]:
+    """Phase gradient (rad/px along y, x) of d = recon * conj(truth) inside region."""
+    pair_y = region[1:, :] & region[:-1, :]
+    pair_x = region[:, 1:] & region[:, :-1]
+    ky = np.angle(np.sum((d[1:, :] * np.conj(d[:-1, :]))[pair_y]))
+    kx = np.angle(np.sum((d[:, 1:] * np.conj(d[:, :-1]))[pair_x]))
+    return float(ky), float(kx)
+
+
+def _remove_ramp_and_phase(recon: np.ndarray, truth: np.ndarray, region: np.ndarray) -> np.ndarray:
+    y, x = np.indices(recon.shape, dtype=np.float64)
+    d = recon * np.conj(truth)
+    ky, kx = _phase_ramp(d, region)
+    out = recon * np.exp(-1j * (ky * y + kx * x))
+    phi0 = np.angle(np.sum((out * np.conj(truth))[region]))
+    return out * np.exp(-1j * phi0)
+
+
+def _subpixel_shift(recon: np.ndarray, truth: np.ndarray, region: np.ndarray) -> tuple[float, float]:
+    """Shift (dy, dx) that best maps truth onto recon: cross-correlation peak + parabola."""
+    w = region.astype(np.float64)
+    a = np.fft.fft2((recon - np.mean(recon[region])) * w)
+    b = np.fft.fft2((truth - np.mean(truth[region])) * w)
+    cc = np.abs(np.fft.ifft2(a * np.conj(b)))
+    peak = np.unravel_index(np.argmax(cc), cc.shape)
+    shift = []
+    for axis, p in enumerate(peak):
+        n = cc.shape[axis]
+        idx = [peak[0], peak[1]]
+        vals = []
+        for off in (-1, 0, 1):
+            idx[axis] = (p + off) % n
+            vals.append(cc[tuple(idx)])
+        denom = vals[0] - 2 * vals[1] + vals[2]
+        frac = 0.5 * (vals[0] - vals[2]) / denom if denom != 0 else 0.0
+        s = p + frac
+        shift.append(s - n if s > n / 2 else s)
+    return float(shift[0]), float(shift[1])
+
+
+def fourier_shift(img: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """img moved by (dy, dx) pixels (periodic, subpixel through the Fourier shift theorem)."""
+    ky = np.fft.fftfreq(img.shape[0])[:, None]
+    kx = np.fft.fftfreq(img.shape[1])[None, :]
+    return np.fft.ifft2(np.fft.fft2(img) * np.exp(-2j * np.pi * (ky * dy + kx * dx)))
+
+
+def compare_objects(recon: np.ndarray, truth: np.ndarray, illumination: np.ndarray,
+                    threshold: float = 0.5) -> dict:
+    """Phase RMS (rad), phase/amplitude/complex NRMSE, shift and ramp found, region size."""
+    recon = np.asarray(recon, dtype=np.complex128)
+    truth = np.asarray(truth, dtype=np.complex128)
+    if recon.shape != truth.shape:
+        raise ValueError(f"object shape {recon.shape} != truth shape {truth.shape}")
+    region = illumination > threshold * illumination.max()
+    if region.sum() < 16:
+        raise ValueError("the well-illuminated region has fewer than 16 pixels")
+    work = _remove_ramp_and_phase(recon, truth, region)
+    dy, dx = _subpixel_shift(work, truth, region)
+    work = fourier_shift(recon, -dy, -dx)
+    # erode the region by the shift so that wrapped pixels are never compared
+    pad = int(np.ceil(max(abs(dy), abs(dx)))) + 1
+    inner = region.copy()
+    inner[:pad, :] = inner[-pad:, :] = False
+    inner[:, :pad] = inner[:, -pad:] = False
+    inner &= np.roll(region, (int(round(-dy)), int(round(-dx))), axis=(0, 1))
+    work = _remove_ramp_and_phase(work, truth, inner)
+    ra, ta = np.abs(work[inner]), np.abs(truth[inner])
+    scale = float(np.sum(ra * ta) / max(np.sum(ra * ra), 1e-30))
+    dphi = np.angle(work[inner] * np.conj(truth[inner]))
+    tphase = np.angle(truth[inner])
+    tphase = tphase - tphase.mean()
+    complex_err = np.linalg.norm(scale * work[inner] - truth[inner]) / np.linalg.norm(truth[inner])
+    return {
+        "phase_rms": float(np.sqrt(np.mean(dphi**2))),
+        "phase_nrmse": float(np.linalg.norm(dphi) / max(np.linalg.norm(tphase), 1e-30)),
+        "amplitude_nrmse": float(np.linalg.norm(scale * ra - ta) / max(np.linalg.norm(ta), 1e-30)),
+        "complex_nrmse": float(complex_err),
+        "shift": (dy, dx),
+        "region_pixels": int(inner.sum()),
+    }

@@ -1,0 +1,272 @@
+"""Ptychography simulator: probes, test objects, scan patterns, noisy far-field data.
+
+Everything is deterministic for a given ``seed`` (built-in objects use their own fixed
+seed, so the same object comes back whatever the noise seed). Positions are whole object
+pixels: the forward model and the engine use the same integer windows.
+
+Photon count = expected photons per frame *incident* on the sample (sum |probe|^2); the
+object's absorption lowers what reaches the detector. ``photons=None`` gives noise-free data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .data import PtychoData
+
+PROBES = ("airy", "gaussian")
+OBJECTS = ("mixed", "siemens", "cells", "rings", "flat")
+SCANS = ("fermat", "raster", "concentric")
+
+
+@dataclass
+class SimulationConfig:
+    """Parameters of one simulated scan (defaults give a well-posed 128-pixel case)."""
+
+    n_frames: int = 512
+    frame_size: int = 128
+    probe: str = "airy"
+    probe_diameter: float = 40.0      # px; Airy: first-zero diameter, Gaussian: FWHM
+    probe_defocus: float = 3.0        # rad of quadratic phase at the pupil edge / probe edge
+    object: str = "mixed"             # a built-in name, or a path to an image / .npy file
+    phase_max: float = 1.0            # rad, object phase range
+    amplitude_min: float = 0.6        # object amplitude range [amplitude_min, 1]
+    scan: str = "fermat"
+    overlap: float = 0.75             # 1 - step / probe_diameter
+    jitter: float = 0.0               # px, std of Gaussian position errors (rounded)
+    photons: float | None = 1e8       # per frame; None: no noise
+    bad_pixels: float = 0.0           # fraction of randomly masked detector pixels
+    beamstop: float = 0.0             # radius (px) of a masked central disc
+    seed: int = 0
+    energy_ev: float = 8000.0
+    distance_m: float = 2.0
+    detector_pixel_m: float = 75e-6
+
+    def check(self) -> None:
+        if self.n_frames < 1:
+            raise ValueError(f"n_frames must be >= 1, got {self.n_frames}")
+        if self.frame_size < 8 or self.frame_size % 2:
+            raise ValueError(f"frame_size must be an even number >= 8, got {self.frame_size}")
+        if self.probe not in PROBES:
+            raise ValueError(f"probe must be one of {PROBES}, got {self.probe!r}")
+        if self.scan not in SCANS:
+            raise ValueError(f"scan must be one of {SCANS}, got {self.scan!r}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        if not 0 < self.probe_diameter < self.frame_size:
+            raise ValueError(
+                f"probe_diameter must be in (0, frame_size={self.frame_size}), "
+                f"got {self.probe_diameter}")
+        if self.photons is not None and not self.photons > 0:
+            raise ValueError(f"photons must be > 0 or None, got {self.photons}")
+        if not 0.0 <= self.bad_pixels < 1.0:
+            raise ValueError(f"bad_pixels must be a fraction in [0, 1), got {self.bad_pixels}")
+        if self.jitter < 0 or self.beamstop < 0:
+            raise ValueError("jitter and beamstop must be >= 0")
+        if not 0 < self.amplitude_min <= 1:
+            raise ValueError(f"amplitude_min must be in (0, 1], got {self.amplitude_min}")
+
+
+# ---------------------------------------------------------------- probes
+def _radius2(n: int) -> np.ndarray:
+    y, x = np.indices((n, n)) - n // 2
+    return (y * y + x * x).astype(np.float64)
+
+
+def make_probe(kind: str, n: int, diameter: float, defocus: float = 0.0) -> np.ndarray:
+    """Unit-power probe (sum |P|^2 = 1), centred in an n x n window.
+
+    airy: a focused beam, the inverse FFT of a circular pupil with ``defocus`` rad of
+    quadratic phase at its edge (phase curvature -> structured probe, which helps probe
+    retrieval). gaussian: FWHM ``diameter`` with ``defocus`` rad of curvature at r = FWHM.
+    """
+    if kind == "airy":
+        pupil_radius = 1.22 * n / diameter
+        rho2 = _radius2(n) / pupil_radius**2
+        pupil = (rho2 <= 1.0) * np.exp(1j * defocus * rho2)
+        probe = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(pupil)))
+        # a soft aperture keeps the ring tails inside the window (no wrap-around)
+        r = np.sqrt(_radius2(n)) / (0.4 * n)
+        probe = probe * np.exp(-(r**8))
+    elif kind == "gaussian":
+        r2 = _radius2(n) / diameter**2
+        probe = np.exp(-4 * np.log(2) * r2 / 2) * np.exp(1j * defocus * r2)
+    else:
+        raise ValueError(f"probe must be one of {PROBES}, got {kind!r}")
+    probe = probe.astype(np.complex128)
+    return probe / np.sqrt(np.sum(np.abs(probe) ** 2))
+
+
+# ---------------------------------------------------------------- objects
+def _smooth(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur through the FFT (keeps built-in objects band-limited, no scipy need)."""
+    ky = np.fft.fftfreq(img.shape[0])[:, None]
+    kx = np.fft.fftfreq(img.shape[1])[None, :]
+    g = np.exp(-2 * (np.pi * sigma) ** 2 * (ky**2 + kx**2))
+    return np.real(np.fft.ifft2(np.fft.fft2(img) * g))
+
+
+def _norm01(img: np.ndarray) -> np.ndarray:
+    lo, hi = float(img.min()), float(img.max())
+    return (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+
+
+def _siemens(shape: tuple[int, int], spokes: int = 24) -> np.ndarray:
+    y, x = np.indices(shape, dtype=np.float64)
+    y -= shape[0] / 2
+    x -= shape[1] / 2
+    theta = np.arctan2(y, x)
+    r = np.hypot(y, x)
+    star = (np.sin(spokes / 2 * theta) > 0).astype(np.float64)
+    star[r < 0.04 * min(shape)] = 0.5
+    return _smooth(star, 0.8)
+
+
+def _cells(shape: tuple[int, int], count: int | None = None) -> np.ndarray:
+    rng = np.random.default_rng(20171121)  # fixed: the object does not depend on the seed
+    count = count or max(8, shape[0] * shape[1] // 900)
+    img = np.zeros(shape)
+    y, x = np.indices(shape, dtype=np.float64)
+    for cy, cx, rad, val in zip(rng.uniform(0, shape[0], count), rng.uniform(0, shape[1], count),
+                                rng.uniform(3, 14, count), rng.uniform(0.3, 1.0, count)):
+        img += val * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * rad**2))
+    return _norm01(_smooth(img, 1.0))
+
+
+def _rings(shape: tuple[int, int]) -> np.ndarray:
+    r2 = (np.indices(shape, dtype=np.float64) - np.array(shape)[:, None, None] / 2) ** 2
+    r = np.sqrt(r2.sum(axis=0))
+    return _norm01(_smooth(0.5 + 0.5 * np.cos(2 * np.pi * r / (6 + 0.02 * r)), 0.7))
+
+
+def _load_image(path: str, shape: tuple[int, int]) -> np.ndarray:
+    """Grey image in [0, 1] (or a complex .npy array, returned unchanged) resized to shape."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"object image file not found: {path}")
+    if file.suffix == ".npy":
+        arr = np.load(file)
+        if np.iscomplexobj(arr):
+            if arr.shape != shape:
+                raise ValueError(f"{path}: complex object shape {arr.shape} != needed {shape}")
+            return arr
+    else:
+        import matplotlib.image as mpimg  # only needed for image files
+
+        try:
+            arr = np.asarray(mpimg.imread(file), dtype=np.float64)
+        except Exception as err:  # noqa: BLE001 - re-raised with the file name
+            raise ValueError(f"{path}: cannot read as an image ({err})") from err
+        if arr.ndim == 3:
+            arr = arr[..., :3].mean(axis=2)
+    from scipy.ndimage import zoom
+
+    arr = zoom(arr.astype(np.float64), (shape[0] / arr.shape[0], shape[1] / arr.shape[1]), order=1)
+    return _norm01(arr[: shape[0], : shape[1]])
+
+
+def make_object(kind: str, shape: tuple[int, int], phase_max: float = 1.0,
+                amplitude_min: float = 0.6) -> np.ndarray:
+    """Complex transmission with amplitude in [amplitude_min, 1] and phase in [0, phase_max].
+
+    ``mixed`` uses different patterns for amplitude (cells) and phase (Siemens star) so that
+    crosstalk between them is visible; any other value that is not a built-in name is read
+    as an image file (grey levels -> both amplitude and phase) or a complex .npy array.
+    """
+    builtin = {"siemens": (_siemens, _siemens), "cells": (_cells, _cells),
+               "rings": (_rings, _rings), "mixed": (_cells, _siemens)}
+    if kind == "flat":
+        return np.ones(shape, dtype=np.complex128)
+    if kind in builtin:
+        amp_fn, phase_fn = builtin[kind]
+        amp_img, phase_img = amp_fn(shape), phase_fn(shape)
+    else:
+        img = _load_image(kind, shape)
+        if np.iscomplexobj(img):
+            return img.astype(np.complex128)
+        amp_img = phase_img = img
+    amplitude = 1.0 - (1.0 - amplitude_min) * amp_img
+    return amplitude * np.exp(1j * phase_max * phase_img)
+
+
+# ---------------------------------------------------------------- scans
+def scan_positions(kind: str, n_frames: int, step: float, jitter: float = 0.0,
+                   rng: np.random.Generator | None = None) -> np.ndarray:
+    """Frame centres (y, x) in pixels, first n_frames of the pattern, min at 0."""
+    if step <= 0:
+        raise ValueError(f"scan step must be > 0 px (overlap too large?), got {step}")
+    idx = np.arange(n_frames, dtype=np.float64)
+    if kind == "raster":
+        side = int(np.ceil(np.sqrt(n_frames)))
+        pos = np.stack([idx // side, idx % side], axis=1) * step
+    elif kind == "concentric":
+        pts = [(0.0, 0.0)]
+        ring = 1
+        while len(pts) < n_frames:
+            count = int(round(2 * np.pi * ring))
+            ang = 2 * np.pi * np.arange(count) / count
+            pts += list(zip(ring * step * np.sin(ang), ring * step * np.cos(ang)))
+            ring += 1
+        pos = np.asarray(pts[:n_frames])
+    elif kind == "fermat":
+        # r = c sqrt(n), theta = n * golden angle: one point per pi c^2 of area, so the
+        # mean neighbour distance is about step for c = step / sqrt(pi).
+        c = step / np.sqrt(np.pi)
+        theta = idx * np.deg2rad(137.50776405)
+        r = c * np.sqrt(idx + 0.5)
+        pos = np.stack([r * np.sin(theta), r * np.cos(theta)], axis=1)
+    else:
+        raise ValueError(f"scan must be one of {SCANS}, got {kind!r}")
+    if jitter > 0:
+        rng = rng or np.random.default_rng(0)
+        pos = pos + rng.normal(0.0, jitter, pos.shape)
+    return pos - pos.min(axis=0)
+
+
+# ---------------------------------------------------------------- data
+def simulate(config: SimulationConfig | None = None, **overrides) -> PtychoData:
+    """Simulate a far-field ptychography scan; returns data with the ground truth attached."""
+    cfg = config or SimulationConfig()
+    if overrides:
+        cfg = SimulationConfig(**{**cfg.__dict__, **overrides})
+    cfg.check()
+    n = cfg.frame_size
+    rng = np.random.default_rng(cfg.seed)
+    step = (1.0 - cfg.overlap) * cfg.probe_diameter
+    centres = scan_positions(cfg.scan, cfg.n_frames, step, cfg.jitter, rng)
+    positions = np.round(centres).astype(np.float64)  # top-left corners, whole pixels
+    margin = n // 8
+    positions += margin
+    obj_shape = (int(positions[:, 0].max()) + n + margin, int(positions[:, 1].max()) + n + margin)
+
+    power = cfg.photons if cfg.photons is not None else 1e6
+    probe = make_probe(cfg.probe, n, cfg.probe_diameter, cfg.probe_defocus) * np.sqrt(power)
+    obj = make_object(cfg.object, obj_shape, cfg.phase_max, cfg.amplitude_min)
+
+    iy, ix = positions[:, 0].astype(int), positions[:, 1].astype(int)
+    intensities = np.empty((cfg.n_frames, n, n), dtype=np.float32)
+    for j0 in range(0, cfg.n_frames, 64):  # blocks keep the complex128 temporaries small
+        sl = range(j0, min(j0 + 64, cfg.n_frames))
+        exit_waves = np.stack([probe * obj[iy[j]:iy[j] + n, ix[j]:ix[j] + n] for j in sl])
+        far = np.fft.fftshift(np.fft.fft2(exit_waves, norm="ortho"), axes=(-2, -1))
+        inten = np.abs(far) ** 2
+        if cfg.photons is not None:
+            inten = rng.poisson(inten).astype(np.float64)
+        intensities[j0:j0 + len(sl)] = inten
+
+    mask = np.ones((n, n), dtype=bool)
+    if cfg.bad_pixels > 0:
+        mask &= rng.random((n, n)) >= cfg.bad_pixels
+    if cfg.beamstop > 0:
+        mask &= _radius2(n) > cfg.beamstop**2
+    intensities *= mask  # a masked pixel carries no signal
+
+    guess = make_probe("gaussian", n, cfg.probe_diameter, 0.0) * np.sqrt(power)
+    return PtychoData(
+        intensities=intensities, positions=positions, mask=mask, energy_ev=cfg.energy_ev,
+        distance_m=cfg.distance_m, detector_pixel_m=cfg.detector_pixel_m,
+        probe_guess=guess.astype(np.complex64), truth_object=obj.astype(np.complex64),
+        truth_probe=probe.astype(np.complex64), object_shape=obj_shape,
+        meta={"simulation": {k: v for k, v in cfg.__dict__.items()}})

@@ -1,0 +1,248 @@
+"""Gymnasium environment: steer the relaxation of a ptychographic reconstruction.
+
+One episode is one reconstruction of one scan from a fresh start. Each step runs
+``iterations_per_step`` (K) engine iterations with the algorithm and relaxation beta the
+action selects; the episode is truncated when the iteration budget is used up.
+
+Actions (``Discrete(6)``): ``algorithm = ("dm", "raar")[a // 3]`` and the beta index on the
+ladder ``betas`` moves by ``(a % 3) - 1`` (down / keep / up), clamped at the ends:
+
+    0: DM, beta down    1: DM, keep beta    2: DM, beta up
+    3: RAAR, beta down  4: RAAR, keep beta  5: RAAR, beta up
+
+DM uses Elser's gamma1 = -1/beta, gamma2 = 1/beta (plain DM at beta = 1).
+
+Observation (``Box(11,)`` float32, measured quantities only, no ground truth), with E_t the
+relative Fourier error after step t's last iteration and L = log10:
+    0  L E_t                         1  L E_t - L E_{t-1}        2  L E_{t-1} - L E_{t-2}
+    3  L e_last - L e_prev (slope over the last iteration)       4  L E_t - min_s L E_s
+    5  L exit-wave change (last iteration)                       6  beta in use
+    7  1 if DM else 0                8  1 if RAAR else 0         9  fraction of budget used
+    10 1 once the first chunk ran (all error features are 0 before)
+Every entry is clipped to [-10, 10].
+
+Reward: r_t = L E_{t-1} - L E_t (decades of Fourier error removed by the step), with E_0 the
+error measured in the episode's first iteration (fixed by the scan and the start guess). The
+return telescopes to L E_0 - L E_T: maximising it minimises the final error.
+Divergence (the engine's ``ReconstructionDiverged``) terminates the episode with reward
+``-divergence_penalty``; it never propagates.
+
+``reset(seed=...)`` draws a scan from ``ScanGenerator`` (object, probe, scan pattern,
+photon count, overlap, noise seed) with the env's seeded RNG: the same seed gives the same
+scan and, the engine being deterministic, the same episode. ``info`` holds the measured
+errors of the step and, at the end of an episode of a simulated scan, ground-truth metrics
+(``truth_phase_nrmse`` ...) for evaluation only.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+ENV_ID = "recon_env/PtychoTuning-v0"
+ALGORITHMS = ("dm", "raar")
+OBS_SIZE = 11
+CLIP = 10.0
+
+
+@dataclass
+class ScanGenerator:
+    """The distribution reset() draws scans from (small defaults: an episode takes seconds)."""
+
+    objects: tuple[str, ...] = ("mixed", "cells", "rings")
+    probes: tuple[str, ...] = ("airy", "gaussian")
+    scans: tuple[str, ...] = ("fermat", "raster", "concentric")
+    n_frames: int = 48
+    frame_size: int = 32
+    probe_diameter_frac: tuple[float, float] = (0.3, 0.45)  # of frame_size
+    overlap: tuple[float, float] = (0.6, 0.8)
+    log10_photons: tuple[float, float] = (5.0, 8.0)  # per frame, log-uniform
+    phase_max: tuple[float, float] = (0.5, 1.5)
+
+    def check(self) -> None:
+        for name in ("objects", "probes", "scans"):
+            if not getattr(self, name):
+                raise ValueError(f"ScanGenerator.{name} must not be empty")
+        for name in ("probe_diameter_frac", "overlap", "log10_photons", "phase_max"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"ScanGenerator.{name}: low {lo} > high {hi}")
+        if self.n_frames < 1:
+            raise ValueError(f"ScanGenerator.n_frames must be >= 1, got {self.n_frames}")
+
+    def draw(self, rng: np.random.Generator) -> dict[str, Any]:
+        """Parameters of one scan for ``recon_env.simulate.SimulationConfig``."""
+
+        def uniform(bounds: tuple[float, float]) -> float:
+            return float(rng.uniform(*bounds))
+
+        return {
+            "n_frames": self.n_frames, "frame_size": self.frame_size,
+            "object": str(rng.choice(list(self.objects))),
+            "probe": str(rng.choice(list(self.probes))),
+            "scan": str(rng.choice(list(self.scans))),
+            "probe_diameter": uniform(self.probe_diameter_frac) * self.frame_size,
+            "overlap": uniform(self.overlap),
+            "photons": 10.0 ** uniform(self.log10_photons),
+            "phase_max": uniform(self.phase_max),
+            "seed": int(rng.integers(2**31 - 1)),
+        }
+
+
+@dataclass
+class _Track:
+    """Measured history of the running episode."""
+
+    chunk_errors: list[float] = field(default_factory=list)  # E_0, E_1, ... (log10)
+    last_iters: list[float] = field(default_factory=list)  # last two log10 e
+    exit_change: float = 0.0
+    iterations: int = 0
+
+
+class PtychoTuningEnv(gym.Env):
+    """See the module docstring for actions, observation, reward and termination."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, iterations_per_step: int = 5, iteration_budget: int = 60,
+                 betas: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+                 initial_beta: float = 1.0, initial_algorithm: str = "dm",
+                 divergence_penalty: float = 2.0, generator: ScanGenerator | dict | None = None,
+                 engine: dict[str, Any] | None = None, backend: str = "numpy",
+                 truth_metrics: bool = True) -> None:
+        if iterations_per_step < 1:
+            raise ValueError(f"PtychoTuningEnv: iterations_per_step must be >= 1, "
+                             f"got {iterations_per_step}")
+        if iteration_budget < iterations_per_step:
+            raise ValueError(f"PtychoTuningEnv: iteration_budget ({iteration_budget}) must be "
+                             f">= iterations_per_step ({iterations_per_step})")
+        betas = tuple(float(b) for b in betas)
+        if not betas or list(betas) != sorted(betas) or not all(0 < b <= 1 for b in betas):
+            raise ValueError(f"PtychoTuningEnv: betas must be an increasing ladder in (0, 1], "
+                             f"got {betas}")
+        if initial_beta not in betas:
+            raise ValueError(f"PtychoTuningEnv: initial_beta {initial_beta} is not on the "
+                             f"ladder {betas}")
+        if initial_algorithm not in ALGORITHMS:
+            raise ValueError(f"PtychoTuningEnv: initial_algorithm must be one of {ALGORITHMS}, "
+                             f"got {initial_algorithm!r}")
+        if divergence_penalty < 0:
+            raise ValueError(f"PtychoTuningEnv: divergence_penalty must be >= 0, "
+                             f"got {divergence_penalty}")
+        if isinstance(generator, dict):
+            generator = ScanGenerator(**{k: tuple(v) if isinstance(v, list) else v
+                                         for k, v in generator.items()})
+        self.generator = generator or ScanGenerator()
+        self.generator.check()
+        self.k = int(iterations_per_step)
+        self.budget = int(iteration_budget)
+        self.betas = betas
+        self.initial_beta_index = betas.index(initial_beta)
+        self.initial_algorithm = initial_algorithm
+        self.divergence_penalty = float(divergence_penalty)
+        self.engine_kwargs = dict(engine or {})
+        self.backend = backend
+        self.truth_metrics = truth_metrics
+        self.action_space = gym.spaces.Discrete(2 * 3)
+        self.observation_space = gym.spaces.Box(-CLIP, CLIP, (OBS_SIZE,), np.float32)
+        self.recon = None
+        self.scan: dict[str, Any] = {}
+        self._track = _Track()
+        self.beta_index = self.initial_beta_index
+        self.algorithm = initial_algorithm
+
+    # ---- gymnasium API -------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Draw a scan (deterministic for a seed) and start its reconstruction afresh."""
+        from recon_env.engine import EngineConfig, Reconstructor
+        from recon_env.simulate import simulate
+
+        super().reset(seed=seed)
+        self.scan = self.generator.draw(self.np_random)
+        data = simulate(**self.scan)
+        self.recon = Reconstructor(data, EngineConfig(**self.engine_kwargs), backend=self.backend)
+        self._track = _Track()
+        self.beta_index = self.initial_beta_index
+        self.algorithm = self.initial_algorithm
+        return self._observation(), {"scan": dict(self.scan)}
+
+    def step(self, action):
+        from recon_env.errors import ReconstructionDiverged
+
+        if self.recon is None:
+            raise RuntimeError("PtychoTuningEnv.step called before reset()")
+        if not self.action_space.contains(action):
+            raise ValueError(f"PtychoTuningEnv.step: action {action!r} is not in {self.action_space}")
+        action = int(action)
+        self.algorithm = ALGORITHMS[action // 3]
+        self.beta_index = min(max(self.beta_index + action % 3 - 1, 0), len(self.betas) - 1)
+        beta = self.betas[self.beta_index]
+        n = min(self.k, self.budget - self._track.iterations)
+        info: dict[str, Any] = {"algorithm": self.algorithm, "beta": beta, "diverged": False}
+        try:
+            out = self.recon.step(n, beta=beta, algorithm=self.algorithm)
+        except ReconstructionDiverged as err:
+            self._track.iterations = self.recon.iteration
+            info.update(diverged=True, divergence=str(err), iteration=self.recon.iteration,
+                        fourier_errors=[])
+            return self._observation(), -self.divergence_penalty, True, False, info
+        errors = [float(e) for e in out["fourier_error"]]
+        reward = self._record(errors, float(out["exit_change"][-1]))
+        truncated = self._track.iterations >= self.budget
+        info.update(fourier_errors=errors, fourier_error=errors[-1],
+                    iteration=self._track.iterations)
+        if truncated and self.truth_metrics and self.recon.data.truth_object is not None:
+            info.update({f"truth_{k}": v for k, v in self.recon.quality().items()
+                         if isinstance(v, float)})
+        return self._observation(), reward, False, truncated, info
+
+    # ---- measured features ---------------------------------------------------------------
+    def _record(self, errors: list[float], exit_change: float) -> float:
+        """Append a chunk's errors; return its reward L E_{t-1} - L E_t."""
+        t = self._track
+        logs = [math.log10(max(e, 1e-30)) for e in errors]
+        if not t.chunk_errors:
+            t.chunk_errors.append(logs[0])  # E_0: the first iteration's error
+            t.last_iters = [logs[0]]
+        t.chunk_errors.append(logs[-1])
+        t.last_iters = (t.last_iters + logs)[-2:]
+        t.exit_change = math.log10(max(exit_change, 1e-30))
+        t.iterations += len(errors)
+        return t.chunk_errors[-2] - t.chunk_errors[-1]
+
+    def _observation(self) -> np.ndarray:
+        t = self._track
+        obs = np.zeros(OBS_SIZE, np.float32)
+        if t.chunk_errors:
+            e = t.chunk_errors
+            prev2 = e[-3] if len(e) >= 3 else e[-2]
+            obs[0] = e[-1]
+            obs[1] = e[-1] - e[-2]
+            obs[2] = e[-2] - prev2
+            obs[3] = t.last_iters[1] - t.last_iters[0]
+            obs[4] = e[-1] - min(e)
+            obs[5] = t.exit_change
+            obs[10] = 1.0
+        obs[6] = self.betas[self.beta_index]
+        obs[7 + ALGORITHMS.index(self.algorithm)] = 1.0
+        obs[9] = t.iterations / self.budget
+        return np.clip(np.nan_to_num(obs, nan=0.0), -CLIP, CLIP)
+
+    def config(self) -> dict[str, Any]:
+        """The settings of this env as plain data (for reports)."""
+        return {"iterations_per_step": self.k, "iteration_budget": self.budget,
+                "betas": list(self.betas), "generator": asdict(self.generator),
+                "engine": self.engine_kwargs, "backend": self.backend}
+
+
+def register_envs() -> None:
+    """Register ``recon_env/PtychoTuning-v0`` with Gymnasium (idempotent)."""
+    if ENV_ID not in gym.registry:
+        gym.register(id=ENV_ID, entry_point="recon_env.tuning_env:PtychoTuningEnv",
+                     disable_env_checker=False)
+
+
+register_envs()
