@@ -1,1 +1,28 @@
-"""sparkmpi_dl."""
+"""sparkmpi_dl: run MPI and Horovod programs inside Spark tasks through a PMI service.
+
+    import sparkmpi_dl
+    results = sparkmpi_dl.run(fn, num_proc=4)          # Spark barrier tasks as MPI ranks
+    sparkmpi_dl.run_command(["./allreduce"], 4)         # a compiled MPI program
+    sparkmpi_dl.run_local(fn, 4)                        # same, without Spark
+
+Heavy imports (pyspark) happen on first use so that ``import sparkmpi_dl`` stays cheap.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["run", "run_command", "run_local", "mpirun", "JobFailed", "NotEnoughSlots"]
+
+_EXPORTS = {
+    "run": "sparkmpi_dl.launch.spark", "run_command": "sparkmpi_dl.launch.spark",
+    "NotEnoughSlots": "sparkmpi_dl.launch.spark",
+    "run_local": "sparkmpi_dl.launch.local", "mpirun": "sparkmpi_dl.launch.local",
+    "JobFailed": "sparkmpi_dl.launch.local",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'sparkmpi_dl' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Launchers: Spark barrier tasks (spark.py) and the local mpiexec stand-in (local.py)."""

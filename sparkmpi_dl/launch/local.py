@@ -1,0 +1,92 @@
+"""The local launcher: an mpiexec stand-in built on the job service (no Spark).
+
+Ranks run as threads of this process calling the same :func:`run_rank` a Spark task calls,
+so this is the reference the Spark path must match.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Sequence
+
+from pyspark import cloudpickle
+
+from sparkmpi_dl.launch.output import print_prefixed
+from sparkmpi_dl.launch.rank import RankFailed, RankSpec, run_rank
+from sparkmpi_dl.pmi import EnvProvider, JobService, OutputSink, RankFailure
+
+
+class JobFailed(RuntimeError):
+    """A rank failed; ``failure`` says which one and carries its stderr tail."""
+
+    def __init__(self, failure: RankFailure | None, fallback: str = "the job failed") -> None:
+        super().__init__(failure.describe() if failure else fallback)
+        self.failure = failure
+
+
+def _run_ranks(spec: RankSpec, num_proc: int) -> tuple[list[Any], list[BaseException | None]]:
+    results: list[Any] = [None] * num_proc
+    errors: list[BaseException | None] = [None] * num_proc
+
+    def one(rank: int) -> None:
+        try:
+            results[rank] = run_rank(spec, rank, epoch=0)
+        except BaseException as err:  # noqa: BLE001 - reported per rank below
+            errors[rank] = err
+
+    threads = [threading.Thread(target=one, args=(r,), name=f"rank-{r}") for r in range(num_proc)]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        raise
+    return results, errors
+
+
+def _service(num_proc: int, env_provider: EnvProvider | None, output: OutputSink | None,
+             start_timeout: float) -> JobService:
+    return JobService(num_proc, host="127.0.0.1", env_provider=env_provider,
+                      output=output or print_prefixed, start_timeout=start_timeout)
+
+
+def mpirun(argv: Sequence[str], num_proc: int, *, env: dict[str, str] | None = None,
+           env_provider: EnvProvider | None = None, output: OutputSink | None = None,
+           start_timeout: float = 60.0, cwd: str | None = None) -> int:
+    """Run ``argv`` as ``num_proc`` MPI ranks on this host; the first failing rank's exit code.
+
+    Exit code conventions follow mpiexec: 0 when every rank exits 0, else the failing
+    rank's code (128 + signal number for a rank killed by a signal).
+    """
+    if not argv:
+        raise ValueError("mpirun needs a command to run")
+    with _service(num_proc, env_provider, output, start_timeout) as service:
+        spec = RankSpec(service.address, service.secret, service.job_id, argv=tuple(argv),
+                        env=dict(env or {}), cwd=cwd)
+        try:
+            _run_ranks(spec, num_proc)
+        except KeyboardInterrupt:
+            service.abort("interrupted by the user")
+            raise
+        outcome = service.outcome()
+    if outcome is None or outcome.failure is None:
+        return 0
+    code = outcome.failure.exit_code
+    return 128 - code if code < 0 else (code or 1)
+
+
+def run_local(fn: Callable[..., Any], num_proc: int, *, args: Sequence[Any] = (),
+              kwargs: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+              env_provider: EnvProvider | None = None, output: OutputSink | None = None,
+              start_timeout: float = 60.0) -> list[Any]:
+    """Call ``fn(*args, **kwargs)`` in ``num_proc`` local MPI ranks; results ordered by rank."""
+    payload = cloudpickle.dumps((fn, tuple(args), dict(kwargs or {})))
+    with _service(num_proc, env_provider, output, start_timeout) as service:
+        spec = RankSpec(service.address, service.secret, service.job_id, payload=payload,
+                        env=dict(env or {}))
+        results, errors = _run_ranks(spec, num_proc)
+        failure = service.failure_of()
+    if failure is not None or any(errors):
+        first = next((e for e in errors if isinstance(e, RankFailed)), None)
+        raise JobFailed(failure, str(first or next(e for e in errors if e)))
+    return [cloudpickle.loads(r) for r in results]

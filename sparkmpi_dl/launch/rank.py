@@ -1,0 +1,198 @@
+"""One rank, as its launching task sees it: join the job, start the process, report back.
+
+Both launchers (Spark barrier tasks and the local ``mpirun``) call :func:`run_rank`, so the
+Spark path and the local reference share every line of rank-side behaviour:
+
+1. join the driver's job service on the control channel, reporting rank and host;
+2. receive the rank's environment once every rank has joined;
+3. join again as ``role=pmi`` and hand that authenticated socket to MPI as ``PMI_FD``;
+4. run the rank as a fresh subprocess (MPI can be initialised once per process, and Spark
+   reuses its Python workers), forwarding its output lines to the driver;
+5. kill it when the driver says another rank failed or the driver goes away;
+6. report the exit status; raise :class:`RankFailed` if it was not zero.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sparkmpi_dl.pmi.auth import Hello, join
+
+KILL_GRACE_S = 3.0
+_PR_SET_PDEATHSIG = 1
+
+
+class RankFailed(RuntimeError):
+    """This rank's process failed, or was stopped because another rank failed."""
+
+    def __init__(self, rank: int, code: int, detail: str) -> None:
+        super().__init__(f"rank {rank}: {detail}")
+        self.rank, self.code, self.detail = rank, code, detail
+
+
+@dataclass(frozen=True)
+class RankSpec:
+    """Everything a task needs to start its rank; shipped to Spark executors by pickling."""
+
+    address: tuple[str, int]
+    secret: str
+    job_id: str
+    argv: tuple[str, ...] = ()
+    payload: bytes | None = None          # cloudpickled (fn, args, kwargs) for function mode
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    env_timeout_s: float = 120.0
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL if the launching thread dies, so no rank outlives its task."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class _Control:
+    """The task's end of the control channel: JSON lines, writes serialised by a lock."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = sock.makefile("rb")
+        self.lock = threading.Lock()
+
+    def send(self, event: dict) -> None:
+        data = (json.dumps(event) + "\n").encode()
+        with self.lock:
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                pass
+
+    def receive(self) -> dict | None:
+        line = self.reader.readline()
+        return json.loads(line) if line else None
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked reading the channel
+        except OSError:
+            pass
+        self.reader.close()
+        self.sock.close()
+
+
+def _rank_argv(spec: RankSpec, workdir: Path) -> tuple[list[str], Path | None]:
+    if spec.payload is None:
+        return list(spec.argv), None
+    payload, result = workdir / "payload.pkl", workdir / "result.pkl"
+    payload.write_bytes(spec.payload)
+    return [sys.executable, "-m", "sparkmpi_dl.launch.entry", str(payload), str(result)], result
+
+
+def _pump(stream, name: str, control: _Control, tail: deque) -> None:
+    for raw in iter(stream.readline, b""):
+        line = raw.decode(errors="replace").rstrip("\n")
+        if name == "stderr":
+            tail.append(line)
+        control.send({"t": "out", "stream": name, "line": line})
+    stream.close()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the rank's process group, then SIGKILL what is left after a grace period."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(KILL_GRACE_S)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_rank(spec: RankSpec, rank: int, epoch: int) -> bytes | None:
+    """Run one rank to completion; returns the pickled result in function mode."""
+    host = socket.gethostname()
+    control = _Control(join(spec.address, spec.secret, Hello(spec.job_id, epoch, rank, "ctl", host)))
+    try:
+        first = control.receive()
+        if first is None or first.get("t") != "env":
+            reason = (first or {}).get("reason", "the driver closed the control channel")
+            raise RankFailed(rank, 1, f"did not start: {reason}")
+        pmi = join(spec.address, spec.secret, Hello(spec.job_id, epoch, rank, "pmi", host))
+        pmi_fd = pmi.detach()
+        with tempfile.TemporaryDirectory(prefix=f"sparkmpi-rank{rank}-") as tmp:
+            argv, result_path = _rank_argv(spec, Path(tmp))
+            env = {**os.environ, **spec.env, **first["env"], "PMI_FD": str(pmi_fd),
+                   "PYTHONUNBUFFERED": "1"}
+            env.pop("PMI_PORT", None)
+            env.pop("PMI_ID", None)
+            try:
+                proc = subprocess.Popen(argv, env=env, cwd=spec.cwd, pass_fds=(pmi_fd,),
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, start_new_session=True,
+                                        preexec_fn=_die_with_parent)
+            except OSError as err:
+                control.send({"t": "exit", "code": 127, "reason": f"could not start {argv[0]!r}: {err}"})
+                raise RankFailed(rank, 127, f"could not start {argv[0]!r}: {err}") from None
+            finally:
+                os.close(pmi_fd)
+            return _supervise(proc, control, rank, result_path)
+    finally:
+        control.close()
+
+
+def _supervise(proc: subprocess.Popen, control: _Control, rank: int, result_path: Path | None) -> bytes | None:
+    tail: deque[str] = deque(maxlen=40)
+    pumps = [threading.Thread(target=_pump, args=(s, n, control, tail), daemon=True)
+             for s, n in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))]
+    for pump in pumps:
+        pump.start()
+    kill_reason: list[str] = []
+
+    def watch_driver() -> None:
+        try:
+            event = control.receive()
+        except (OSError, ValueError):
+            event = None
+        if proc.poll() is not None:
+            return
+        kill_reason.append((event or {}).get("reason") or "lost contact with the driver")
+        _stop(proc)
+
+    threading.Thread(target=watch_driver, daemon=True).start()
+    code = proc.wait()
+    for pump in pumps:
+        pump.join()
+    if kill_reason:
+        control.send({"t": "exit", "code": code, "killed": True})
+        raise RankFailed(rank, code, f"stopped because {kill_reason[0]}")
+    control.send({"t": "exit", "code": code, "reason": describe_exit(code)})
+    if code != 0:
+        raise RankFailed(rank, code, describe_exit(code) + ("\n" + "\n".join(tail) if tail else ""))
+    if result_path is None:
+        return None
+    if not result_path.exists():
+        raise RankFailed(rank, 1, "exited 0 but wrote no result")
+    return result_path.read_bytes()

@@ -1,0 +1,143 @@
+"""The Spark launcher: MPI ranks as Spark barrier tasks, wired up by the driver's job service.
+
+``run(fn, num_proc)`` calls ``fn`` once per rank and returns the results ordered by rank;
+``run_command(argv, num_proc)`` runs a program (a compiled MPI binary, a script) instead.
+Each barrier task calls :func:`sparkmpi_dl.launch.rank.run_rank`, which starts the rank as a
+subprocess of the task with ``PMI_FD``, ``PMI_RANK``, ``PMI_SIZE``, ``PMIX_RANK`` and the
+``SPARKMPI_*`` variables set (see docs/ENVIRONMENT.md). A retried stage attempt is a new
+epoch with a fresh key-value space.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Callable, Sequence
+
+from pyspark import BarrierTaskContext, SparkContext, cloudpickle
+from pyspark.sql import SparkSession
+
+from sparkmpi_dl.launch.local import JobFailed
+from sparkmpi_dl.launch.output import print_prefixed
+from sparkmpi_dl.launch.rank import RankSpec, run_rank
+from sparkmpi_dl.pmi import EnvProvider, JobService, OutputSink
+
+DEFAULT_MASTER = "local[*]"
+
+
+class NotEnoughSlots(RuntimeError):
+    """The cluster cannot run all ranks at once, which a barrier stage requires."""
+
+
+def spark_context(spark: SparkSession | SparkContext | None = None, master: str | None = None,
+                  app_name: str = "sparkmpi-dl") -> SparkContext:
+    """The given context, the active one, or a new session (``local[*]`` unless told)."""
+    if isinstance(spark, SparkContext):
+        return spark
+    if isinstance(spark, SparkSession):
+        return spark.sparkContext
+    active = SparkContext._active_spark_context
+    if active is not None and master is None:
+        return active
+    builder = SparkSession.builder.appName(app_name)
+    builder = builder.master(master or DEFAULT_MASTER)
+    return builder.getOrCreate().sparkContext
+
+
+def available_slots(sc: SparkContext) -> int:
+    """How many tasks the cluster can run at once right now (what a barrier stage needs)."""
+    jsc = sc._jsc.sc()
+    profile = jsc.resourceProfileManager().defaultResourceProfile()
+    return int(jsc.maxNumConcurrentTasks(profile))
+
+
+def require_slots(sc: SparkContext, num_proc: int, wait_s: float = 15.0) -> int:
+    """Fail fast, with advice, when fewer than ``num_proc`` slots exist.
+
+    Executors of a fresh cluster register over a few seconds, so this waits up to
+    ``wait_s`` (printing what it sees) before giving up; Spark itself would wait minutes.
+    """
+    deadline = time.monotonic() + wait_s
+    slots = available_slots(sc)
+    announced = False
+    while slots < num_proc and time.monotonic() < deadline:
+        if not announced:
+            print(f"sparkmpi-dl: waiting up to {wait_s:.0f} s for executors: {slots} of "
+                  f"{num_proc} task slots available", flush=True)
+            announced = True
+        time.sleep(0.5)
+        slots = available_slots(sc)
+    if slots < num_proc:
+        master = sc.master
+        hint = (f"use --master local[{num_proc}] (or more cores)" if master.startswith("local")
+                else "add executors or cores (spark.executor.cores, spark.cores.max, "
+                     "more workers), or lower spark.task.cpus")
+        raise NotEnoughSlots(
+            f"this job needs {num_proc} task slots at once (one per MPI rank) but the cluster "
+            f"at {master} offers {slots}: {hint}, or run with fewer ranks")
+    return slots
+
+
+def _driver_host(sc: SparkContext, bind_host: str | None) -> str:
+    return bind_host or sc.getConf().get("spark.driver.host", "127.0.0.1")
+
+
+def _barrier_task(spec: RankSpec):
+    def task(_partition):
+        ctx = BarrierTaskContext.get()
+        rank = ctx.partitionId()
+        yield rank, run_rank(spec, rank, epoch=ctx.stageAttemptNumber())
+    return task
+
+
+def _launch(sc: SparkContext, spec_for: Callable[[JobService], RankSpec], num_proc: int,
+            env_provider: EnvProvider | None, output: OutputSink | None, bind_host: str | None,
+            start_timeout: float, slot_wait_s: float) -> list[bytes | None]:
+    require_slots(sc, num_proc, slot_wait_s)
+    service = JobService(num_proc, host=_driver_host(sc, bind_host), env_provider=env_provider,
+                         output=output or print_prefixed, start_timeout=start_timeout)
+    group = f"sparkmpi-{uuid.uuid4().hex[:8]}"
+    with service:
+        spec = spec_for(service)
+        sc.setJobGroup(group, f"sparkmpi-dl job {service.job_id} ({num_proc} ranks)", True)
+        try:
+            rdd = sc.parallelize(range(num_proc), num_proc).barrier().mapPartitions(_barrier_task(spec))
+            pairs = rdd.collect()
+        except Exception as err:
+            raise JobFailed(service.failure_of(), f"Spark job failed: {str(err).splitlines()[0]}") from None
+        finally:
+            sc.setLocalProperty("spark.jobGroup.id", None)
+    return [result for _, result in sorted(pairs, key=lambda pair: pair[0])]
+
+
+def run(fn: Callable[..., Any], num_proc: int, *, args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None, spark: SparkSession | SparkContext | None = None,
+        master: str | None = None, env: dict[str, str] | None = None,
+        env_provider: EnvProvider | None = None, output: OutputSink | None = None,
+        bind_host: str | None = None, start_timeout: float = 60.0,
+        slot_wait_s: float = 15.0) -> list[Any]:
+    """Call ``fn(*args, **kwargs)`` in ``num_proc`` Spark barrier tasks as MPI ranks.
+
+    Returns the per-rank results ordered by rank. Raises :class:`NotEnoughSlots` before
+    starting anything if the cluster is too small, and :class:`JobFailed` (naming the rank
+    and carrying its traceback) if a rank fails.
+    """
+    sc = spark_context(spark, master)
+    payload = cloudpickle.dumps((fn, tuple(args), dict(kwargs or {})))
+    results = _launch(sc, lambda s: RankSpec(s.address, s.secret, s.job_id, payload=payload,
+                                             env=dict(env or {})),
+                      num_proc, env_provider, output, bind_host, start_timeout, slot_wait_s)
+    return [cloudpickle.loads(r) for r in results]
+
+
+def run_command(argv: Sequence[str], num_proc: int, *, spark: SparkSession | SparkContext | None = None,
+                master: str | None = None, env: dict[str, str] | None = None,
+                env_provider: EnvProvider | None = None, output: OutputSink | None = None,
+                cwd: str | None = None, bind_host: str | None = None, start_timeout: float = 60.0,
+                slot_wait_s: float = 15.0) -> None:
+    """Run ``argv`` as ``num_proc`` MPI ranks in Spark barrier tasks; raises on failure."""
+    if not argv:
+        raise ValueError("run_command needs a command to run")
+    sc = spark_context(spark, master)
+    _launch(sc, lambda s: RankSpec(s.address, s.secret, s.job_id, argv=tuple(argv),
+                                   env=dict(env or {}), cwd=cwd),
+            num_proc, env_provider, output, bind_host, start_timeout, slot_wait_s)
