@@ -1,0 +1,111 @@
+"""The reconstruction-tuning env: Gymnasium contract, determinism, divergence, vector envs."""
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from recon_env.tuning_env import ENV_ID, OBS_SIZE, PtychoTuningEnv, register_envs
+
+SMALL = dict(iterations_per_step=4, iteration_budget=16,
+             generator={"n_frames": 32, "frame_size": 32})
+
+
+def make(**kw) -> gym.Env:
+    register_envs()
+    return gym.make(ENV_ID, **{**SMALL, **kw})
+
+
+def rollout(env: gym.Env, seed: int, actions: list[int]):
+    obs, info = env.reset(seed=seed)
+    trace = [(obs, info["scan"])]
+    for a in actions:
+        obs, reward, terminated, truncated, info = env.step(a)
+        trace.append((obs, reward, terminated, truncated, info))
+        if terminated or truncated:
+            break
+    return trace
+
+
+def test_passes_gymnasium_env_checker():
+    check_env(make().unwrapped, skip_render_check=True)
+
+
+def test_episode_is_deterministic_per_seed_and_truncates_at_budget():
+    env = make()
+    actions = [0, 4, 5, 1, 2]
+    a, b = rollout(env, 7, actions), rollout(make(), 7, actions)
+    assert a[0][1] == b[0][1]  # the same scan drawn
+    for step_a, step_b in zip(a[1:], b[1:]):
+        np.testing.assert_array_equal(step_a[0], step_b[0])
+        assert step_a[1:4] == step_b[1:4]
+        assert step_a[4]["fourier_errors"] == step_b[4]["fourier_errors"]
+    assert len(a) == 5  # 16 iterations / 4 per step: truncated at the 4th step
+    obs, reward, terminated, truncated, info = a[-1]
+    assert truncated and not terminated and info["iteration"] == 16 and obs[9] == 1.0
+    assert 0 < info["truth_phase_nrmse"] < 10  # ground truth only in info, at the end
+    other = rollout(env, 8, actions)
+    assert other[0][1] != a[0][1]
+
+
+def test_return_telescopes_to_log_error_reduction():
+    trace = rollout(make(), 3, [1, 1, 1, 1])
+    errors = [e for step in trace[1:] for e in step[4]["fourier_errors"]]
+    total = sum(step[1] for step in trace[1:])
+    assert total == pytest.approx(np.log10(errors[0]) - np.log10(errors[-1]), abs=1e-9)
+
+
+def test_actions_move_beta_on_the_ladder_and_pick_the_algorithm():
+    env = make(initial_beta=0.7)
+    env.reset(seed=1)
+    seen = []
+    for a in (0, 0, 0, 2, 3, 5, 5, 5):  # DM down x3 (clamped at 0.5), up; RAAR down, up x3
+        if env.unwrapped._track.iterations >= 16:
+            env.reset(seed=1)
+        _, _, _, _, info = env.step(a)
+        seen.append((info["algorithm"], info["beta"]))
+    assert seen[:4] == [("dm", 0.6), ("dm", 0.5), ("dm", 0.5), ("dm", 0.6)]
+    # the budget ran out: a fresh episode restarts at the initial beta 0.7
+    assert seen[4:] == [("raar", 0.6), ("raar", 0.7), ("raar", 0.8), ("raar", 0.9)]
+
+
+def test_divergence_terminates_with_penalty_and_never_raises():
+    env = make(engine={"divergence_threshold": 1e-3}, divergence_penalty=3.0)
+    obs, _ = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(1)
+    assert terminated and not truncated and reward == -3.0
+    assert info["diverged"] and "diverged" in info["divergence"]
+    assert np.isfinite(obs).all() and env.observation_space.contains(obs)
+
+
+def test_vector_env_runs_several_scans():
+    register_envs()
+    venv = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="sync", **SMALL)
+    obs, info = venv.reset(seed=[5, 6])
+    assert obs.shape == (2, OBS_SIZE) and obs.dtype == np.float32
+    for _ in range(4):
+        obs, reward, terminated, truncated, info = venv.step(np.array([1, 4]))
+    assert truncated.all() and reward.shape == (2,) and reward[0] != reward[1]
+    venv.close()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"iterations_per_step": 0}, "iterations_per_step must be >= 1"),
+    ({"iteration_budget": 2}, "iteration_budget (2) must be >= iterations_per_step"),
+    ({"betas": (0.9, 0.5)}, "betas must be an increasing ladder"),
+    ({"initial_beta": 0.55}, "initial_beta 0.55 is not on the ladder"),
+    ({"initial_algorithm": "hio"}, "initial_algorithm must be one of"),
+    ({"generator": {"overlap": (0.9, 0.5)}}, "ScanGenerator.overlap: low 0.9 > high 0.5"),
+])
+def test_bad_settings_are_named(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        PtychoTuningEnv(**kwargs)
+    assert message in str(err.value)
+
+
+def test_bad_calls_are_refused():
+    env = PtychoTuningEnv(**SMALL)
+    with pytest.raises(RuntimeError, match="before reset"):
+        env.step(0)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="action 6 is not in Discrete"):
+        env.step(6)
