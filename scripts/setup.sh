@@ -27,7 +27,7 @@ pip() { "$VENV/bin/python" -m pip "$@"; }
 echo "setup: [1/4] base stack (TensorFlow, MPICH, mpi4py, pyspark, gymnasium)"
 pip install -q --upgrade pip wheel setuptools
 pip install -q "numpy<2" "tensorflow-cpu==2.15.1" "mpich==4.3.2" "mpi4py>=4.1,<4.2" \
-  "pyspark>=4.0,<4.1" "gymnasium>=1.0,<2" "cmake<4" h5py scipy matplotlib pyarrow pandas tqdm \
+  "pyspark>=4.0,<4.1" "gymnasium>=1.0,<2" "cmake<4" cloudpickle h5py scipy matplotlib pyarrow pandas tqdm \
   pytest pytest-timeout
 
 echo "setup: [2/4] Horovod 0.28.1 (built from source once, ~6 min on 2 cores; pip caches the wheel)"

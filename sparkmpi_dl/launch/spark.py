@@ -5,7 +5,7 @@
 Each barrier task calls :func:`sparkmpi_dl.launch.rank.run_rank`, which starts the rank as a
 subprocess of the task with ``PMI_FD``, ``PMI_RANK``, ``PMI_SIZE``, ``PMIX_RANK`` and the
 ``SPARKMPI_*`` variables set (see docs/ENVIRONMENT.md). A retried stage attempt is a new
-epoch with a fresh key-value space.
+epoch with a fresh key-value space (epoch = the attempt's smallest task attempt id).
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def spark_context(spark: SparkSession | SparkContext | None = None, master: str 
     active = SparkContext._active_spark_context
     if active is not None and master is None:
         return active
-    builder = SparkSession.builder.appName(app_name)
+    builder = SparkSession.builder.appName(app_name).config("spark.ui.showConsoleProgress", "false")
     builder = builder.master(master or DEFAULT_MASTER)
     return builder.getOrCreate().sparkContext
 
@@ -85,7 +85,10 @@ def _barrier_task(spec: RankSpec):
     def task(_partition):
         ctx = BarrierTaskContext.get()
         rank = ctx.partitionId()
-        yield rank, run_rank(spec, rank, epoch=ctx.stageAttemptNumber())
+        # PySpark does not expose the stage attempt number; the smallest task attempt id
+        # of this stage attempt is as good: all its tasks agree on it, and a retry's is larger.
+        epoch = min(int(task_id) for task_id in ctx.allGather(str(ctx.taskAttemptId())))
+        yield rank, run_rank(spec, rank, epoch=epoch)
     return task
 
 

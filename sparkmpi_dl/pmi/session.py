@@ -73,13 +73,25 @@ class PmiSession:
         except (asyncio.LimitOverrunError, ValueError) as err:
             if isinstance(err, WireError):
                 raise
-            raise ProtocolViolation(f"line longer than {MAX_MESSAGE_BYTES} bytes") from None
+            await self._discard_rest_of_line()
+            raise WireError(f"line longer than {MAX_MESSAGE_BYTES} bytes refused") from None
         if not line:
             return None
         text = line.decode(errors="replace")
         if text.startswith("mcmd="):
             return await self._read_multiline(text)
         return parse_v1(text)
+
+    async def _discard_rest_of_line(self) -> None:
+        """After an oversized line, skip to its end so the next request parses cleanly."""
+        while True:
+            try:
+                await self.reader.readuntil(b"\n")
+                return
+            except asyncio.LimitOverrunError as err:
+                await self.reader.readexactly(err.consumed)
+            except asyncio.IncompleteReadError:
+                return
 
     async def _read_multiline(self, first: str) -> Message:
         """PMI-1 spawn arrives as ``mcmd=spawn`` followed by key=value lines up to ``endcmd``."""
@@ -115,6 +127,7 @@ class PmiSession:
             try:
                 msg = await self.read_message()
             except WireError as err:
+                self.service.refusals.append(f"rank {self.rank}: {err}")
                 await self.error(None, f"malformed message: {err}")
                 continue
             if msg is None:

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``sparkmpi-dl bench ...``; figures go to BENCHMARKS.md."""

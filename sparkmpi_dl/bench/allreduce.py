@@ -1,0 +1,171 @@
+"""The seed paper's Table I, reproduced: summing a float32 array across N ranks four ways.
+
+1. Spark driver-worker, ``collect`` then sum on the driver (the seed's collect.py);
+2. Spark ``treeReduce`` of the arrays;
+3. Spark-MPI: barrier tasks wired by the PMI service, ``MPI_Allreduce`` (allreduce_rank.py);
+4. native ``mpiexec`` (MPICH's Hydra) running the same allreduce_rank.py.
+
+All four run in one invocation so their ratios are measured side by side. Each figure is
+the median seconds per allreduce over ``--repeat`` repetitions after a warm-up.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+RANK_MODULE = [sys.executable, "-m", "sparkmpi_dl.bench.allreduce_rank"]
+
+
+def _sendbuf(rank_and_size):
+    import numpy as np
+    _, size = rank_and_size
+    buf = np.arange(size, dtype=np.float32)
+    buf[-1] = 5.0
+    return buf
+
+
+def _timed(fn, repeat: int) -> float:
+    fn()  # warm-up: Python workers, broadcast of the closure
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def spark_driver_worker(sc, ranks: int, size: int, repeat: int) -> tuple[float, float]:
+    """Median seconds for the collect-and-sum and the treeReduce paths."""
+    import numpy as np
+    rdd = sc.parallelize([(r, size) for r in range(ranks)], ranks)
+
+    def collect_sum():
+        return np.sum(rdd.map(_sendbuf).collect(), axis=0)
+
+    def tree_reduce():
+        return rdd.map(_sendbuf).treeReduce(np.add)
+
+    return _timed(collect_sum, repeat), _timed(tree_reduce, repeat)
+
+
+def _rank0_json(lines: list[str]) -> dict:
+    for line in reversed(lines):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError("the allreduce program printed no result line:\n" + "\n".join(lines[-20:]))
+
+
+def spark_mpi(sc, ranks: int, size: int, repeat: int) -> dict:
+    from sparkmpi_dl.launch.spark import run_command
+    lines: list[str] = []
+
+    def capture(rank: int, stream: str, line: str) -> None:
+        if rank == 0 and stream == "stdout":
+            lines.append(line)
+        elif stream == "stderr":
+            print(f"[rank {rank}] {line}", file=sys.stderr)
+
+    start = time.time()
+    run_command(RANK_MODULE + ["--size", str(size), "--repeat", str(repeat)], ranks, spark=sc,
+                output=capture)
+    result = _rank0_json(lines)
+    result["wireup_s"] = result["init_done"] - start
+    return result
+
+
+def native_mpiexec(ranks: int, size: int, repeat: int) -> dict:
+    mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
+    if mpiexec is None:
+        raise RuntimeError("mpiexec not found next to this Python or on PATH (run `make setup`)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_"))}
+    start = time.time()
+    proc = subprocess.run([mpiexec, "-n", str(ranks)] + RANK_MODULE +
+                          ["--size", str(size), "--repeat", str(repeat)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"mpiexec failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    result = _rank0_json(proc.stdout.splitlines())
+    result["wireup_s"] = result["init_done"] - start
+    return result
+
+
+def measure(ranks: int, size: int, repeat: int, master: str | None) -> dict:
+    from sparkmpi_dl.launch.spark import spark_context
+    sc = spark_context(master=master or f"local[{ranks}]")
+    sc.setLogLevel("ERROR")
+    collect_s, tree_s = spark_driver_worker(sc, ranks, size, repeat)
+    spark_mpi(sc, ranks, size, 1)  # warm-up: Python workers, page cache
+    smpi = spark_mpi(sc, ranks, size, repeat)
+    native = native_mpiexec(ranks, size, repeat)
+    return {
+        "ranks": ranks, "bytes": size * 4, "repeat": repeat, "master": sc.master,
+        "spark_collect_s": collect_s, "spark_treereduce_s": tree_s,
+        "spark_mpi_s": statistics.median(smpi["allreduce_s"]),
+        "native_mpi_s": statistics.median(native["allreduce_s"]),
+    }
+
+
+def print_table(r: dict) -> None:
+    rows = [("Spark driver-worker, collect + sum (seed Fig. 5)", r["spark_collect_s"]),
+            ("Spark treeReduce", r["spark_treereduce_s"]),
+            ("Spark-MPI: barrier tasks + PMI service + MPI_Allreduce", r["spark_mpi_s"]),
+            ("native mpiexec (Hydra) + MPI_Allreduce", r["native_mpi_s"])]
+    print(f"\nSumming {r['bytes'] / 1e6:.1f} MB of float32 across {r['ranks']} ranks "
+          f"({r['master']}, median of {r['repeat']}):")
+    for name, seconds in rows:
+        print(f"  {name:<56} {seconds * 1e3:10.2f} ms  {seconds / r['spark_mpi_s']:8.1f}x")
+    print(f"  Spark-MPI / native mpiexec: {r['spark_mpi_s'] / r['native_mpi_s']:.2f}; "
+          f"Spark collect / Spark-MPI: {r['spark_collect_s'] / r['spark_mpi_s']:.0f}x\n")
+
+
+def _main(args: argparse.Namespace) -> int:
+    result = measure(args.ranks, args.size, args.repeat, args.master)
+    print_table(result)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def _wireup(args: argparse.Namespace) -> int:
+    """Seconds from launch until every rank is past MPI_Init: local launcher vs mpiexec."""
+    from sparkmpi_dl.launch.local import mpirun
+    results = {"ranks": args.ranks}
+    for trial in range(args.repeat):
+        lines: list[str] = []
+        start = time.time()
+        code = mpirun(RANK_MODULE + ["--size", "1", "--repeat", "1"], args.ranks,
+                      output=lambda r, s, line: lines.append(line) if r == 0 and s == "stdout" else None)
+        if code:
+            raise RuntimeError(f"sparkmpi-dl mpirun failed with {code}")
+        results.setdefault("sparkmpi_mpirun_s", []).append(_rank0_json(lines)["init_done"] - start)
+        results.setdefault("native_mpiexec_s", []).append(native_mpiexec(args.ranks, 1, 1)["wireup_s"])
+    summary = {k: (statistics.median(v) if isinstance(v, list) else v) for k, v in results.items()}
+    print(f"wire-up of {args.ranks} ranks (launch -> all past MPI_Init, median of {args.repeat}): "
+          f"sparkmpi-dl mpirun {summary['sparkmpi_mpirun_s']:.2f} s, "
+          f"mpiexec {summary['native_mpiexec_s']:.2f} s")
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def register(bench: argparse._SubParsersAction) -> None:
+    parser = bench.add_parser("allreduce", help="Table I: Spark collect/treeReduce vs Spark-MPI vs mpiexec",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ranks", type=int, default=2, help="number of ranks / partitions (default 2)")
+    parser.add_argument("--size", type=int, default=2_000_000, help="float32 elements (default 2,000,000 = 8 MB)")
+    parser.add_argument("--repeat", type=int, default=10, help="repetitions; the median is reported")
+    parser.add_argument("--master", default=None, help="Spark master (default local[RANKS])")
+    parser.add_argument("--json", action="store_true", help="also print one JSON line")
+    parser.set_defaults(func=_main)
+
+    wire = bench.add_parser("wireup", help="time until all ranks are past MPI_Init: mpirun vs mpiexec")
+    wire.add_argument("--ranks", type=int, default=16)
+    wire.add_argument("--repeat", type=int, default=3)
+    wire.add_argument("--json", action="store_true")
+    wire.set_defaults(func=_wireup)

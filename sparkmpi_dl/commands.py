@@ -1,0 +1,74 @@
+"""Core subcommands: ``mpirun``, ``spark-run`` and ``bench allreduce``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _add_launch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", "--num-proc", type=int, required=True, metavar="N",
+                        help="number of MPI ranks")
+    parser.add_argument("--start-timeout", type=float, default=60.0, metavar="S",
+                        help="fail if not every rank has joined within S seconds (default 60)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log the job service's events")
+    parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...",
+                        help="the program each rank runs")
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise SystemExit("sparkmpi-dl: give the command to run after '--'")
+    if args.num_proc < 1:
+        raise SystemExit(f"sparkmpi-dl: -n must be at least 1, got {args.num_proc}")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="sparkmpi-dl: %(message)s")
+    return cmd
+
+
+def _mpirun(args: argparse.Namespace) -> int:
+    from sparkmpi_dl.launch.local import mpirun
+    return mpirun(_command(args), args.num_proc, start_timeout=args.start_timeout)
+
+
+def _spark_run(args: argparse.Namespace) -> int:
+    from sparkmpi_dl.launch.local import JobFailed
+    from sparkmpi_dl.launch.spark import NotEnoughSlots, run_command, spark_context
+    cmd = _command(args)
+    sc = spark_context(master=args.master)
+    try:
+        run_command(cmd, args.num_proc, spark=sc, start_timeout=args.start_timeout,
+                    bind_host=args.bind)
+    except NotEnoughSlots as err:
+        print(f"sparkmpi-dl: {err}", file=sys.stderr)
+        return 2
+    except JobFailed as err:
+        print(f"sparkmpi-dl: job failed: {err}", file=sys.stderr)
+        code = err.failure.exit_code if err.failure else 1
+        return 128 - code if code < 0 else (code or 1)
+    return 0
+
+
+def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    mpirun = commands.add_parser(
+        "mpirun", help="run a command as N local MPI ranks (an mpiexec stand-in, no Spark)",
+        description="Run CMD as N MPI ranks on this host through the project's PMI service. "
+        "Output lines are prefixed [rank N]; the exit code is the first failing rank's.")
+    _add_launch_options(mpirun)
+    mpirun.set_defaults(func=_mpirun)
+
+    spark_run = commands.add_parser(
+        "spark-run", help="run a command as N MPI ranks inside Spark barrier tasks",
+        description="Run CMD as N MPI ranks, one per Spark barrier task, wired up by a PMI "
+        "service on the driver. Works under spark-submit and with --master.")
+    spark_run.add_argument("--master", default=None,
+                           help="Spark master URL (default: the active session's, else local[*])")
+    spark_run.add_argument("--bind", default=None, metavar="ADDR",
+                           help="address the driver's PMI service listens on "
+                                "(default: spark.driver.host)")
+    _add_launch_options(spark_run)
+    spark_run.set_defaults(func=_spark_run)
+
+    from sparkmpi_dl.bench import allreduce
+    allreduce.register(bench)

@@ -1,0 +1,69 @@
+"""Horovod jobs on the project's launchers: ``run(fn, num_proc, controller="mpi"|"gloo")``.
+
+``controller="mpi"``: every rank is an MPICH rank wired up by the driver's PMI service, and
+``hvd.init()`` runs Horovod's MPI controller on it (no mpirun anywhere).
+``controller="gloo"``: no MPI at all; the driver hosts a rendezvous server speaking
+Horovod's Gloo HTTP key-value protocol (:mod:`sparkmpi_dl.gloo_rendezvous`) and each rank
+gets the ``HOROVOD_*`` variables computed from the ranks' real hosts.
+
+Either way ``fn`` runs once per rank, in a fresh process, and rank 0's return value comes
+back (all ranks' with ``return_all=True``). A rank that fails ends the job at once with
+its traceback (:class:`sparkmpi_dl.JobFailed`).
+"""
+from __future__ import annotations
+
+import socket
+from typing import Any, Callable, Sequence
+
+CONTROLLERS = ("mpi", "gloo")
+
+
+def mpi_env(rank: int, hosts: list[str]) -> dict[str, str]:
+    """Environment provider for the MPI controller: pin Horovod to MPI, whatever is inherited."""
+    return {"HOROVOD_CONTROLLER": "mpi", "HOROVOD_CPU_OPERATIONS": "mpi",
+            "HOROVOD_HOSTNAME": hosts[rank]}
+
+
+def _bind_host(spark: Any, master: str | None, local: bool) -> str:
+    """Where the Gloo rendezvous listens: loopback locally, else the Spark driver's address."""
+    if local:
+        return "127.0.0.1"
+    from sparkmpi_dl.launch.spark import spark_context
+
+    sc = spark_context(spark, master)
+    host = sc.getConf().get("spark.driver.host", "127.0.0.1")
+    return socket.gethostbyname(host)
+
+
+def run(fn: Callable[..., Any], num_proc: int, *, controller: str = "mpi",
+        args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
+        spark: Any = None, master: str | None = None, local: bool = False,
+        env: dict[str, str] | None = None, return_all: bool = False,
+        gloo_iface: str | None = None, gloo_timeout_s: int = 30,
+        start_timeout: float = 60.0) -> Any:
+    """Run ``fn(*args, **kwargs)`` as ``num_proc`` Horovod ranks; rank 0's result.
+
+    ``local=True`` uses the local launcher (threads of this process start the ranks)
+    instead of Spark barrier tasks; ``spark``/``master`` pick the Spark session otherwise.
+    """
+    if controller not in CONTROLLERS:
+        raise ValueError(f"controller must be one of {CONTROLLERS}, got {controller!r}")
+    if num_proc < 1:
+        raise ValueError(f"num_proc must be >= 1, got {num_proc}")
+    import sparkmpi_dl
+
+    options: dict[str, Any] = {"args": args, "kwargs": kwargs, "env": env,
+                               "start_timeout": start_timeout}
+    if not local:
+        options.update(spark=spark, master=master)
+    launcher = sparkmpi_dl.run_local if local else sparkmpi_dl.run
+    if controller == "mpi":
+        results = launcher(fn, num_proc, env_provider=mpi_env, **options)
+    else:
+        from sparkmpi_dl.gloo_rendezvous import GlooRendezvous
+
+        bind = _bind_host(spark, master, local)
+        iface = gloo_iface or ("lo" if local else None)
+        with GlooRendezvous(bind=bind, iface=iface, timeout_s=gloo_timeout_s) as rendezvous:
+            results = launcher(fn, num_proc, env_provider=rendezvous.env_provider, **options)
+    return results if return_all else results[0]
