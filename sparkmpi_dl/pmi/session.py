@@ -109,6 +109,7 @@ class PmiSession:
         attrs = {k: v for k, v in (attrs or {}).items() if v is not None and v != ""}
         if request is not None and request.get("thrid"):
             attrs["thrid"] = request.get("thrid")
+        log.debug("PMI rank %d -> %s %s", self.rank, cmd, attrs)
         self.writer.write(format_reply(self.version, cmd, attrs))
         await self.writer.drain()
 
@@ -132,6 +133,7 @@ class PmiSession:
                 continue
             if msg is None:
                 return
+            log.debug("PMI rank %d <- %s %s", self.rank, msg.cmd, msg.attrs)
             handler = self._handlers.get(msg.cmd)
             if handler is None:
                 await self.error(msg, f"unknown PMI command {msg.cmd!r}")
