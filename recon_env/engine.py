@@ -136,7 +136,6 @@ class Reconstructor:
         self.notmask = None if mask.all() else self.ops.asarray(~mask, dtype=np.float32)
         self.local_frames = stop - start
         self.block = self.config.block_frames or self.ops.default_block(n, max(1, self.local_frames))
-        self.ops.prepare(self.local_frames, n, self.block) if hasattr(self.ops, "prepare") else None
         self.amp = self.ops.asarray(amp)
         self.amp_norm = float(self.comm.allreduce_scalars(
             [float(np.sum(amp.astype(np.float64) ** 2))])[0])

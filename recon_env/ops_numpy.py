@@ -9,8 +9,21 @@ each frame is one contiguous 2-D slice add, measured faster than ``np.add.at`` o
 from __future__ import annotations
 
 import numpy as np
-import scipy.fft as sfft
-from numpy.lib.stride_tricks import sliding_window_view
+
+try:  # complex64 FFTs with threads; numpy<2's FFT works in complex128 only
+    import scipy.fft as _sfft
+
+    def fft2(a, workers: int = 1):
+        return _sfft.fft2(a, axes=(-2, -1), norm="ortho", overwrite_x=True, workers=workers)
+
+    def ifft2(a, workers: int = 1):
+        return _sfft.ifft2(a, axes=(-2, -1), norm="ortho", overwrite_x=True, workers=workers)
+except ImportError:  # pragma: no cover - only where scipy is missing
+    def fft2(a, workers: int = 1):
+        return np.fft.fft2(a, axes=(-2, -1), norm="ortho").astype(np.complex64)
+
+    def ifft2(a, workers: int = 1):
+        return np.fft.ifft2(a, axes=(-2, -1), norm="ortho").astype(np.complex64)
 
 
 class NumpyOps:
@@ -89,7 +102,7 @@ class NumpyOps:
         squared deviation per valid pixel) a frame's deviation is only shrunk to p instead
         of 0 (Fourier relaxation).
         """
-        big = sfft.fft2(f, axes=(-2, -1), workers=self.workers, norm="ortho", overwrite_x=True)
+        big = fft2(f, self.workers)
         np.abs(big, out=absbuf)
         np.subtract(absbuf, amp, out=devbuf)
         if maskf is not None:
@@ -109,8 +122,7 @@ class NumpyOps:
             absbuf *= 1.0 - r3
             absbuf += r3 if notmask is None else r3 + (1.0 - r3) * notmask
         big *= absbuf
-        return sfft.ifft2(big, axes=(-2, -1), workers=self.workers, norm="ortho",
-                          overwrite_x=True), err
+        return ifft2(big, self.workers), err
 
     def fourier_update(self, psi, po, amp, maskf, notmask, coef, pbound, fbuf, absbuf, devbuf,
                        extra=None):

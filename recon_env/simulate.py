@@ -9,6 +9,7 @@ object's absorption lowers what reaches the detector. ``photons=None`` gives noi
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,17 +122,20 @@ def _siemens(shape: tuple[int, int], spokes: int = 24) -> np.ndarray:
     r = np.hypot(y, x)
     star = (np.sin(spokes / 2 * theta) > 0).astype(np.float64)
     star[r < 0.04 * min(shape)] = 0.5
-    return _smooth(star, 0.8)
+    return _norm01(_smooth(star, 0.8))
 
 
 def _cells(shape: tuple[int, int], count: int | None = None) -> np.ndarray:
     rng = np.random.default_rng(20171121)  # fixed: the object does not depend on the seed
     count = count or max(8, shape[0] * shape[1] // 900)
     img = np.zeros(shape)
-    y, x = np.indices(shape, dtype=np.float64)
     for cy, cx, rad, val in zip(rng.uniform(0, shape[0], count), rng.uniform(0, shape[1], count),
                                 rng.uniform(3, 14, count), rng.uniform(0.3, 1.0, count)):
-        img += val * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * rad**2))
+        # each blob only on its own patch: large objects stay cheap
+        y0, y1 = max(0, int(cy - 4 * rad)), min(shape[0], int(cy + 4 * rad) + 1)
+        x0, x1 = max(0, int(cx - 4 * rad)), min(shape[1], int(cx + 4 * rad) + 1)
+        y, x = np.ogrid[y0:y1, x0:x1]
+        img[y0:y1, x0:x1] += val * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * rad**2))
     return _norm01(_smooth(img, 1.0))
 
 
@@ -226,8 +230,13 @@ def scan_positions(kind: str, n_frames: int, step: float, jitter: float = 0.0,
 
 
 # ---------------------------------------------------------------- data
-def simulate(config: SimulationConfig | None = None, **overrides) -> PtychoData:
-    """Simulate a far-field ptychography scan; returns data with the ground truth attached."""
+def simulate(config: SimulationConfig | None = None, frame_range: tuple[int, int] | None = None,
+             **overrides) -> PtychoData:
+    """Simulate a far-field ptychography scan; returns data with the ground truth attached.
+
+    ``frame_range=(start, stop)`` simulates only those frames (an MPI rank's share); the
+    noise of frame j depends on (seed, j) alone, so shares agree with a whole-scan run.
+    """
     cfg = config or SimulationConfig()
     if overrides:
         cfg = SimulationConfig(**{**cfg.__dict__, **overrides})
@@ -245,28 +254,47 @@ def simulate(config: SimulationConfig | None = None, **overrides) -> PtychoData:
     probe = make_probe(cfg.probe, n, cfg.probe_diameter, cfg.probe_defocus) * np.sqrt(power)
     obj = make_object(cfg.object, obj_shape, cfg.phase_max, cfg.amplitude_min)
 
-    iy, ix = positions[:, 0].astype(int), positions[:, 1].astype(int)
-    intensities = np.empty((cfg.n_frames, n, n), dtype=np.float32)
-    for j0 in range(0, cfg.n_frames, 64):  # blocks keep the complex128 temporaries small
-        sl = range(j0, min(j0 + 64, cfg.n_frames))
-        exit_waves = np.stack([probe * obj[iy[j]:iy[j] + n, ix[j]:ix[j] + n] for j in sl])
-        far = np.fft.fftshift(np.fft.fft2(exit_waves, norm="ortho"), axes=(-2, -1))
-        inten = np.abs(far) ** 2
-        if cfg.photons is not None:
-            inten = rng.poisson(inten).astype(np.float64)
-        intensities[j0:j0 + len(sl)] = inten
-
     mask = np.ones((n, n), dtype=bool)
     if cfg.bad_pixels > 0:
         mask &= rng.random((n, n)) >= cfg.bad_pixels
     if cfg.beamstop > 0:
         mask &= _radius2(n) > cfg.beamstop**2
+
+    start, stop = (0, cfg.n_frames) if frame_range is None else frame_range
+    if not 0 <= start <= stop <= cfg.n_frames:
+        raise ValueError(f"frame_range {frame_range} outside 0..{cfg.n_frames}")
+    intensities = _diffraction(obj, probe.astype(np.complex64), positions[start:stop], cfg, start)
     intensities *= mask  # a masked pixel carries no signal
 
-    guess = make_probe("gaussian", n, cfg.probe_diameter, 0.0) * np.sqrt(power)
+    # the experimenter's guess: a flat-phase Gaussian with the focus size (intensity FWHM)
+    fwhm = cfg.probe_diameter * (0.42 if cfg.probe == "airy" else 1.0)
+    guess = make_probe("gaussian", n, fwhm, 0.0) * np.sqrt(power)
     return PtychoData(
-        intensities=intensities, positions=positions, mask=mask, energy_ev=cfg.energy_ev,
-        distance_m=cfg.distance_m, detector_pixel_m=cfg.detector_pixel_m,
+        intensities=intensities, positions=positions[start:stop], mask=mask,
+        energy_ev=cfg.energy_ev, distance_m=cfg.distance_m, detector_pixel_m=cfg.detector_pixel_m,
         probe_guess=guess.astype(np.complex64), truth_object=obj.astype(np.complex64),
         truth_probe=probe.astype(np.complex64), object_shape=obj_shape,
-        meta={"simulation": {k: v for k, v in cfg.__dict__.items()}})
+        meta={"simulation": dict(cfg.__dict__), "frames": (start, stop),
+              "total_frames": cfg.n_frames})
+
+
+def _diffraction(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
+                 cfg: SimulationConfig, first: int) -> np.ndarray:
+    """|FFT(P * O_j)|^2 (centred), Poisson-sampled per frame with seed (cfg.seed, j)."""
+    from .ops_numpy import fft2
+
+    n = probe.shape[0]
+    obj64 = obj.astype(np.complex64)
+    iy, ix = positions[:, 0].astype(int), positions[:, 1].astype(int)
+    out = np.empty((len(positions), n, n), dtype=np.float32)
+    for j0 in range(0, len(positions), 64):  # blocks keep the temporaries small
+        j1 = min(j0 + 64, len(positions))
+        waves = np.stack([probe * obj64[iy[j]:iy[j] + n, ix[j]:ix[j] + n] for j in range(j0, j1)])
+        far = fft2(waves, workers=os.cpu_count() or 1)
+        inten = np.fft.fftshift(far.real**2 + far.imag**2, axes=(-2, -1))
+        if cfg.photons is not None:
+            for j in range(j1 - j0):
+                frame_rng = np.random.default_rng([cfg.seed, first + j0 + j])
+                inten[j] = frame_rng.poisson(inten[j].astype(np.float64))
+        out[j0:j1] = inten
+    return out

@@ -45,6 +45,7 @@ import numpy as np
 ENV_ID = "recon_env/PtychoTuning-v0"
 ALGORITHMS = ("dm", "raar")
 OBS_SIZE = 11
+BETAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # the default beta ladder
 CLIP = 10.0
 
 
@@ -108,7 +109,7 @@ class PtychoTuningEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, iterations_per_step: int = 5, iteration_budget: int = 60,
-                 betas: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+                 betas: tuple[float, ...] = BETAS,
                  initial_beta: float = 1.0, initial_algorithm: str = "dm",
                  divergence_penalty: float = 2.0, generator: ScanGenerator | dict | None = None,
                  engine: dict[str, Any] | None = None, backend: str = "numpy",

@@ -1,0 +1,216 @@
+"""`sparkmpi-dl recon ...` and `sparkmpi-dl bench recon ...`.
+
+With ``--ranks N`` (N > 1) and not already inside an MPI job, the command re-launches
+itself as N ranks (the project's ``sparkmpi_dl.mpirun`` when present, else ``mpiexec``);
+with ``--spark`` the ranks are Spark barrier tasks (``sparkmpi_dl.run``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+MPI_ENV = ("PMI_RANK", "PMI_FD", "PMI_PORT", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
+
+
+def _shape(text: str) -> int:
+    """'128' or '128x128' -> 128 (frames are square)."""
+    parts = text.lower().split("x")
+    if len(parts) == 2 and parts[0] != parts[1]:
+        raise argparse.ArgumentTypeError(f"frames must be square, got {text}")
+    try:
+        value = int(parts[0])
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not a frame size: {text!r}") from err
+    if value < 8:
+        raise argparse.ArgumentTypeError(f"frame size must be >= 8, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ranks", type=_positive_int, default=1, help="MPI ranks (frames split)")
+    p.add_argument("--spark", action="store_true", help="run the ranks as Spark barrier tasks")
+    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    p.add_argument("--threads", type=_positive_int, default=1, help="FFT threads per rank (numpy)")
+    p.add_argument("--comm", choices=("auto", "serial", "mpi", "nccl"), default="auto",
+                   help="how ranks sum: auto = NCCL for cupy, host MPI otherwise")
+    p.add_argument("--algorithm", choices=("dm", "raar"), default="dm")
+    p.add_argument("--seed", type=int, default=0, help="simulation noise and engine start seed")
+    p.add_argument("--photons", type=float, default=1e8, help="photons per frame (simulation)")
+    p.add_argument("--overlap-iterations", dest="overlap_iterations", type=_positive_int)
+    p.add_argument("--probe-update-start", dest="probe_update_start", type=int)
+    p.add_argument("--block-frames", dest="block_frames", type=_positive_int)
+
+
+def register(commands, bench) -> None:
+    p = commands.add_parser("recon", help="ptychographic reconstruction (DM / RAAR)",
+                            description="Reconstruct a ptychography scan from a CXI file or "
+                            "simulated data; writes recon.cxi, object.png, errors.png, "
+                            "summary.json to --out.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--cxi", metavar="FILE", help="CXI input file")
+    src.add_argument("--simulate", action="store_true", help="simulate the data (see --frames...)")
+    p.add_argument("--iterations", type=int, default=100)
+    p.add_argument("--beta", type=float)
+    p.add_argument("--gamma1", type=float)
+    p.add_argument("--gamma2", type=float)
+    p.add_argument("--frames", dest="n_frames", type=_positive_int, default=512)
+    p.add_argument("--shape", dest="frame_size", type=_shape, default=128)
+    p.add_argument("--scan", choices=("fermat", "raster", "concentric"))
+    p.add_argument("--probe", choices=("airy", "gaussian"))
+    p.add_argument("--object", help="built-in (mixed, siemens, cells, rings, flat) or image file")
+    p.add_argument("--overlap", type=float)
+    p.add_argument("--jitter", type=float)
+    p.add_argument("--bad-pixels", dest="bad_pixels", type=float)
+    p.add_argument("--probe-support", dest="probe_support", type=float)
+    p.add_argument("--power-bound", dest="fourier_power_bound", type=float)
+    p.add_argument("--save-simulation", metavar="FILE", help="also write the simulated data as CXI")
+    p.add_argument("--report-every", dest="report_every", type=_positive_int, default=10)
+    p.add_argument("--out", default="recon-out", help="output folder")
+    _add_common(p)
+    p.set_defaults(func=recon_command)
+
+    b = bench.add_parser("recon", help="seconds per DM iteration on simulated data")
+    b.add_argument("--frames", dest="n_frames", type=_positive_int, default=512)
+    b.add_argument("--shape", dest="frame_size", type=_shape, default=128)
+    b.add_argument("--iterations", type=_positive_int, default=100)
+    b.add_argument("--warmup", type=int, default=2, help="untimed iterations (kernel compile)")
+    b.add_argument("--json", action="store_true", help="print one JSON line")
+    _add_common(b)
+    b.set_defaults(func=bench_command, probe_diameter=None)
+
+
+def _options(args: argparse.Namespace) -> dict:
+    opts = {k: v for k, v in vars(args).items() if k != "func"}
+    if opts.get("frame_size") and not opts.get("probe_diameter"):
+        opts["probe_diameter"] = opts["frame_size"] * 40 / 128
+    return opts
+
+
+def _inside_mpi() -> bool:
+    return any(k in os.environ for k in MPI_ENV)
+
+
+def _relaunch(args: argparse.Namespace) -> int:
+    """Run this same command as ``args.ranks`` MPI ranks (each with --ranks 1)."""
+    argv = [a for a in sys.argv[1:]]
+    if "--ranks" in argv:
+        i = argv.index("--ranks")
+        del argv[i:i + 2]
+    argv = [a for a in argv if not a.startswith("--ranks=")]
+    cmd = [sys.executable, "-m", "recon_env.cli", *argv]
+    if os.environ.get("RECON_ENV_LAUNCHER", "auto") != "mpiexec":
+        try:
+            from sparkmpi_dl import mpirun
+        except (ImportError, AttributeError):
+            mpirun = None
+        if mpirun is not None:
+            return int(mpirun(cmd, args.ranks))
+    mpiexec = shutil.which("mpiexec")
+    if mpiexec is None:
+        print("error: --ranks needs mpiexec on PATH or sparkmpi_dl.mpirun", file=sys.stderr)
+        return 2
+    return subprocess.call([mpiexec, "-n", str(args.ranks), *cmd])
+
+
+def _spark(fn, args: argparse.Namespace) -> list:
+    import sparkmpi_dl
+
+    return sparkmpi_dl.run(fn, args.ranks, args=(_options(args),))
+
+
+def recon_command(args: argparse.Namespace) -> int:
+    from .engine import check_parameters
+
+    if args.iterations < 0:
+        print("error: --iterations must be >= 0", file=sys.stderr)
+        return 2
+    if args.beta is not None or args.gamma1 is not None or args.gamma2 is not None:
+        try:
+            check_parameters(args.algorithm, args.beta if args.beta is not None else 1.0,
+                             args.gamma1 or 0.0, args.gamma2 or 0.0)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    if args.spark:
+        from .runner import run_recon
+
+        _spark(run_recon, args)
+        return 0
+    if args.ranks > 1 and not _inside_mpi():
+        if args.simulate and args.save_simulation:
+            _save_simulation(args)
+        return _relaunch(args)
+    from .errors import CXIFormatError, ReconstructionDiverged
+    from .runner import run_recon
+
+    if args.simulate and args.save_simulation and not _inside_mpi():
+        _save_simulation(args)
+    try:
+        run_recon(_options(args))
+    except (CXIFormatError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ReconstructionDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _save_simulation(args: argparse.Namespace) -> None:
+    from .cxi import write_cxi
+    from .runner import SIM_KEYS
+    from .simulate import SimulationConfig, simulate
+
+    opts = _options(args)
+    data = simulate(SimulationConfig(**{k: opts[k] for k in SIM_KEYS if opts.get(k) is not None}))
+    write_cxi(args.save_simulation, data)
+    print(f"wrote simulated data to {args.save_simulation}", flush=True)
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    from .runner import run_bench
+
+    if args.spark:
+        reports = _spark(run_bench, args)
+        report = reports[0]
+    elif args.ranks > 1 and not _inside_mpi():
+        return _relaunch(args)
+    else:
+        report = run_bench(_options(args))
+        if report["rank"] != 0:
+            return 0
+    if args.json:
+        print(json.dumps(report), flush=True)
+    else:
+        print(f"{report['frames']} frames {report['shape']}^2, {report['iterations']} "
+              f"{report['algorithm']} iterations, {report['ranks']} rank(s), {report['backend']}: "
+              f"{report['seconds_per_iteration']:.4f} s/iteration, "
+              f"{report['seconds_total']:.2f} s total (after {report['warmup_iterations']} "
+              f"warm-up iterations)", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m recon_env.cli recon ...``): only this area's commands,
+    so it runs where the other areas' dependencies (TensorFlow, pyspark) are missing."""
+    parser = argparse.ArgumentParser(prog="recon_env")
+    commands = parser.add_subparsers(dest="command", required=True)
+    bench = commands.add_parser("bench").add_subparsers(dest="bench", required=True)
+    register(commands, bench)
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
