@@ -103,7 +103,15 @@ def make_comm(kind: str = "auto", backend: str = "numpy"):
         comm = MPIComm()
         if comm.size == 1:
             return comm
-        kind = "nccl" if backend == "cupy" else "mpi"
+        if backend == "cupy":
+            try:
+                return NCCLComm()
+            except Exception as err:  # noqa: BLE001 - fall back, but say why
+                import sys
+
+                print(f"recon_env: NCCL unavailable ({err}); summing through host MPI",
+                      file=sys.stderr)
+        return comm
     if kind == "mpi":
         return MPIComm()
     if kind == "nccl":

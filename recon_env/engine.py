@@ -129,16 +129,18 @@ class Reconstructor:
         pos = np.round(data.positions[start:stop]).astype(np.int32)
         self.iy_host, self.ix_host = pos[:, 0].copy(), pos[:, 1].copy()
         self.iy, self.ix = self.ops.asarray(self.iy_host), self.ops.asarray(self.ix_host)
-        amp = np.sqrt(np.maximum(data.intensities[start:stop], 0)).astype(np.float32)
-        mask = np.fft.ifftshift(data.mask)  # engine works in FFT order
-        amp = np.fft.ifftshift(amp, axes=(-2, -1)) * mask
+        # amplitudes in FFT order, zero at masked pixels; computed where they will live
+        mask = np.fft.ifftshift(data.mask)
+        amp = self.ops.asarray(data.intensities[start:stop], dtype=np.float32)
+        amp = xp.fft.ifftshift(xp.sqrt(xp.maximum(amp, 0)), axes=(-2, -1))
+        amp *= self.ops.asarray(mask, dtype=np.float32)
         self.maskf = None if mask.all() else self.ops.asarray(mask, dtype=np.float32)
         self.notmask = None if mask.all() else self.ops.asarray(~mask, dtype=np.float32)
         self.local_frames = stop - start
         self.block = self.config.block_frames or self.ops.default_block(n, max(1, self.local_frames))
-        self.amp = self.ops.asarray(amp)
+        self.amp = amp
         self.amp_norm = float(self.comm.allreduce_scalars(
-            [float(np.sum(amp.astype(np.float64) ** 2))])[0])
+            [float(xp.sum(amp * amp, dtype=xp.float64))])[0])
         if self.amp_norm <= 0:
             raise ValueError("the data contain no photons in valid pixels")
         self.npix_valid = int(np.asarray(data.mask).sum())

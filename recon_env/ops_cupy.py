@@ -75,9 +75,11 @@ extern "C" __global__ void recon_probe_sums(
 }
 """, "recon_probe_sums")
 
+# Exit waves P * O_j are never stored: both kernels below recompute them from the object
+# views and the (broadcast) probe, which saves a full write + read of the frames.
 _mix = cp.ElementwiseKernel(
-    "complex64 po, complex64 psi, float32 a, float32 b", "complex64 f",
-    "f = a * po + b * psi;", "recon_mix")
+    "complex64 ov, complex64 pr, complex64 psi, float32 a, float32 b", "complex64 f",
+    "f = a * (ov * pr) + b * psi;", "recon_mix")
 
 _frame_error = cp.ReductionKernel(
     "complex64 f, float32 amp, float32 m", "float32 err",
@@ -93,13 +95,22 @@ _project = cp.ElementwiseKernel(
     """, "recon_project")
 
 _update = cp.ElementwiseKernel(
-    "complex64 fp, complex64 po, complex64 extra, float32 d, float32 e, float32 c1, float32 g",
-    "complex64 psi, float32 change",
+    "complex64 fp, complex64 ov, complex64 pr, complex64 extra, float32 d, float32 e, "
+    "float32 c1, float32 g", "complex64 psi, float32 change",
     """
-    const complex<float> delta = d * fp + e * po + c1 * psi + g * extra;
+    const complex<float> delta = d * fp + e * (ov * pr) + c1 * psi + g * extra;
     psi = psi + delta;
     change = delta.real() * delta.real() + delta.imag() * delta.imag();
     """, "recon_update")
+
+
+class _ExitWaves:
+    """P * O_j left unevaluated: (object views, probe) read by the Fourier kernels."""
+
+    __slots__ = ("views", "probe")
+
+    def __init__(self, views, probe) -> None:
+        self.views, self.probe = views, probe
 
 
 class CupyOps:
@@ -110,6 +121,7 @@ class CupyOps:
 
     def __init__(self) -> None:
         self._ones = {}
+        self._unit = {}
 
     # ------------------------------------------------------------ memory
     def asarray(self, a, dtype=None):
@@ -124,6 +136,7 @@ class CupyOps:
     def default_block(self, n: int, n_frames: int) -> int:
         """All frames in one block when the temporaries fit next to the resident arrays."""
         free, _ = cp.cuda.runtime.memGetInfo()
+        free += cp.get_default_memory_pool().free_bytes()  # cached by CuPy, reusable
         per_frame_resident = n * n * (8 + 8 + 4)       # psi, object views, amplitudes
         per_frame_block = n * n * (8 * 3 + 4 * 2)      # complex + float block buffers
         fft_work = n * n * 8                            # cuFFT work area per frame (about)
@@ -152,7 +165,7 @@ class CupyOps:
         return out
 
     def multiply(self, views, probe, out):
-        return cp.multiply(views, probe, out=out)
+        return _ExitWaves(views, probe)
 
     def scatter_conj_probe(self, target, psi, probe, iy, ix, buf) -> None:
         n, w = self._dims(target, psi)
@@ -196,11 +209,19 @@ class CupyOps:
     def fourier_update(self, psi, po, amp, maskf, notmask, coef, pbound, fbuf, absbuf, devbuf,
                        extra=None):
         a, b, c, d, e, g = (np.float32(v) for v in coef)
-        _mix(po, psi, a, b, fbuf)
+        if isinstance(po, _ExitWaves):
+            ov, pr = po.views, po.probe
+        else:  # already multiplied: use a unit probe
+            n = po.shape[-1]
+            if n not in self._unit:
+                self._unit[n] = cp.ones((n, n), dtype=cp.complex64)
+            ov, pr = po, self._unit[n]
+        _mix(ov, pr, psi, a, b, fbuf)
         proj, err = self._modulus(fbuf, amp, maskf, pbound)
         if extra is None:
-            extra, g = po, np.float32(0.0)
-        _update(proj, po, extra, d, e, np.float32(c - 1.0), g, psi, devbuf)
+            extra, g = ov, np.float32(0.0)  # any input of the right shape (not psi: outputs
+            # that alias inputs make CuPy copy); weight 0
+        _update(proj, ov, pr, extra, d, e, np.float32(c - 1.0), g, psi, devbuf)
         return err, float(devbuf.sum(dtype=cp.float64))
 
     def fourier_project(self, psi, amp, maskf, notmask, pbound, fbuf, absbuf, devbuf):

@@ -31,7 +31,8 @@ def load_share(options: dict, comm):
     from .simulate import SimulationConfig, simulate
 
     sim = SimulationConfig(**{k: options[k] for k in SIM_KEYS if options.get(k) is not None})
-    return simulate(sim, frame_range=frame_range(sim.n_frames, comm.rank, comm.size))
+    return simulate(sim, frame_range=frame_range(sim.n_frames, comm.rank, comm.size),
+                    gpu=options.get("backend") == "cupy" and bool(options.get("gpu_simulation")))
 
 
 def _engine_config(options: dict) -> EngineConfig:
@@ -47,8 +48,8 @@ def run_recon(options: dict) -> dict:
     """Reconstruct and (rank 0) write recon.cxi, object.png, errors.png, summary.json."""
     from .comm import make_comm
 
+    _select_device(options)
     comm = make_comm(options.get("comm", "auto"), options.get("backend", "numpy"))
-    _select_device(options, comm)
     data = load_share(options, comm)
     rec = Reconstructor(data, _engine_config(options), backend=options.get("backend", "numpy"),
                         comm=comm, workers=options.get("threads", 1), local=True)
@@ -96,14 +97,14 @@ def _write_outputs(out: Path, data, result, history, summary, options) -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
 
 
-def _select_device(options: dict, comm) -> None:
-    """One GPU per rank (local rank modulo device count)."""
+def _select_device(options: dict) -> None:
+    """One GPU per rank (local rank modulo device count), before any CUDA/NCCL call."""
     if options.get("backend") != "cupy":
         return
     import cupy
 
-    local = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK",
-                               os.environ.get("MPI_LOCALRANKID", comm.rank)))
+    local = next((int(os.environ[k]) for k in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
+                                                "PMI_RANK", "PMIX_RANK") if k in os.environ), 0)
     cupy.cuda.Device(local % cupy.cuda.runtime.getDeviceCount()).use()
 
 
@@ -112,8 +113,8 @@ def run_bench(options: dict) -> dict:
     from .comm import make_comm
 
     backend = options.get("backend", "numpy")
+    _select_device(options)
     comm = make_comm(options.get("comm", "auto"), backend)
-    _select_device(options, comm)
     t = time.perf_counter()
     data = load_share(options, comm)
     sim_s = time.perf_counter() - t

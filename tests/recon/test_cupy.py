@@ -1,0 +1,113 @@
+"""CuPy kernels against the NumPy reference (skipped without cupy or a GPU: CI has none)."""
+import numpy as np
+import pytest
+
+cp = pytest.importorskip("cupy")
+try:
+    if cp.cuda.runtime.getDeviceCount() < 1:
+        pytest.skip("no CUDA device", allow_module_level=True)
+except cp.cuda.runtime.CUDARuntimeError:
+    pytest.skip("no CUDA device", allow_module_level=True)
+
+from recon_env.engine import EngineConfig, Reconstructor  # noqa: E402
+from recon_env.ops_cupy import CupyOps  # noqa: E402
+from recon_env.ops_numpy import NumpyOps  # noqa: E402
+from recon_env.simulate import simulate  # noqa: E402
+
+
+def _rel(a, b):
+    a, b = cp.asnumpy(a) if isinstance(a, cp.ndarray) else a, np.asarray(b)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+@pytest.fixture()
+def case():
+    rng = np.random.default_rng()  # fresh inputs each run
+    n, frames = 16, 7
+    c64 = lambda *s: (rng.standard_normal(s) + 1j * rng.standard_normal(s)).astype(np.complex64)
+    obj, probe, psi = c64(40, 37), c64(n, n), c64(frames, n, n)
+    iy = rng.integers(0, 40 - n, frames).astype(np.int32)
+    ix = rng.integers(0, 37 - n, frames).astype(np.int32)
+    amp = rng.random((frames, n, n)).astype(np.float32)
+    mask = rng.random((n, n)) > 0.1
+    amp *= mask
+    return dict(obj=obj, probe=probe, psi=psi, iy=iy, ix=ix, amp=amp, mask=mask)
+
+
+def test_overlap_kernels_match_numpy(case):
+    c, g, h = case, CupyOps(), NumpyOps()
+    d = {k: cp.asarray(v) for k, v in c.items()}
+    n, f = c["psi"].shape[-1], c["psi"].shape[0]
+    out_h = np.full((f, n, n), np.nan, np.complex64)
+    out_d = cp.full((f, n, n), np.nan, cp.complex64)
+    assert _rel(g.gather_product(d["obj"], d["probe"], d["iy"], d["ix"], out_d),
+                h.gather_product(c["obj"], c["probe"], c["iy"], c["ix"], out_h)) < 1e-6
+    th, td = np.zeros_like(c["obj"]), cp.zeros_like(d["obj"])
+    h.scatter_conj_probe(th, c["psi"], c["probe"], c["iy"], c["ix"], np.empty_like(c["psi"]))
+    g.scatter_conj_probe(td, d["psi"], d["probe"], d["iy"], d["ix"], None)
+    assert _rel(td, th) < 1e-5
+    ph, pd = np.zeros(c["obj"].shape, np.float32), cp.zeros(c["obj"].shape, cp.float32)
+    h.scatter_power(ph, c["probe"], c["iy"], c["ix"])
+    g.scatter_power(pd, d["probe"], d["iy"], d["ix"])
+    assert _rel(pd, ph) < 1e-5
+    nh, dh = np.zeros((n, n), np.complex64), np.zeros((n, n), np.float32)
+    nd, dd = cp.zeros((n, n), cp.complex64), cp.zeros((n, n), cp.float32)
+    vh, vd = np.empty_like(c["psi"]), cp.full(c["psi"].shape, np.nan, cp.complex64)
+    h.probe_sums(c["obj"], c["psi"], c["iy"], c["ix"], nh, dh, vh, np.empty_like(c["psi"]),
+                 np.empty(c["psi"].shape, np.float32))
+    g.probe_sums(d["obj"], d["psi"], d["iy"], d["ix"], nd, dd, vd, None, None)
+    assert _rel(nd, nh) < 1e-5 and _rel(dd, dh) < 1e-5 and _rel(vd, vh) < 1e-6
+
+
+@pytest.mark.parametrize("coef", [(2, -1, 1, 1, -1, 0), (2, -1, 0.8, 0.8, -0.6, 0),
+                                  (1.5, -0.5, 1, 0.7, -0.3, 0.4)])
+@pytest.mark.parametrize("pbound", [None, 0.05])
+def test_fourier_update_matches_numpy(case, coef, pbound):
+    c, g, h = case, CupyOps(), NumpyOps()
+    f, n = c["psi"].shape[0], c["psi"].shape[-1]
+    maskf = c["mask"].astype(np.float32)
+    notmask = (~c["mask"]).astype(np.float32)
+    po = c["probe"] * c["psi"][::-1]
+    extra = np.roll(c["psi"], 1, axis=0) * 0.5
+    psi_h = c["psi"].copy()
+    buf = lambda dt: np.empty((f, n, n), dt)
+    err_h, ch_h = h.fourier_update(psi_h, po.copy(), c["amp"], maskf, notmask, coef, pbound,
+                                   buf(np.complex64), buf(np.float32), buf(np.float32),
+                                   extra.copy())
+    psi_d = cp.asarray(c["psi"])
+    err_d, ch_d = g.fourier_update(psi_d, cp.asarray(po), cp.asarray(c["amp"]),
+                                   cp.asarray(maskf), cp.asarray(notmask), coef, pbound,
+                                   cp.empty((f, n, n), cp.complex64), None,
+                                   cp.empty((f, n, n), cp.float32), cp.asarray(extra))
+    assert _rel(psi_d, psi_h) < 1e-5
+    assert _rel(err_d, err_h) < 1e-4 and abs(ch_d - ch_h) / ch_h < 1e-4
+
+
+@pytest.mark.parametrize("algorithm, beta", [("dm", 1.0), ("raar", 0.8), ("dm", 0.8)])
+def test_reconstruction_matches_numpy(algorithm, beta):
+    data = simulate(n_frames=48, frame_size=32, probe_diameter=10, photons=1e6, seed=3,
+                    bad_pixels=0.02)
+    a = Reconstructor(data, EngineConfig(), backend="numpy")
+    b = Reconstructor(data, EngineConfig(), backend="cupy")
+    ha, hb = a.step(8, algorithm=algorithm, beta=beta), b.step(8, algorithm=algorithm, beta=beta)
+    assert np.allclose(ha["fourier_error"], hb["fourier_error"], rtol=1e-3)
+    assert _rel(b.result()["object"], a.result()["object"]) < 1e-3
+    state = b.snapshot()
+    first = b.step(3)
+    b.restore(state)
+    assert np.allclose(b.step(3)["fourier_error"], first["fourier_error"], rtol=1e-5)
+
+
+def test_gpu_simulation_matches_cpu_without_noise():
+    cpu = simulate(n_frames=20, frame_size=32, probe_diameter=10, photons=None, seed=1)
+    gpu = simulate(n_frames=20, frame_size=32, probe_diameter=10, photons=None, seed=1, gpu=True)
+    assert _rel(gpu.intensities, cpu.intensities) < 1e-4
+
+
+def test_too_many_frames_message():
+    from recon_env.errors import DeviceMemoryError
+
+    free, _ = cp.cuda.runtime.memGetInfo()
+    frames = int(free // (2048 * 2048 * 20)) + 10
+    with pytest.raises(DeviceMemoryError, match="use more ranks"):
+        CupyOps().default_block(2048, frames)
