@@ -83,3 +83,29 @@ class FailAtStep(tf.keras.callbacks.Callback):
         if step == self.step and self.my_rank == self.rank:
             raise RuntimeError(f"injected failure on rank {self.rank} at step {step} "
                                f"(--fail-at-step)")
+
+
+class ProgressLines(tf.keras.callbacks.Callback):
+    """Rank 0's progress when stdout is not a terminal (launchers pipe it): a line every
+    ~10 % of an epoch and one per finished epoch, instead of Keras' carriage-return bar."""
+
+    def __init__(self, epochs: int, steps_per_epoch: int, every: int | None = None):
+        super().__init__()
+        self.epochs, self.steps = epochs, steps_per_epoch
+        self.every = every or max(1, steps_per_epoch // 10)
+        self._epoch, self._t0 = 0, 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch, self._t0 = epoch, time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        done = batch + 1
+        if done % self.every == 0 and done < self.steps:
+            rate = done / (time.perf_counter() - self._t0)
+            print(f"epoch {self._epoch + 1}/{self.epochs} step {done}/{self.steps} "
+                  f"loss {logs['loss']:.4g} ({rate:.1f} steps/s)", flush=True)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds = time.perf_counter() - self._t0
+        metrics = " ".join(f"{k} {v:.4g}" for k, v in (logs or {}).items())
+        print(f"epoch {epoch + 1}/{self.epochs} done in {seconds:.1f} s: {metrics}", flush=True)

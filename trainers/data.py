@@ -33,13 +33,13 @@ def synthetic_images(num: int, image_shape: tuple[int, ...], num_classes: int,
     rng = np.random.default_rng([seed, rank])
     height, width = image_shape[0], image_shape[1]
     labels = rng.integers(0, num_classes, size=num).astype(np.int32)
-    images = rng.normal(0.0, 0.3, size=(num, *image_shape)).astype(np.float32)
+    images = rng.normal(0.0, 1.0, size=(num, *image_shape)).astype(np.float32)
     side = max(2, min(height, width) // 4)
     cols = max(1, width // side)
     for k in range(num_classes):  # class k's square sits in cell k of a side x side grid
         top = ((k // cols) * side) % max(1, height - side + 1)
         left = (k % cols) * side
-        images[labels == k, top:top + side, left:left + side, ...] += 1.0
+        images[labels == k, top:top + side, left:left + side, ...] += 0.5
     return images, labels
 
 

@@ -8,7 +8,9 @@ the last finished epoch left off.
 """
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -82,15 +84,17 @@ def train(config: TrainConfig) -> dict:
     """Train as one Horovod rank; returns this rank's summary (losses, metrics, timings)."""
     config.validate()
     _configure_tensorflow(config)
+    import horovod.tensorflow as hvd_tf
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
-    from trainers.callbacks import EpochCheckpoint, FailAtStep, LossLog
+    from trainers.callbacks import EpochCheckpoint, FailAtStep, LossLog, ProgressLines
     from trainers.model import build_cnn
 
     hvd.init()
     init_done = time.time()
     rank, size = hvd.rank(), hvd.size()
+    init_all = hvd_tf.allgather_object(init_done)  # when the last rank got past hvd.init()
     out = Path(config.out_dir)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -117,13 +121,15 @@ def train(config: TrainConfig) -> dict:
             restored = manager.latest_checkpoint
     state = (model.variables + optimizer.variables()
              + [optimizer.lr, optimizer.momentum, epoch_var])
-    hvd.broadcast_variables(state, root_rank=0)  # initial (or restored) state from rank 0
+    hvd_tf.broadcast_variables(state, root_rank=0)  # initial (or restored) state from rank 0
     first_epoch = int(epoch_var.numpy())
     if rank == 0 and config.verbose:
         what = f"resuming from {restored} at epoch {first_epoch + 1}" if restored else "fresh start"
         print(f"[trainer] {size} rank(s), {steps} steps/epoch, batch {config.batch_size}/rank, "
               f"lr {scaled_lr:g}; {what}", flush=True)
 
+    show_progress = rank == 0 and config.verbose
+    keras_bar = show_progress and sys.stdout.isatty()
     log = LossLog(out / "metrics.jsonl" if rank == 0 else None, steps)
     callbacks: list = [
         hvd.callbacks.MetricAverageCallback(),  # first, so later callbacks see the averages
@@ -136,23 +142,29 @@ def train(config: TrainConfig) -> dict:
         if config.fail_at_step is not None else None,
         tf.keras.callbacks.TensorBoard(str(out / "tensorboard"), profile_batch=0)
         if rank == 0 else None,
+        ProgressLines(config.epochs, steps) if show_progress and not keras_bar else None,
     ]
     t0 = time.perf_counter()
     if first_epoch < config.epochs:
         model.fit(_epoch_dataset(images, labels, config, rank, first_epoch, steps),
                   epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
                   callbacks=[c for c in callbacks if c is not None],
-                  verbose=(1 if config.verbose else 0) if rank == 0 else 0)
+                  verbose=1 if keras_bar else 0)
     elif rank == 0 and config.verbose:
         print(f"[trainer] all {config.epochs} epochs already done in {out}", flush=True)
     seconds = time.perf_counter() - t0
-    if rank == 0:
-        model.save(out / "model.keras")
     steps_run = (config.epochs - first_epoch) * steps
-    return {
-        "rank": rank, "size": size, "hvd_init_done": init_done,
+    steady = log.epochs[1:] or log.epochs  # the first epoch includes graph tracing
+    result = {
+        "rank": rank, "size": size, "hvd_init_done": init_done, "hvd_init_all_done": max(init_all),
         "first_epoch": first_epoch, "epochs": config.epochs, "steps_per_epoch": steps,
         "step_losses": [s["loss"] for s in log.steps], "epoch_metrics": log.epochs,
         "train_seconds": seconds, "steps_per_s": steps_run / seconds if steps_run else None,
+        "steady_steps_per_s": (len(steady) * steps / sum(e["seconds"] for e in steady)
+                               if steady else None),
         "checkpoint": manager.latest_checkpoint if manager else None,
     }
+    if rank == 0:
+        model.save(out / "model.keras")
+        (out / "result.json").write_text(json.dumps(result))
+    return result

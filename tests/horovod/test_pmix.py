@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def test_independent_processes_form_comm_world_and_nothing_leaks():
     with PmixJob(n) as job:
         marker = str(job._dir)
         assert job.env(1)["PMIX_RANK"] == "1"
-        procs = [subprocess.Popen([job.python, "-c", RANK], stdout=subprocess.PIPE,
+        # rank 0 runs Open MPI's venv python, the others this venv's (via MPI4PY_LIBMPI)
+        procs = [subprocess.Popen([job.python if r == 0 else sys.executable, "-c", RANK], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True,
                                   env={**os.environ, **job.env_provider(r, [job.hostname] * n)})
                  for r in range(n)]

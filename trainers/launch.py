@@ -1,0 +1,86 @@
+"""Starting the trainer: in place when a launcher already made this process a rank, else
+as ``--num-proc`` Horovod ranks through Spark barrier tasks (or the local launcher)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from trainers.config import TrainConfig
+
+# Set by mpiexec/Hydra, the project's launchers, Open MPI, and horovodrun's Gloo mode.
+_RANK_VARS = ("PMI_RANK", "PMI_FD", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "HOROVOD_RANK")
+_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "HOROVOD_SIZE")
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("launch")
+    group.add_argument("-n", "--num-proc", type=int, default=None,
+                       help="start this many Horovod ranks (omit when mpiexec/horovodrun/"
+                            "`sparkmpi-dl mpirun` already started the ranks)")
+    group.add_argument("--controller", choices=("mpi", "gloo"), default="mpi",
+                       help="Horovod controller: MPI via the PMI service, or Gloo (no MPI)")
+    group.add_argument("--master", default=None,
+                       help="Spark master URL (default: spark-submit's, else local[N])")
+    group.add_argument("--local", action="store_true",
+                       help="start the ranks with the local launcher instead of Spark")
+
+
+def launched_size() -> int | None:
+    """The job size if some launcher already made this process a rank, else None."""
+    if not any(v in os.environ for v in _RANK_VARS):
+        return None
+    for var in _SIZE_VARS:
+        if var in os.environ:
+            return int(os.environ[var])
+    return -1  # a rank of unknown size (Horovod will tell)
+
+
+def _absolute(config: TrainConfig) -> TrainConfig:
+    """Paths as the driver sees them: ranks may run with another working directory."""
+    return replace(config, out_dir=str(Path(config.out_dir).resolve()),
+                   data=str(Path(config.data).resolve()) if config.data else None)
+
+
+def _spark_session(master: str | None, num_proc: int):
+    from pyspark import SparkConf
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName("sparkmpi-dl image trainer")
+    if master or not SparkConf().contains("spark.master"):  # spark-submit sets it
+        builder = builder.master(master or f"local[{num_proc}]")
+    return builder.getOrCreate()
+
+
+def run_training(config: TrainConfig, num_proc: int | None, controller: str = "mpi",
+                 master: str | None = None, local: bool = False) -> dict:
+    """Train and return rank 0's summary, starting ranks only if nobody else did."""
+    from trainers.train import train
+
+    size = launched_size()
+    if size is not None:
+        if num_proc is not None and size > 0 and num_proc != size:
+            raise ValueError(f"--num-proc {num_proc} disagrees with the launcher's {size} ranks")
+        return train(config)
+    if num_proc is None:
+        return train(config)  # a single process, no launcher
+    if num_proc < 1:
+        raise ValueError(f"--num-proc must be >= 1, got {num_proc}")
+    from sparkmpi_dl.horovod import run
+
+    config = _absolute(config)
+    if local:
+        return run(train, num_proc, args=(config,), controller=controller, local=True)
+    spark = _spark_session(master, num_proc)
+    return run(train, num_proc, args=(config,), controller=controller, spark=spark)
+
+
+def summary_line(result: dict) -> str:
+    """One JSON line a person or a script can read after the run."""
+    last = result["epoch_metrics"][-1] if result["epoch_metrics"] else {}
+    return json.dumps({"ranks": result["size"], "epochs": result["epochs"],
+                       "first_epoch": result["first_epoch"], "loss": last.get("loss"),
+                       "accuracy": last.get("accuracy"), "steps_per_s": result["steps_per_s"],
+                       "checkpoint": result["checkpoint"]})
