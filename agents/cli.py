@@ -15,10 +15,10 @@ from typing import Any
 # Per-environment hyperparameter defaults (flags given on the command line win).
 PRESETS: dict[str, dict[str, Any]] = {
     "CartPole-v1": {},  # DQNConfig's defaults are RL-Zoo's CartPole settings
-    "recon_env/PtychoTuning-v0": {
-        "hidden": (64, 64), "learning_rate": 1e-3, "gamma": 0.95, "batch_size": 64,
-        "buffer_size": 20_000, "learning_starts": 200, "train_freq": 16,
-        "gradient_steps": 8, "target_update_interval": 100, "exploration_fraction": 0.5,
+    "recon_env/PtychoTuning-v0": {  # 12 steps per episode (60 iterations, 5 per step)
+        "hidden": (64, 64), "learning_rate": 1e-3, "gamma": 0.98, "batch_size": 64,
+        "buffer_size": 20_000, "learning_starts": 240, "train_freq": 12,
+        "gradient_steps": 12, "target_update_interval": 120, "exploration_fraction": 0.4,
         "eps_end": 0.05,
     },
 }
@@ -53,7 +53,8 @@ def _parse_json_dict(text: str) -> dict[str, Any]:
 
 # DQNConfig field types, without importing TensorFlow at registration time.
 _HYPER_TYPES: dict[str, Any] = {
-    "hidden": _parse_hidden, "learning_rate": float, "gamma": float, "batch_size": int,
+    "hidden": _parse_hidden, "learning_rate": float, "lr_final_fraction": float,
+    "gamma": float, "batch_size": int,
     "buffer_size": int, "learning_starts": int, "train_freq": int, "gradient_steps": int,
     "target_update_interval": int, "tau": float, "max_grad_norm": float, "huber_delta": float,
     "double": _parse_bool, "eps_start": float, "eps_end": float, "exploration_fraction": float,
@@ -84,6 +85,13 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                     help="continue RUN_DIR from its checkpoint.npz (same config; --steps may "
                          "raise the total)")
     tr.add_argument("--threads", type=int, default=1, help="TensorFlow CPU threads")
+    tr.add_argument("--ranks", type=int, default=1,
+                    help="data-parallel Horovod ranks, each with its own env and replay "
+                         "(gradients averaged; --steps is per rank; output in RUN_DIR/rank<r>)")
+    tr.add_argument("--launcher", choices=("local", "spark"), default="local",
+                    help="with --ranks > 1: local processes or Spark barrier tasks")
+    tr.add_argument("--controller", choices=("mpi", "gloo"), default="mpi",
+                    help="with --ranks > 1: Horovod controller")
     hyper = tr.add_argument_group("hyperparameters (defaults: the env's preset, else RL-Zoo "
                                   "CartPole settings)")
     for name, kind in _HYPER_TYPES.items():
@@ -97,6 +105,25 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     ev.add_argument("--seed", type=int, default=12345, help="episode i uses seed SEED+i")
     ev.add_argument("--threads", type=int, default=1)
     ev.set_defaults(func=_eval)
+
+    cmp_ = sub.add_parser("compare", help="trained agent vs best fixed beta vs plain DM on "
+                          "held-out scans (recon_env/PtychoTuning-v0 runs)")
+    cmp_.add_argument("--run-dir", type=Path, required=True, help="a trained tuning-env run")
+    cmp_.add_argument("--out", type=Path, help="default RUN_DIR/compare")
+    cmp_.add_argument("--train-scans", type=int, default=12, help="scans for the beta grid search")
+    cmp_.add_argument("--test-scans", type=int, default=12, help="held-out scans")
+    cmp_.add_argument("--test-objects", default="siemens",
+                      help="comma-separated objects of the held-out generator")
+    cmp_.add_argument("--threads", type=int, default=1)
+    cmp_.set_defaults(func=_compare)
+
+    cp = bench.add_parser("agent-cartpole", help="DQN on CartPole-v1, several seeds, one at a "
+                          "time: final 100-episode return and env steps/s")
+    cp.add_argument("--seeds", default="0,1,2")
+    cp.add_argument("--steps", type=int, default=50_000)
+    cp.add_argument("--out", type=Path, default=Path("runs/bench-agent-cartpole"))
+    cp.add_argument("--threads", type=int, default=1)
+    cp.set_defaults(func=_bench_cartpole)
 
 
 def _set_threads(n: int) -> None:
@@ -126,6 +153,9 @@ def _train(args: argparse.Namespace) -> int:
 
     given = {k: getattr(args, k) for k in _HYPER_TYPES}
     try:
+        if args.resume and args.ranks != 1:
+            raise ValueError("--resume with --ranks > 1 is not supported: ranks checkpoint at "
+                             "their own episode ends, which would break the lock step")
         if args.resume:
             ckpt = args.run_dir / CHECKPOINT
             if not ckpt.is_file():
@@ -145,6 +175,8 @@ def _train(args: argparse.Namespace) -> int:
                         eval_episodes=args.eval_episodes,
                         final_eval_episodes=args.final_eval_episodes,
                         checkpoint_every=args.checkpoint_every, log_every=args.log_every)
+        if args.ranks != 1:
+            return _train_distributed(args, run, cfg)
         train(run, cfg, args.run_dir)
     except ValueError as err:
         print(f"agent train: error: {err}")
@@ -152,24 +184,88 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_distributed(args: argparse.Namespace, run, cfg) -> int:
+    from agents.distributed import train_distributed
+
+    cfg.validate()
+    run.validate()
+    results = train_distributed(run, cfg, args.run_dir, args.ranks,
+                                local=args.launcher == "local", controller=args.controller)
+    for r in results:
+        print(f"rank {r['rank']}/{r['size']}: {r['steps']} env steps, "
+              f"{r['env_steps_per_second']:,.0f} steps/s, final eval {r['final_eval_mean']:.1f}, "
+              f"weights checksum {r['weights_checksum']:.6f}")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
-    from agents.checkpoint import load_checkpoint
-    from agents.dqn import DQN
-    from agents.envs import make_env, obs_dim
+    from agents.envs import make_env
     from agents.evaluate import evaluate
-    from agents.train import CHECKPOINT, load_run_config
 
     try:
-        run, cfg = load_run_config(args.run_dir)
-        _, arrays = load_checkpoint(args.checkpoint or args.run_dir / CHECKPOINT)
-        env = make_env(run.env_id, run.env_kwargs)
-        learner = DQN(obs_dim(env), int(env.action_space.n), cfg)
-        learner.load_state_dict(arrays["learner"])
-        res = evaluate(learner.greedy, env, args.episodes, seed=args.seed)
+        run, policy = _load_policy(args.run_dir, args.checkpoint)
+        res = evaluate(policy, make_env(run.env_id, run.env_kwargs), args.episodes, seed=args.seed)
     except ValueError as err:
         print(f"agent eval: error: {err}")
         return 2
     print(f"{run.env_id}: {args.episodes} greedy episodes, return {res.mean:.2f} +- "
           f"{res.std:.2f} (min {res.returns.min():.1f}, max {res.returns.max():.1f})")
+    return 0
+
+
+def _load_policy(run_dir: Path, checkpoint: Path | None = None):
+    """(run config, greedy policy) of a trained run."""
+    from agents.checkpoint import load_checkpoint
+    from agents.dqn import DQN
+    from agents.envs import make_env, obs_dim
+    from agents.train import CHECKPOINT, load_run_config
+
+    run, cfg = load_run_config(run_dir)
+    _, arrays = load_checkpoint(checkpoint or run_dir / CHECKPOINT)
+    env = make_env(run.env_id, run.env_kwargs)
+    learner = DQN(obs_dim(env), int(env.action_space.n), cfg)
+    learner.load_state_dict(arrays["learner"])
+    return run, learner.greedy
+
+
+def _compare(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    from agents.compare import compare
+
+    try:
+        run, policy = _load_policy(args.run_dir)
+        if run.env_id.partition("/")[0] != "recon_env":
+            raise ValueError(f"compare needs a recon_env run, {args.run_dir} trained on "
+                             f"{run.env_id!r}")
+        if args.train_scans <= 0 or args.test_scans <= 0:
+            raise ValueError("--train-scans and --test-scans must be > 0")
+        objects = [o for o in args.test_objects.split(",") if o]
+        test_kwargs = dict(run.env_kwargs)
+        test_kwargs["generator"] = {**test_kwargs.get("generator", {}), "objects": objects}
+        compare(policy, run.env_id, run.env_kwargs, test_kwargs,
+                train_seeds=[100_000 + i for i in range(args.train_scans)],
+                test_seeds=[200_000 + i for i in range(args.test_scans)],
+                out_dir=args.out or args.run_dir / "compare")
+    except ValueError as err:
+        print(f"agent compare: error: {err}")
+        return 2
+    return 0
+
+
+def _bench_cartpole(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    from agents.dqn import DQNConfig
+    from agents.train import RunConfig, train
+
+    rows = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        res = train(RunConfig("CartPole-v1", total_steps=args.steps, seed=seed),
+                    DQNConfig(**PRESETS["CartPole-v1"]), args.out / f"seed{seed}")
+        rows.append((seed, res.final_eval.mean, res.final_eval.std, res.steps_per_second))
+    print("| seed | mean return (100 eval episodes) | env steps/s |\n|---|---|---|")
+    for seed, mean, std, sps in rows:
+        print(f"| {seed} | {mean:.1f} +- {std:.1f} | {sps:,.0f} |")
+    passed = sum(mean >= 475 for _, mean, _, _ in rows)
+    print(f"{passed}/{len(rows)} seeds reach >= 475")
     return 0

@@ -8,6 +8,7 @@ Training runs ``gradient_steps`` minibatch updates inside one ``tf.function`` ca
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -19,6 +20,7 @@ class DQNConfig:
 
     hidden: tuple[int, ...] = (256, 256)
     learning_rate: float = 2.3e-3
+    lr_final_fraction: float = 1.0  # lr falls linearly to this fraction at total_steps
     gamma: float = 0.99
     batch_size: int = 64
     buffer_size: int = 100_000
@@ -39,6 +41,7 @@ class DQNConfig:
         checks = [
             ("hidden", all(h > 0 for h in self.hidden), "positive layer widths"),
             ("learning_rate", self.learning_rate > 0, "> 0"),
+            ("lr_final_fraction", 0.0 <= self.lr_final_fraction <= 1.0, "in [0, 1]"),
             ("gamma", 0.0 <= self.gamma <= 1.0, "in [0, 1]"),
             ("batch_size", self.batch_size > 0, "> 0"),
             ("buffer_size", self.buffer_size > 0, "> 0"),
@@ -58,8 +61,8 @@ class DQNConfig:
                 raise ValueError(f"DQNConfig.{name} must be {rule}, got {getattr(self, name)!r}")
 
 
-def linear_epsilon(step: int, start: float, end: float, duration: int) -> float:
-    """Epsilon falls linearly from ``start`` to ``end`` over ``duration`` steps, then stays."""
+def linear_schedule(step: int, start: float, end: float, duration: int) -> float:
+    """Linear from ``start`` to ``end`` over ``duration`` steps, then constant (epsilon, lr)."""
     if duration <= 0:
         return end
     frac = min(step / duration, 1.0)
@@ -91,9 +94,11 @@ def td_target(rewards: tf.Tensor, terminated: tf.Tensor, next_q_online: tf.Tenso
 class DQN:
     """Online and target Q networks plus Adam; ``train`` runs one round of updates."""
 
-    def __init__(self, obs_dim: int, n_actions: int, cfg: DQNConfig) -> None:
+    def __init__(self, obs_dim: int, n_actions: int, cfg: DQNConfig,
+                 grad_reducer: Callable[[list[tf.Tensor]], list[tf.Tensor]] | None = None) -> None:
         cfg.validate()
         self.cfg = cfg
+        self.grad_reducer = grad_reducer  # e.g. a Horovod average across ranks
         self.n_actions = n_actions
         self.q = build_q_network(obs_dim, n_actions, cfg.hidden)
         self.q_target = build_q_network(obs_dim, n_actions, cfg.hidden)
@@ -121,6 +126,9 @@ class DQN:
         return int(np.argmax(self.q_values(obs)))
 
     # ---- learning -----------------------------------------------------------------------
+    def set_learning_rate(self, lr: float) -> None:
+        self.optimizer.learning_rate.assign(lr)
+
     def train(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
         """Run one update per leading index of ``batch`` (arrays shaped (steps, batch, ...))."""
         loss, q_mean, grad_norm = self._train_round(
@@ -151,6 +159,8 @@ class DQN:
             q_sa = tf.gather(self.q(obs, training=True), actions, batch_dims=1)
             loss = self._huber(target, q_sa)
         grads = tape.gradient(loss, variables)
+        if self.grad_reducer is not None:
+            grads = self.grad_reducer(grads)
         grads, norm = tf.clip_by_global_norm(grads, self.cfg.max_grad_norm)
         self.optimizer.apply_gradients(zip(grads, variables))
         return tf.stack([loss, tf.reduce_mean(q_sa), norm])

@@ -35,3 +35,45 @@ def plot_learning_curve(episodes: Sequence[Sequence[float]], evals: Sequence[Seq
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_comparison(curves: dict[str, list[list[float]]], phases: dict[str, np.ndarray | None],
+                    truth_phase: np.ndarray, path: Path) -> Path:
+    """Left: Fourier error vs iteration (median over scans, 25-75 % band); right: the final
+    phase of the first held-out scan for each policy beside the truth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(curves)
+    fig = plt.figure(figsize=(4.2 + 2.4 * (len(names) + 1), 4.2), dpi=110)
+    grid = fig.add_gridspec(1, len(names) + 2, width_ratios=[1.8] + [1] * (len(names) + 1))
+    ax = fig.add_subplot(grid[0, 0])
+    for name in names:
+        runs = [c for c in curves[name] if c]
+        length = min(len(c) for c in runs)
+        arr = np.log10(np.array([c[:length] for c in runs]))
+        it = np.arange(1, length + 1)
+        ax.plot(it, 10 ** np.median(arr, axis=0), lw=1.6, label=name)
+        ax.fill_between(it, 10 ** np.percentile(arr, 25, axis=0),
+                        10 ** np.percentile(arr, 75, axis=0), alpha=0.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("relative Fourier error")
+    ax.set_title(f"held-out scans (n={len(curves[names[0]])})", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    images = [("truth", truth_phase)] + [(n, phases[n]) for n in names]
+    lo, hi = float(np.min(truth_phase)), float(np.max(truth_phase))
+    for i, (name, img) in enumerate(images):
+        axi = fig.add_subplot(grid[0, i + 1])
+        if img is not None:
+            axi.imshow(img - np.median(img) + np.median(truth_phase), cmap="gray", vmin=lo, vmax=hi)
+        axi.set_title(name, fontsize=7)
+        axi.axis("off")
+    fig.suptitle("final object phase, first held-out scan (right)", fontsize=8, x=0.7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

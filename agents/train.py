@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from agents.checkpoint import load_checkpoint, save_checkpoint
-from agents.dqn import DQN, DQNConfig, linear_epsilon
+from agents.dqn import DQN, DQNConfig, linear_schedule
 from agents.envs import make_env, obs_dim
 from agents.evaluate import EvalResult, evaluate
 from agents.replay import ReplayBuffer
@@ -95,7 +95,7 @@ class Trainer:
     """Holds one run's env, learner, replay and RNG; ``run`` trains up to ``total_steps``."""
 
     def __init__(self, run: RunConfig, cfg: DQNConfig, run_dir: Path,
-                 log: Callable[[str], None] = _log) -> None:
+                 log: Callable[[str], None] = _log, grad_reducer: Callable | None = None) -> None:
         run.validate()
         cfg.validate()
         self.run, self.cfg, self.log = run, cfg, log
@@ -105,7 +105,7 @@ class Trainer:
         tf.config.experimental.enable_op_determinism()  # resume must continue bit for bit
         self.env = make_env(run.env_id, run.env_kwargs)
         self.eval_env = make_env(run.env_id, run.env_kwargs)
-        self.learner = DQN(obs_dim(self.env), int(self.env.action_space.n), cfg)
+        self.learner = DQN(obs_dim(self.env), int(self.env.action_space.n), cfg, grad_reducer)
         self.replay = ReplayBuffer(cfg.buffer_size, (obs_dim(self.env),))
         self.rng = np.random.default_rng(run.seed)
         self.progress = Progress()
@@ -138,7 +138,11 @@ class Trainer:
     # ---- the loop -----------------------------------------------------------------------
     def epsilon(self, step: int) -> float:
         duration = int(self.cfg.exploration_fraction * self.run.total_steps)
-        return linear_epsilon(step, self.cfg.eps_start, self.cfg.eps_end, duration)
+        return linear_schedule(step, self.cfg.eps_start, self.cfg.eps_end, duration)
+
+    def learning_rate(self, step: int) -> float:
+        lr = self.cfg.learning_rate
+        return linear_schedule(step, lr, lr * self.cfg.lr_final_fraction, self.run.total_steps)
 
     def train(self) -> TrainResult:
         """Train until ``run.total_steps`` env steps, then evaluate and write the artefacts."""
@@ -168,6 +172,7 @@ class Trainer:
 
             if p.step >= cfg.learning_starts:
                 if p.step % cfg.train_freq == 0:
+                    self.learner.set_learning_rate(self.learning_rate(p.step))
                     batch = self.replay.sample(self.rng, (cfg.gradient_steps, cfg.batch_size))
                     metrics = self.learner.train(batch)
                     p.updates += cfg.gradient_steps

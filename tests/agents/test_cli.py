@@ -47,3 +47,17 @@ def test_train_then_eval_and_resume_longer(tmp_path: Path, capsys):
     assert code == 2 and "only --steps may change" in out
     code, out = run_cli(capsys, "agent", "eval", "--run-dir", str(tmp_path / "nope"))
     assert code == 2 and "no config.json" in out
+
+
+def test_distributed_training_keeps_ranks_identical(tmp_path: Path, capsys):
+    code, out = run_cli(capsys, "agent", "train", "--env", "CartPole-v1", "--run-dir",
+                        str(tmp_path), "--ranks", "2", "--steps", "400", "--hidden", "16",
+                        "--learning-starts", "100", "--train-freq", "50", "--gradient-steps",
+                        "4", "--eval-every", "0", "--final-eval-episodes", "1")
+    assert code == 0, out
+    sums = [line.rsplit(" ", 1)[1] for line in out.splitlines() if "weights checksum" in line]
+    assert len(sums) == 2 and sums[0] == sums[1]  # averaged gradients: one network
+    assert (tmp_path / "rank1" / "checkpoint.npz").is_file()
+    code, out = run_cli(capsys, "agent", "train", "--run-dir", str(tmp_path), "--ranks", "2",
+                        "--resume")
+    assert code == 2 and "not supported" in out

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents.dqn import DQN, DQNConfig, linear_epsilon, td_target
+from agents.dqn import DQN, DQNConfig, linear_schedule, td_target
 
 
 def test_td_target_double_and_termination():
@@ -74,12 +74,12 @@ def test_gradient_clipping_bounds_the_update():
     assert applied == pytest.approx(1e-3, rel=1e-3)
 
 
-def test_linear_epsilon():
-    assert linear_epsilon(0, 1.0, 0.1, 100) == 1.0
-    assert linear_epsilon(50, 1.0, 0.1, 100) == pytest.approx(0.55)
-    assert linear_epsilon(100, 1.0, 0.1, 100) == pytest.approx(0.1)
-    assert linear_epsilon(10_000, 1.0, 0.1, 100) == pytest.approx(0.1)
-    assert linear_epsilon(5, 1.0, 0.1, 0) == 0.1
+def test_linear_schedule():
+    assert linear_schedule(0, 1.0, 0.1, 100) == 1.0
+    assert linear_schedule(50, 1.0, 0.1, 100) == pytest.approx(0.55)
+    assert linear_schedule(100, 1.0, 0.1, 100) == pytest.approx(0.1)
+    assert linear_schedule(10_000, 1.0, 0.1, 100) == pytest.approx(0.1)
+    assert linear_schedule(5, 1.0, 0.1, 0) == 0.1
 
 
 @pytest.mark.parametrize("field,value", [("gamma", 1.5), ("tau", 0.0), ("batch_size", 0),
