@@ -152,14 +152,12 @@ class Reconstructor:
     # ------------------------------------------------------------ state
     def _buffers(self) -> None:
         xp, n, b = self.xp, self.n, self.block
+        host = self.ops.name == "numpy"  # the CuPy kernels need no exit-wave/abs buffers
         self._fbuf = xp.empty((b, n, n), dtype=xp.complex64)
-        self._pobuf = xp.empty((b, n, n), dtype=xp.complex64)
         self._xbuf = xp.empty((b, n, n), dtype=xp.complex64)
-        self._absbuf = xp.empty((b, n, n), dtype=xp.float32)
         self._devbuf = xp.empty((b, n, n), dtype=xp.float32)
-        # object windows O_j of the last probe update, reused for P * O_j when still valid
-        self._ov = xp.empty((self.local_frames, n, n), dtype=xp.complex64)
-        self._ov_valid = False
+        self._pobuf = xp.empty((b, n, n), dtype=xp.complex64) if host else None
+        self._absbuf = xp.empty((b, n, n), dtype=xp.float32) if host else None
 
     def _probe_support_mask(self):
         frac = self.config.probe_support
@@ -190,14 +188,13 @@ class Reconstructor:
             self.probe *= self._support
         self.psi = xp.empty((self.local_frames, self.n, self.n), dtype=xp.complex64)
         for s, e in self._blocks():
-            self.ops.gather_product(self.object, self.probe, self.iy[s:e], self.ix[s:e], self.psi[s:e])
+            self.ops.gather_product(self.object, self.probe, self.iy[s:e], self.ix[s:e],
+                                    self.psi[s:e])
         self.iteration = 0
         self.history: dict[str, list[float]] = {"fourier_error": [], "exit_change": [],
                                                 "beta": [], "gamma1": [], "gamma2": [],
                                                 "algorithm": []}
-        self._obj_num = None  # eq. 4 numerator for (probe, psi) when already known
-        self._obj_den = None
-        self._ov_valid = False
+        self._obj_den = None  # eq. 4 denominator, valid until the probe changes
 
     def _blocks(self):
         for s in range(0, self.local_frames, self.block):
@@ -220,9 +217,7 @@ class Reconstructor:
         self.probe = self.ops.asarray(state["probe"]).copy()
         self.iteration = int(state["iteration"])
         self.history = {k: list(v) for k, v in state["history"].items()}
-        self._obj_num = None
         self._obj_den = None
-        self._ov_valid = False
 
     # ------------------------------------------------------------ eq. 4 and 5
     def _object_denominator(self):
@@ -241,22 +236,22 @@ class Reconstructor:
         return self.comm.allreduce(num)
 
     def _update_object(self) -> None:
-        num = self._obj_num if self._obj_num is not None else self._object_numerator(self.probe)
-        den = self._obj_den if self._obj_den is not None else self._object_denominator()
-        self._obj_den = den
-        self._obj_num = None
+        """Eq. 4 with a little inertia (keeps unlit pixels at their old value)."""
+        num = self._object_numerator(self.probe)
+        if self._obj_den is None:
+            self._obj_den = self._object_denominator()
+        den = self._obj_den
         reg = self.config.object_inertia * float(den.max())
         self.object = (num + reg * self.object) / (den + reg + 1e-30)
-        self._ov_valid = False
 
     def _update_probe(self) -> None:
+        """Eq. 5 with inertia, then the support constraint."""
         xp = self.xp
         num = xp.zeros((self.n, self.n), dtype=xp.complex64)
         den = xp.zeros((self.n, self.n), dtype=xp.float32)
         for s, e in self._blocks():
             self.ops.probe_sums(self.object, self.psi[s:e], self.iy[s:e], self.ix[s:e], num, den,
-                                self._ov[s:e], self._fbuf[: e - s], self._absbuf[: e - s])
-        self._ov_valid = True
+                                self._fbuf[: e - s], self._devbuf[: e - s])
         self.comm.allreduce(num)
         self.comm.allreduce(den)
         reg = self.config.probe_inertia * float(den.max())
@@ -267,16 +262,18 @@ class Reconstructor:
         self._obj_den = None  # the eq. 4 denominator depends on the probe
 
     def _overlap_update(self) -> None:
-        """Eq. 4-5 by alternating updates: (object, probe) x overlap_iterations, object.
+        """Eq. 4-5 by alternating updates: (probe, object) x overlap_iterations.
 
-        Ending on an object update keeps the object consistent with the final probe
-        (one pair without it does not converge from a poor probe guess).
+        The probe is refined against the current object first and the object then follows
+        the new probe, so the object that enters P * O_j always matches the probe (the
+        order object -> probe, without a final object update, stalls from a poor guess).
         """
-        self._update_object()
-        if self.iteration >= self.config.probe_update_start:
-            for _ in range(self.config.overlap_iterations):
-                self._update_probe()
-                self._update_object()
+        if self.iteration < self.config.probe_update_start:
+            self._update_object()
+            return
+        for _ in range(self.config.overlap_iterations):
+            self._update_probe()
+            self._update_object()
 
     # ------------------------------------------------------------ one iteration
     def _iterate(self, algorithm: str, beta: float, gamma1: float, gamma2: float) -> tuple[float, float]:
@@ -291,34 +288,30 @@ class Reconstructor:
                 k = e - s
                 proj, _ = ops.fourier_project(self.psi[s:e], self.amp[s:e], self.maskf,
                                               self.notmask, pb, self._xbuf[:k],
-                                              self._absbuf[:k], self._devbuf[:k])
-                ops.scatter_conj_probe(num, proj, self.probe, self.iy[s:e],
-                                       self.ix[s:e], self._fbuf[:k])
+                                              None if self._absbuf is None else self._absbuf[:k],
+                                              self._devbuf[:k])
+                ops.scatter_conj_probe(num, proj, self.probe, self.iy[s:e], self.ix[s:e],
+                                       self._fbuf[:k])
             self.comm.allreduce(num)
-            den = self._obj_den if self._obj_den is not None else self._object_denominator()
+            den = self._obj_den
             reg = self.config.object_inertia * float(den.max())
             extra_obj = (num + reg * self.object) / (den + reg + 1e-30)
         err_sum, change = 0.0, 0.0
-        next_num = xp.zeros(self.object_shape, dtype=xp.complex64)
         for s, e in self._blocks():
             k = e - s
             iy, ix = self.iy[s:e], self.ix[s:e]
-            if self._ov_valid:
-                po = ops.multiply(self._ov[s:e], self.probe, self._pobuf[:k])
-            else:
-                po = ops.gather_product(self.object, self.probe, iy, ix, self._pobuf[:k])
+            pobuf = None if self._pobuf is None else self._pobuf[:k]
+            po = ops.exit_waves(self.object, self.probe, iy, ix, pobuf)
             extra = None
             if extra_obj is not None:
-                extra = ops.gather_product(extra_obj, self.probe, iy, ix, self._xbuf[:k])
-            err, dchange = ops.fourier_update(self.psi[s:e], po, self.amp[s:e], self.maskf,
-                                              self.notmask, coef, pb, self._fbuf[:k],
-                                              self._absbuf[:k], self._devbuf[:k], extra)
+                extra = ops.exit_waves(extra_obj, self.probe, iy, ix, self._xbuf[:k])
+            err, dchange = ops.fourier_update(
+                self.psi[s:e], po, self.amp[s:e], self.maskf, self.notmask, coef, pb,
+                self._fbuf[:k], None if self._absbuf is None else self._absbuf[:k],
+                self._devbuf[:k], extra)
             err_sum += float(err.sum())
             change += dchange
-            # eq. 4 numerator of the next iteration, while this block is hot in cache
-            ops.scatter_conj_probe(next_num, self.psi[s:e], self.probe, iy, ix, self._fbuf[:k])
         totals = self.comm.allreduce_scalars([err_sum, change])
-        self._obj_num = self.comm.allreduce(next_num)
         self.iteration += 1
         # both relative to the measured power sum A^2 (~ sum |psi|^2)
         return totals[0] / self.amp_norm, totals[1] / self.amp_norm

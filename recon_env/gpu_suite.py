@@ -73,7 +73,11 @@ def main(argv: list[str]) -> int:
     cases = [("1gpu_512x128", ["--frames", "512", "--shape", "128", "--iterations", "100",
                                "--warmup", "5"], 1),
              ("1gpu_4096x256", ["--frames", "4096", "--shape", "256", "--iterations", "100",
-                                "--warmup", "3"], 1)]
+                                "--warmup", "3"], 1),
+             ("1gpu_4096x256_again", ["--frames", "4096", "--shape", "256", "--iterations",
+                                      "100", "--warmup", "3"], 1),
+             ("1gpu_4096x256_raar", ["--frames", "4096", "--shape", "256", "--iterations",
+                                     "100", "--warmup", "3", "--algorithm", "raar"], 1)]
     iters = "10" if quick else "30"
     for n in (1, 2, 4):
         cases.append((f"{n}gpu_16384x256", ["--frames", "16384", "--shape", "256",

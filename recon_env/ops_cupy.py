@@ -8,6 +8,8 @@ Imported only when backend="cupy" is asked for.
 from __future__ import annotations
 
 import cupy as cp
+import cupyx
+import cupyx.scipy.fft as cufft
 import numpy as np
 
 from .errors import DeviceMemoryError
@@ -45,13 +47,13 @@ _scatter_power = cp.ElementwiseKernel(
     atomicAdd(&target[o], v.real() * v.real() + v.imag() * v.imag());
     """, "recon_scatter_power")
 
-# One thread per (pixel, chunk of frames): gathers O_j into views and accumulates the eq. 5
-# sums for its chunk in registers, then one atomic add per pixel and chunk.
+# One thread per (pixel, chunk of frames): reads O_j (from L2: the object is small) and
+# accumulates the eq. 5 sums for its chunk in registers, then one atomic add per pixel/chunk.
 _probe_sums = cp.RawKernel(r"""
 #include <cupy/complex.cuh>
 extern "C" __global__ void recon_probe_sums(
     const complex<float>* obj, const complex<float>* psi, const int* iy, const int* ix,
-    complex<float>* views, float* num, float* den, int frames, int n, int W, int chunk) {
+    float* num, float* den, int frames, int n, int W, int chunk) {
   const int nn = n * n;
   const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   const int p = t % nn;
@@ -63,9 +65,7 @@ extern "C" __global__ void recon_probe_sums(
   float ar = 0.f, ai = 0.f, d = 0.f;
   for (int j = j0; j < j1; ++j) {
     const complex<float> o = obj[(long long)(iy[j] + y) * W + ix[j] + x];
-    const long long q = (long long)j * nn + p;
-    views[q] = o;
-    const complex<float> s = conj(o) * psi[q];
+    const complex<float> s = conj(o) * psi[(long long)j * nn + p];
     ar += s.real(); ai += s.imag();
     d += o.real() * o.real() + o.imag() * o.imag();
   }
@@ -76,10 +76,11 @@ extern "C" __global__ void recon_probe_sums(
 """, "recon_probe_sums")
 
 # Exit waves P * O_j are never stored: both kernels below recompute them from the object
-# views and the (broadcast) probe, which saves a full write + read of the frames.
+# (read through L2) and the probe, which saves a full write + read of the frames.
 _mix = cp.ElementwiseKernel(
-    "complex64 ov, complex64 pr, complex64 psi, float32 a, float32 b", "complex64 f",
-    "f = a * (ov * pr) + b * psi;", "recon_mix")
+    "raw complex64 obj, raw complex64 pr, raw int32 iy, raw int32 ix, int32 n, int32 W, "
+    "complex64 psi, float32 a, float32 b", "complex64 f",
+    _INDEX + "f = a * (pr[p] * obj[o]) + b * psi;", "recon_mix")
 
 _frame_error = cp.ReductionKernel(
     "complex64 f, float32 amp, float32 m", "float32 err",
@@ -95,22 +96,24 @@ _project = cp.ElementwiseKernel(
     """, "recon_project")
 
 _update = cp.ElementwiseKernel(
-    "complex64 fp, complex64 ov, complex64 pr, complex64 extra, float32 d, float32 e, "
-    "float32 c1, float32 g", "complex64 psi, float32 change",
-    """
-    const complex<float> delta = d * fp + e * (ov * pr) + c1 * psi + g * extra;
+    "complex64 fp, raw complex64 obj, raw complex64 xobj, raw complex64 pr, raw int32 iy, "
+    "raw int32 ix, int32 n, int32 W, float32 d, float32 e, float32 c1, float32 g",
+    "complex64 psi, float32 change",
+    _INDEX + """
+    const complex<float> P = pr[p];
+    const complex<float> delta = d * fp + e * (P * obj[o]) + c1 * psi + g * (P * xobj[o]);
     psi = psi + delta;
     change = delta.real() * delta.real() + delta.imag() * delta.imag();
     """, "recon_update")
 
 
 class _ExitWaves:
-    """P * O_j left unevaluated: (object views, probe) read by the Fourier kernels."""
+    """P * O_j left unevaluated: the Fourier kernels read object and probe directly."""
 
-    __slots__ = ("views", "probe")
+    __slots__ = ("obj", "probe", "iy", "ix")
 
-    def __init__(self, views, probe) -> None:
-        self.views, self.probe = views, probe
+    def __init__(self, obj, probe, iy, ix) -> None:
+        self.obj, self.probe, self.iy, self.ix = obj, probe, iy, ix
 
 
 class CupyOps:
@@ -121,7 +124,6 @@ class CupyOps:
 
     def __init__(self) -> None:
         self._ones = {}
-        self._unit = {}
 
     # ------------------------------------------------------------ memory
     def asarray(self, a, dtype=None):
@@ -137,17 +139,17 @@ class CupyOps:
         """All frames in one block when the temporaries fit next to the resident arrays."""
         free, _ = cp.cuda.runtime.memGetInfo()
         free += cp.get_default_memory_pool().free_bytes()  # cached by CuPy, reusable
-        per_frame_resident = n * n * (8 + 8 + 4)       # psi, object views, amplitudes
-        per_frame_block = n * n * (8 * 3 + 4 * 2)      # complex + float block buffers
-        fft_work = n * n * 8                            # cuFFT work area per frame (about)
+        per_frame_resident = n * n * (8 + 4)        # exit waves psi, amplitudes
+        per_frame_block = n * n * (8 * 2 + 4)       # two complex + one float block buffer
+        fft_work = n * n * 8                         # cuFFT work area per frame (about)
         budget = free * 0.9 - n_frames * per_frame_resident
         block = int(budget // (per_frame_block + fft_work))
         if block < 1:
             need = n_frames * per_frame_resident + per_frame_block + fft_work
             raise DeviceMemoryError(
                 f"{n_frames} frames of {n}x{n} need {need / 2**30:.1f} GiB on the GPU "
-                f"(exit waves, object views, amplitudes + one frame of work space) but only "
-                f"{free / 2**30:.1f} GiB are free: use more ranks/GPUs or fewer frames")
+                f"(exit waves and amplitudes stay resident, plus one frame of work space) but "
+                f"only {free / 2**30:.1f} GiB are free: use more ranks/GPUs or fewer frames")
         return max(1, min(n_frames, block))
 
     # ------------------------------------------------------------ overlap
@@ -164,24 +166,32 @@ class CupyOps:
         _gather_product(obj, probe, iy, ix, n, w, out)
         return out
 
-    def multiply(self, views, probe, out):
-        return _ExitWaves(views, probe)
+    def exit_waves(self, obj, probe, iy, ix, out=None):
+        """P * O_j for a block, left lazy (see _ExitWaves)."""
+        return _ExitWaves(obj, probe, iy, ix)
 
     def scatter_conj_probe(self, target, psi, probe, iy, ix, buf) -> None:
         n, w = self._dims(target, psi)
         _scatter_conj(psi, probe, iy, ix, n, w, target.view(cp.float32), size=psi.size)
 
     def scatter_power(self, target, probe, iy, ix) -> None:
-        n = np.int32(probe.shape[0])
-        _scatter_power(probe, iy, ix, n, np.int32(target.shape[1]), target,
-                       size=int(len(iy)) * probe.size)
+        """target += sum_j window_j(|P|^2), as a float64 FFT convolution of the scan
+        positions with |P|^2 (a few object-sized FFTs instead of frames x N^2 atomics)."""
+        h, w = target.shape
+        n = probe.shape[0]
+        comb = cp.zeros((h, w), dtype=cp.float64)
+        cupyx.scatter_add(comb, (iy, ix), 1.0)
+        kernel = cp.zeros((h, w), dtype=cp.float64)
+        kernel[:n, :n] = cp.abs(probe.astype(cp.complex128)) ** 2
+        den = cp.fft.irfft2(cp.fft.rfft2(comb) * cp.fft.rfft2(kernel), s=(h, w))
+        target += cp.maximum(den, 0.0).astype(target.dtype)
 
-    def probe_sums(self, obj, psi, iy, ix, num, den, views, buf, rbuf) -> None:
+    def probe_sums(self, obj, psi, iy, ix, num, den, buf, rbuf) -> None:
         frames, n = psi.shape[0], psi.shape[-1]
         chunk = 16
         threads = n * n * ((frames + chunk - 1) // chunk)
         _probe_sums(((threads + 255) // 256,), (256,),
-                    (obj, psi, iy, ix, views, num.view(cp.float32), den, np.int32(frames),
+                    (obj, psi, iy, ix, num.view(cp.float32), den, np.int32(frames),
                      np.int32(n), np.int32(obj.shape[1]), np.int32(chunk)))
 
     # ------------------------------------------------------------ Fourier
@@ -196,7 +206,7 @@ class CupyOps:
         """Returns (P_F(f), per-frame errors); f is transformed in place when cuFFT can."""
         n = f.shape[-1]
         m = self._maskf(maskf, n)
-        big = cp.fft.fft2(f, axes=(-2, -1), norm="ortho", overwrite_x=True)
+        big = cufft.fft2(f, axes=(-2, -1), norm="ortho", overwrite_x=True)
         err = _frame_error(big, amp, m, axis=(1, 2))
         if pbound is None:
             r = cp.zeros(big.shape[0], dtype=cp.float32)
@@ -204,24 +214,20 @@ class CupyOps:
             lim = pbound * float(m.sum())
             r = cp.where(err > lim, cp.sqrt(lim / cp.maximum(err, 1e-30)), 1.0).astype(cp.float32)
         _project(amp, m, r, np.int32(n * n), big)
-        return cp.fft.ifft2(big, axes=(-2, -1), norm="ortho", overwrite_x=True), err
+        return cufft.ifft2(big, axes=(-2, -1), norm="ortho", overwrite_x=True), err
 
     def fourier_update(self, psi, po, amp, maskf, notmask, coef, pbound, fbuf, absbuf, devbuf,
                        extra=None):
+        """psi <- c psi + d P_F(a PO + b psi) + e PO + g extra; PO, extra are _ExitWaves."""
         a, b, c, d, e, g = (np.float32(v) for v in coef)
-        if isinstance(po, _ExitWaves):
-            ov, pr = po.views, po.probe
-        else:  # already multiplied: use a unit probe
-            n = po.shape[-1]
-            if n not in self._unit:
-                self._unit[n] = cp.ones((n, n), dtype=cp.complex64)
-            ov, pr = po, self._unit[n]
-        _mix(ov, pr, psi, a, b, fbuf)
+        n, w = np.int32(psi.shape[-1]), np.int32(po.obj.shape[1])
+        _mix(po.obj, po.probe, po.iy, po.ix, n, w, psi, a, b, fbuf)
         proj, err = self._modulus(fbuf, amp, maskf, pbound)
+        xobj = po.obj if extra is None else extra.obj
         if extra is None:
-            extra, g = ov, np.float32(0.0)  # any input of the right shape (not psi: outputs
-            # that alias inputs make CuPy copy); weight 0
-        _update(proj, ov, pr, extra, d, e, np.float32(c - 1.0), g, psi, devbuf)
+            g = np.float32(0.0)
+        _update(proj, po.obj, xobj, po.probe, po.iy, po.ix, n, w, d, e, np.float32(c - 1.0), g,
+                psi, devbuf)
         return err, float(devbuf.sum(dtype=cp.float64))
 
     def fourier_project(self, psi, amp, maskf, notmask, pbound, fbuf, absbuf, devbuf):

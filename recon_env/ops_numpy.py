@@ -61,9 +61,9 @@ class NumpyOps:
         out *= probe
         return out
 
-    def multiply(self, views, probe, out):
-        """out = probe * views (exit waves from already gathered object windows)."""
-        return np.multiply(views, probe, out=out)
+    def exit_waves(self, obj, probe, iy, ix, out):
+        """P * O_j for a block of frames (materialised on the host)."""
+        return self.gather_product(obj, probe, iy, ix, out)
 
     def scatter_add(self, target, frames, iy, ix) -> None:
         """target[window j] += frames[j] for every frame of the block."""
@@ -83,15 +83,15 @@ class NumpyOps:
         for j in range(len(iy)):
             target[iy[j]:iy[j] + n, ix[j]:ix[j] + n] += power
 
-    def probe_sums(self, obj, psi, iy, ix, num, den, views, buf, rbuf) -> None:
-        """num += sum_j conj(O_j) psi_j, den += sum_j |O_j|^2 (eq. 5); views <- O_j."""
-        self.gather(obj, iy, ix, psi.shape[-1], views)
+    def probe_sums(self, obj, psi, iy, ix, num, den, buf, rbuf) -> None:
+        """num += sum_j conj(O_j) psi_j, den += sum_j |O_j|^2: eq. 5 numerator/denominator."""
+        views = self.gather(obj, iy, ix, psi.shape[-1], buf)
         np.abs(views, out=rbuf)
         rbuf *= rbuf
         den += rbuf.sum(axis=0)
-        np.conjugate(views, out=buf)
-        buf *= psi
-        num += buf.sum(axis=0)
+        np.conjugate(views, out=views)
+        views *= psi
+        num += views.sum(axis=0)
 
     # ------------------------------------------------------------ Fourier
     def _modulus(self, f, amp, maskf, notmask, pbound, absbuf, devbuf):
