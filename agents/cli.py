@@ -7,10 +7,13 @@ a command runs, so ``sparkmpi-dl --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from pathlib import Path
 from typing import Any
+
+from agents.config import DQNConfig
 
 # Per-environment hyperparameter defaults (flags given on the command line win).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -51,14 +54,13 @@ def _parse_json_dict(text: str) -> dict[str, Any]:
     return value
 
 
-# DQNConfig field types, without importing TensorFlow at registration time.
-_HYPER_TYPES: dict[str, Any] = {
-    "hidden": _parse_hidden, "learning_rate": float, "lr_final_fraction": float,
-    "gamma": float, "batch_size": int,
-    "buffer_size": int, "learning_starts": int, "train_freq": int, "gradient_steps": int,
-    "target_update_interval": int, "tau": float, "max_grad_norm": float, "huber_delta": float,
-    "double": _parse_bool, "eps_start": float, "eps_end": float, "exploration_fraction": float,
-}
+# Parsers for DQNConfig's field types (the annotations are strings: postponed evaluation).
+_PARSERS: dict[str, Any] = {"float": float, "int": int, "bool": _parse_bool,
+                            "tuple[int, ...]": _parse_hidden}
+
+
+def _hyper_fields() -> list[dataclasses.Field]:
+    return list(dataclasses.fields(DQNConfig))
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -92,10 +94,13 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                     help="with --ranks > 1: local processes or Spark barrier tasks")
     tr.add_argument("--controller", choices=("mpi", "gloo"), default="mpi",
                     help="with --ranks > 1: Horovod controller")
-    hyper = tr.add_argument_group("hyperparameters (defaults: the env's preset, else RL-Zoo "
-                                  "CartPole settings)")
-    for name, kind in _HYPER_TYPES.items():
-        hyper.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
+    hyper = tr.add_argument_group(
+        "hyperparameters", "a flag given wins over the env's preset (PRESETS in agents/cli.py: "
+        + ", ".join(PRESETS) + "), which wins over the defaults shown")
+    for f in _hyper_fields():
+        hyper.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_PARSERS[f.type],
+                           default=None, metavar=f.type.split("[")[0].upper(),
+                           help=f"{f.metadata['help']} (default {f.default})")
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser("eval", help="evaluate a trained run's greedy policy")
@@ -148,10 +153,9 @@ def hyperparameters(env_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
 
 def _train(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
-    from agents.dqn import DQNConfig
     from agents.train import CHECKPOINT, RunConfig, load_run_config, train
 
-    given = {k: getattr(args, k) for k in _HYPER_TYPES}
+    given = {f.name: getattr(args, f.name) for f in _hyper_fields()}
     try:
         if args.resume and args.ranks != 1:
             raise ValueError("--resume with --ranks > 1 is not supported: ranks checkpoint at "
@@ -255,7 +259,6 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _bench_cartpole(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
-    from agents.dqn import DQNConfig
     from agents.train import RunConfig, train
 
     rows = []

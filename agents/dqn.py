@@ -7,66 +7,14 @@ Training runs ``gradient_steps`` minibatch updates inside one ``tf.function`` ca
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
+from agents.config import DQNConfig, linear_schedule
 
-@dataclass
-class DQNConfig:
-    """Hyperparameters. Defaults are RL-Zoo's DQN settings for CartPole-v1."""
-
-    hidden: tuple[int, ...] = (256, 256)
-    learning_rate: float = 2.3e-3
-    lr_final_fraction: float = 1.0  # lr falls linearly to this fraction at total_steps
-    gamma: float = 0.99
-    batch_size: int = 64
-    buffer_size: int = 100_000
-    learning_starts: int = 1000
-    train_freq: int = 256  # env steps between update rounds
-    gradient_steps: int = 128  # minibatch updates per round
-    target_update_interval: int = 10  # env steps between target updates
-    tau: float = 1.0  # 1.0 = hard copy, < 1 = Polyak averaging
-    max_grad_norm: float = 10.0
-    huber_delta: float = 1.0
-    double: bool = True
-    eps_start: float = 1.0
-    eps_end: float = 0.04
-    exploration_fraction: float = 0.16  # of total_steps spent decaying epsilon
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first hyperparameter outside its range."""
-        checks = [
-            ("hidden", all(h > 0 for h in self.hidden), "positive layer widths"),
-            ("learning_rate", self.learning_rate > 0, "> 0"),
-            ("lr_final_fraction", 0.0 <= self.lr_final_fraction <= 1.0, "in [0, 1]"),
-            ("gamma", 0.0 <= self.gamma <= 1.0, "in [0, 1]"),
-            ("batch_size", self.batch_size > 0, "> 0"),
-            ("buffer_size", self.buffer_size > 0, "> 0"),
-            ("learning_starts", self.learning_starts >= 0, ">= 0"),
-            ("train_freq", self.train_freq > 0, "> 0"),
-            ("gradient_steps", self.gradient_steps > 0, "> 0"),
-            ("target_update_interval", self.target_update_interval > 0, "> 0"),
-            ("tau", 0.0 < self.tau <= 1.0, "in (0, 1]"),
-            ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
-            ("huber_delta", self.huber_delta > 0, "> 0"),
-            ("eps_start", 0.0 <= self.eps_start <= 1.0, "in [0, 1]"),
-            ("eps_end", 0.0 <= self.eps_end <= 1.0, "in [0, 1]"),
-            ("exploration_fraction", 0.0 <= self.exploration_fraction <= 1.0, "in [0, 1]"),
-        ]
-        for name, ok, rule in checks:
-            if not ok:
-                raise ValueError(f"DQNConfig.{name} must be {rule}, got {getattr(self, name)!r}")
-
-
-def linear_schedule(step: int, start: float, end: float, duration: int) -> float:
-    """Linear from ``start`` to ``end`` over ``duration`` steps, then constant (epsilon, lr)."""
-    if duration <= 0:
-        return end
-    frac = min(step / duration, 1.0)
-    return start + frac * (end - start)
+__all__ = ["DQN", "DQNConfig", "build_q_network", "linear_schedule", "td_target"]
 
 
 def build_q_network(obs_dim: int, n_actions: int, hidden: tuple[int, ...]) -> tf.keras.Model:
