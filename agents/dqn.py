@@ -89,12 +89,16 @@ class DQN:
         self.refresh_policy()
         return {"loss": float(loss), "q_mean": float(q_mean), "grad_norm": float(grad_norm)}
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def _train_round(self, obs, actions, rewards, next_obs, terminated):
+        """All updates of a round in one graph: a tf.while_loop over the leading axis."""
         n = tf.shape(obs)[0]
-        sums = tf.zeros(3)
-        for i in tf.range(n):
-            sums += self._train_step(obs[i], actions[i], rewards[i], next_obs[i], terminated[i])
+
+        def body(i, sums):
+            step = self._train_step(obs[i], actions[i], rewards[i], next_obs[i], terminated[i])
+            return i + 1, sums + step
+
+        _, sums = tf.while_loop(lambda i, _: i < n, body, (tf.constant(0), tf.zeros(3)))
         return tf.unstack(sums / tf.cast(n, tf.float32))
 
     def _train_step(self, obs, actions, rewards, next_obs, terminated):
