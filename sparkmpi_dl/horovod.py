@@ -40,11 +40,14 @@ def run(fn: Callable[..., Any], num_proc: int, *, controller: str = "mpi",
         spark: Any = None, master: str | None = None, local: bool = False,
         env: dict[str, str] | None = None, return_all: bool = False,
         gloo_iface: str | None = None, gloo_timeout_s: int = 30,
-        start_timeout: float = 60.0) -> Any:
+        output: Callable[[int, str, str], None] | None = None,
+        start_timeout: float = 60.0, slot_wait_s: float = 15.0) -> Any:
     """Run ``fn(*args, **kwargs)`` as ``num_proc`` Horovod ranks; rank 0's result.
 
     ``local=True`` uses the local launcher (threads of this process start the ranks)
     instead of Spark barrier tasks; ``spark``/``master`` pick the Spark session otherwise.
+    ``output(rank, stream, line)`` receives the ranks' output lines (default: printed
+    with a ``[rank N]`` prefix).
     """
     if controller not in CONTROLLERS:
         raise ValueError(f"controller must be one of {CONTROLLERS}, got {controller!r}")
@@ -53,9 +56,9 @@ def run(fn: Callable[..., Any], num_proc: int, *, controller: str = "mpi",
     import sparkmpi_dl
 
     options: dict[str, Any] = {"args": args, "kwargs": kwargs, "env": env,
-                               "start_timeout": start_timeout}
+                               "output": output, "start_timeout": start_timeout}
     if not local:
-        options.update(spark=spark, master=master)
+        options.update(spark=spark, master=master, slot_wait_s=slot_wait_s)
     launcher = sparkmpi_dl.run_local if local else sparkmpi_dl.run
     if controller == "mpi":
         results = launcher(fn, num_proc, env_provider=mpi_env, **options)

@@ -16,11 +16,16 @@ from sparkmpi_dl.pmi import EnvProvider, JobService, OutputSink, RankFailure
 
 
 class JobFailed(RuntimeError):
-    """A rank failed; ``failure`` says which one and carries its stderr tail."""
+    """A rank failed; ``failure`` says which one and carries its stderr tail.
 
-    def __init__(self, failure: RankFailure | None, fallback: str = "the job failed") -> None:
+    ``processes`` maps each rank to the (host, pid) its process had, for post-mortems.
+    """
+
+    def __init__(self, failure: RankFailure | None, fallback: str = "the job failed",
+                 processes: dict[int, tuple[str, int]] | None = None) -> None:
         super().__init__(failure.describe() if failure else fallback)
         self.failure = failure
+        self.processes = processes or {}
 
 
 def _run_ranks(spec: RankSpec, num_proc: int) -> tuple[list[Any], list[BaseException | None]]:
@@ -85,8 +90,8 @@ def run_local(fn: Callable[..., Any], num_proc: int, *, args: Sequence[Any] = ()
         spec = RankSpec(service.address, service.secret, service.job_id, payload=payload,
                         env=dict(env or {}))
         results, errors = _run_ranks(spec, num_proc)
-        failure = service.failure_of()
+        failure, processes = service.failure_of(), service.rank_processes()
     if failure is not None or any(errors):
         first = next((e for e in errors if isinstance(e, RankFailed)), None)
-        raise JobFailed(failure, str(first or next(e for e in errors if e)))
+        raise JobFailed(failure, str(first or next(e for e in errors if e)), processes)
     return [cloudpickle.loads(r) for r in results]

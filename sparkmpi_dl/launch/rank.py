@@ -158,6 +158,7 @@ def run_rank(spec: RankSpec, rank: int, epoch: int) -> bytes | None:
                 raise RankFailed(rank, 127, f"could not start {argv[0]!r}: {err}") from None
             finally:
                 os.close(pmi_fd)
+            control.send({"t": "started", "pid": proc.pid, "host": host})
             return _supervise(proc, control, rank, result_path)
     finally:
         control.close()

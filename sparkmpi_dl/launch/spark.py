@@ -19,7 +19,7 @@ from pyspark.sql import SparkSession
 from sparkmpi_dl.launch.local import JobFailed
 from sparkmpi_dl.launch.output import print_prefixed
 from sparkmpi_dl.launch.rank import RankSpec, run_rank
-from sparkmpi_dl.pmi import EnvProvider, JobService, OutputSink
+from sparkmpi_dl.pmi import EnvProvider, JobService, OutputSink, RankFailure
 
 DEFAULT_MASTER = "local[*]"
 
@@ -92,21 +92,41 @@ def _barrier_task(spec: RankSpec):
     return task
 
 
+def _stage_retries(sc: SparkContext, stage_retries: int | None) -> int:
+    if stage_retries is not None:
+        return stage_retries
+    return int(sc.getConf().get("spark.sparkmpi.stageRetries", "0"))
+
+
 def _launch(sc: SparkContext, spec_for: Callable[[JobService], RankSpec], num_proc: int,
             env_provider: EnvProvider | None, output: OutputSink | None, bind_host: str | None,
-            start_timeout: float, slot_wait_s: float) -> list[bytes | None]:
+            start_timeout: float, slot_wait_s: float, stage_retries: int | None) -> list[bytes | None]:
     require_slots(sc, num_proc, slot_wait_s)
-    service = JobService(num_proc, host=_driver_host(sc, bind_host), env_provider=env_provider,
-                         output=output or print_prefixed, start_timeout=start_timeout)
     group = f"sparkmpi-{uuid.uuid4().hex[:8]}"
+    retries = _stage_retries(sc, stage_retries)
+    failed_epochs: list[RankFailure] = []
+
+    def on_failure(failure: RankFailure) -> None:
+        # Spark resubmits a failed barrier stage up to spark.stage.maxConsecutiveAttempts
+        # times; past the retries asked for, cancel so a deterministic failure fails fast.
+        failed_epochs.append(failure)
+        if len(failed_epochs) > retries:
+            sc.cancelJobGroup(group)
+
+    service = JobService(num_proc, host=_driver_host(sc, bind_host), env_provider=env_provider,
+                         output=output or print_prefixed, start_timeout=start_timeout,
+                         on_failure=on_failure)
     with service:
         spec = spec_for(service)
         sc.setJobGroup(group, f"sparkmpi-dl job {service.job_id} ({num_proc} ranks)", True)
         try:
-            rdd = sc.parallelize(range(num_proc), num_proc).barrier().mapPartitions(_barrier_task(spec))
-            pairs = rdd.collect()
+            ranks = sc.parallelize(range(num_proc), num_proc).barrier().mapPartitions(_barrier_task(spec))
+            # Spark retries a failed barrier stage only when it is a shuffle-map stage, so the
+            # ranks' (tiny) results go through a one-partition shuffle before collect().
+            pairs = ranks.repartition(1).collect()
         except Exception as err:
-            raise JobFailed(service.failure_of(), f"Spark job failed: {str(err).splitlines()[0]}") from None
+            raise JobFailed(service.failure_of(), f"Spark job failed: {str(err).splitlines()[0]}",
+                            service.rank_processes()) from None
         finally:
             sc.setLocalProperty("spark.jobGroup.id", None)
     return [result for _, result in sorted(pairs, key=lambda pair: pair[0])]
@@ -117,18 +137,21 @@ def run(fn: Callable[..., Any], num_proc: int, *, args: Sequence[Any] = (),
         master: str | None = None, env: dict[str, str] | None = None,
         env_provider: EnvProvider | None = None, output: OutputSink | None = None,
         bind_host: str | None = None, start_timeout: float = 60.0,
-        slot_wait_s: float = 15.0) -> list[Any]:
+        slot_wait_s: float = 15.0, stage_retries: int | None = None) -> list[Any]:
     """Call ``fn(*args, **kwargs)`` in ``num_proc`` Spark barrier tasks as MPI ranks.
 
     Returns the per-rank results ordered by rank. Raises :class:`NotEnoughSlots` before
     starting anything if the cluster is too small, and :class:`JobFailed` (naming the rank
-    and carrying its traceback) if a rank fails.
+    and carrying its traceback) if a rank fails. ``stage_retries`` (default: the Spark conf
+    ``spark.sparkmpi.stageRetries``, else 0) lets Spark retry the whole stage that many
+    times after a failure, each attempt a fresh PMI epoch.
     """
     sc = spark_context(spark, master)
     payload = cloudpickle.dumps((fn, tuple(args), dict(kwargs or {})))
     results = _launch(sc, lambda s: RankSpec(s.address, s.secret, s.job_id, payload=payload,
                                              env=dict(env or {})),
-                      num_proc, env_provider, output, bind_host, start_timeout, slot_wait_s)
+                      num_proc, env_provider, output, bind_host, start_timeout, slot_wait_s,
+                      stage_retries)
     return [cloudpickle.loads(r) for r in results]
 
 
@@ -136,11 +159,11 @@ def run_command(argv: Sequence[str], num_proc: int, *, spark: SparkSession | Spa
                 master: str | None = None, env: dict[str, str] | None = None,
                 env_provider: EnvProvider | None = None, output: OutputSink | None = None,
                 cwd: str | None = None, bind_host: str | None = None, start_timeout: float = 60.0,
-                slot_wait_s: float = 15.0) -> None:
+                slot_wait_s: float = 15.0, stage_retries: int | None = None) -> None:
     """Run ``argv`` as ``num_proc`` MPI ranks in Spark barrier tasks; raises on failure."""
     if not argv:
         raise ValueError("run_command needs a command to run")
     sc = spark_context(spark, master)
     _launch(sc, lambda s: RankSpec(s.address, s.secret, s.job_id, argv=tuple(argv),
                                    env=dict(env or {}), cwd=cwd),
-            num_proc, env_provider, output, bind_host, start_timeout, slot_wait_s)
+            num_proc, env_provider, output, bind_host, start_timeout, slot_wait_s, stage_retries)

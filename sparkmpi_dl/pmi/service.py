@@ -79,7 +79,8 @@ class JobService:
                  secret: str | None = None, job_id: str | None = None,
                  env_provider: EnvProvider | None = None, output: OutputSink | None = None,
                  allow_plain_pmi: bool = False, allow_wildcard: bool = False,
-                 start_timeout: float = 60.0) -> None:
+                 start_timeout: float = 60.0,
+                 on_failure: Callable[[RankFailure], None] | None = None) -> None:
         if size < 1:
             raise ValueError(f"a job needs at least one rank, got size={size}")
         check_bind_host(host, allow_wildcard)
@@ -88,6 +89,7 @@ class JobService:
         self.job_id = job_id or f"smpi-{uuid.uuid4().hex[:10]}"
         self.env_provider, self.output = env_provider, output
         self.allow_plain_pmi, self.start_timeout = allow_plain_pmi, start_timeout
+        self.on_failure = on_failure
         self.published_names: dict[str, str] = {}
         self.refusals: list[str] = []
         self.epochs: dict[int, EpochState] = {}
@@ -155,6 +157,10 @@ class JobService:
         if state is not None:
             asyncio.run_coroutine_threadsafe(self.fail(state, -1, reason, 130), self._loop).result(10)
 
+    def rank_processes(self) -> dict[int, tuple[str, int]]:
+        """(host, pid) of each rank's process in the current epoch, as its task reported."""
+        return dict(self.current.processes) if self.current else {}
+
     def failure_of(self, epoch: int | None = None) -> RankFailure | None:
         state = self.current if epoch is None else self.epochs.get(epoch)
         return state.failure if state else None
@@ -210,6 +216,8 @@ class JobService:
             session.writer.close()
         self._finished.set()
         await state.notify()
+        if self.on_failure is not None:
+            self._loop.run_in_executor(None, self.on_failure, state.failure)
 
     def _refuse_reason(self, hello: auth.Hello, state: EpochState | None) -> str | None:
         if hello.job != self.job_id:
@@ -363,6 +371,9 @@ class JobService:
                 state.stderr_tail(rank).append(line)
             if self.output is not None:
                 self.output(rank, stream, line)
+            return False
+        if kind == "started":
+            state.processes[rank] = (str(event.get("host")), int(event.get("pid", -1)))
             return False
         if kind == "exit":
             code = int(event.get("code", 1))

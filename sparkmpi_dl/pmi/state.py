@@ -41,6 +41,7 @@ class EpochState:
     barrier: dict[int, Any] = field(default_factory=dict)    # rank -> session waiting
     finalized: set[int] = field(default_factory=set)
     exits: dict[int, int] = field(default_factory=dict)
+    processes: dict[int, tuple[str, int]] = field(default_factory=dict)  # rank -> (host, pid)
     stderr_tails: dict[int, collections.deque] = field(default_factory=dict)
     failure: RankFailure | None = None
     env_sent: bool = False

@@ -48,14 +48,22 @@ def test_name_service_through_mpi_publish_and_lookup():
 
 
 def test_crash_mid_allreduce_fails_fast_and_kills_the_others():
-    out = Lines()
+    def crash_mid_allreduce():
+        from tests.core.mpi_programs import crash_mid_allreduce
+        crash_mid_allreduce()
+
     start = time.monotonic()
-    code = mpirun(PROGRAM + ["crash_mid_allreduce"], 3, output=out)
-    assert code == 9
+    with pytest.raises(JobFailed) as info:
+        run_local(crash_mid_allreduce, 3, output=Lines())
     assert time.monotonic() - start < 10
-    assert (2, "stderr", "rank about to die") in out.lines
-    leftover = subprocess.run(["pgrep", "-f", "mpi_programs crash_mid_allreduce"], capture_output=True)
-    assert leftover.stdout == b""
+    assert info.value.failure.rank == 2 and info.value.failure.exit_code == 9
+    assert "rank about to die" in str(info.value)
+    pids = [pid for _, pid in info.value.processes.values()]
+    assert len(pids) == 3 and not any(os.path.exists(f"/proc/{pid}") for pid in pids)
+
+
+def test_mpirun_returns_the_failing_ranks_exit_code():
+    assert mpirun(PROGRAM + ["crash_mid_allreduce"], 2, output=Lines()) == 9
 
 
 def test_output_is_prefixed_by_rank_on_the_console():
