@@ -48,7 +48,8 @@ def _spark_session(master: str | None, num_proc: int):
     from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.appName("sparkmpi-dl image trainer")
+    builder = (SparkSession.builder.appName("sparkmpi-dl image trainer")
+               .config("spark.ui.showConsoleProgress", "false"))  # it garbles rank output
     if master or not SparkConf().contains("spark.master"):  # spark-submit sets it
         builder = builder.master(master or f"local[{num_proc}]")
     return builder.getOrCreate()

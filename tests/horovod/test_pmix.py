@@ -81,3 +81,17 @@ def test_bad_inputs_are_named():
             job.env(1)
         with pytest.raises(RuntimeError, match="needs every rank on the driver's host"):
             job.env_provider(0, ["some-other-node"])
+
+
+def test_spark_barrier_tasks_join_the_pmix_job(spark):
+    import sparkmpi_dl
+
+    def _mpi4py_rank():  # nested, so cloudpickle ships it by value to the executors
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        return comm.rank, comm.size, comm.allreduce(comm.rank + 1), MPI.Get_library_version()[:8]
+
+    with PmixJob(2) as job:
+        results = sparkmpi_dl.run(_mpi4py_rank, 2, spark=spark, env_provider=job.env_provider)
+    assert results == [(0, 2, 3, "Open MPI"), (1, 2, 3, "Open MPI")]
