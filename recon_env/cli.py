@@ -128,6 +128,10 @@ def _relaunch(args: argparse.Namespace) -> int:
 def _spark(fn, args: argparse.Namespace) -> list:
     import sparkmpi_dl
 
+    # the tasks must run this interpreter (with mpi4py), not whatever python3 is first
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
     return sparkmpi_dl.run(fn, args.ranks, args=(_options(args),))
 
 

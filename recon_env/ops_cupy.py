@@ -8,7 +8,7 @@ Imported only when backend="cupy" is asked for.
 from __future__ import annotations
 
 import cupy as cp
-import cupyx
+
 import cupyx.scipy.fft as cufft
 import numpy as np
 
@@ -180,7 +180,7 @@ class CupyOps:
         h, w = target.shape
         n = probe.shape[0]
         comb = cp.zeros((h, w), dtype=cp.float64)
-        cupyx.scatter_add(comb, (iy, ix), 1.0)
+        cp.add.at(comb, (iy, ix), 1.0)
         kernel = cp.zeros((h, w), dtype=cp.float64)
         kernel[:n, :n] = cp.abs(probe.astype(cp.complex128)) ** 2
         den = cp.fft.irfft2(cp.fft.rfft2(comb) * cp.fft.rfft2(kernel), s=(h, w))

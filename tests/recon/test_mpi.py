@@ -57,3 +57,22 @@ def test_two_ranks_sparkmpi_mpirun_equal_one(tmp_path):
     code = launch.mpirun([sys.executable, str(JOB), str(out), str(ITERATIONS)], 2)
     assert code == 0
     _check_equal(dict(np.load(out)), 2)
+
+
+def test_two_ranks_spark_barrier_tasks_equal_one():
+    """The same job as Spark barrier tasks (sparkmpi_dl.run): slow-ish, a JVM starts."""
+    pytest.importorskip("pyspark")
+    if shutil.which("java") is None:
+        pytest.skip("Spark needs java")
+    import importlib.util
+
+    import sparkmpi_dl
+    from pyspark import cloudpickle  # the copy sparkmpi_dl pickles the function with
+
+    spec = importlib.util.spec_from_file_location("recon_mpi_job", JOB)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["recon_mpi_job"] = module
+    spec.loader.exec_module(module)
+    cloudpickle.register_pickle_by_value(module)  # the tasks cannot import tests/
+    results = sparkmpi_dl.run(module.job, 2, args=(ITERATIONS,))
+    _check_equal(results[0], 2)
