@@ -146,8 +146,7 @@ class Trainer:
 
     def train(self) -> TrainResult:
         """Train until ``run.total_steps`` env steps, then evaluate and write the artefacts."""
-        run, cfg, p = self.run, self.cfg, self.progress
-        n_actions = self.learner.n_actions
+        run, p = self.run, self.progress
         next_ckpt = (p.step // run.checkpoint_every + 1) * run.checkpoint_every \
             if run.checkpoint_every else None
         obs: np.ndarray | None = None
@@ -159,26 +158,15 @@ class Trainer:
                 obs, _ = self.env.reset(seed=int(self.rng.integers(2**31 - 1)))
                 ep_return, ep_len = 0.0, 0
             eps = self.epsilon(p.step)
-            if p.step < cfg.learning_starts or self.rng.random() < eps:
-                action = int(self.rng.integers(n_actions))
-            else:
-                action = self.learner.greedy(obs)
+            action = self._act(obs, eps)
             next_obs, reward, terminated, truncated, _ = self.env.step(action)
+            # store `terminated` only: a truncated episode still bootstraps from next_obs
             self.replay.add(obs, action, float(reward), next_obs, bool(terminated))
             ep_return += float(reward)
             ep_len += 1
             p.step += 1
             obs = next_obs
-
-            if p.step >= cfg.learning_starts:
-                if p.step % cfg.train_freq == 0:
-                    self.learner.set_learning_rate(self.learning_rate(p.step))
-                    batch = self.replay.sample(self.rng, (cfg.gradient_steps, cfg.batch_size))
-                    metrics = self.learner.train(batch)
-                    p.updates += cfg.gradient_steps
-                    self._scalars(p.step, {f"losses/{k}": v for k, v in metrics.items()})
-                if p.step % cfg.target_update_interval == 0:
-                    self.learner.update_target()
+            metrics = self._learn() or metrics
 
             if terminated or truncated:
                 p.episodes.append([p.step, ep_return, ep_len])
@@ -187,8 +175,8 @@ class Trainer:
                 obs = None
                 if next_ckpt is not None and p.step >= next_ckpt:
                     p.train_seconds += time.perf_counter() - t0
-                    t0 = time.perf_counter()
                     self._checkpoint()
+                    t0 = time.perf_counter()
                     next_ckpt = (p.step // run.checkpoint_every + 1) * run.checkpoint_every
             if run.eval_every and p.step % run.eval_every == 0:
                 p.train_seconds += time.perf_counter() - t0
@@ -201,6 +189,29 @@ class Trainer:
         self.save()
         sps = (p.step - step0) / max(p.train_seconds, 1e-9) if p.step > step0 else 0.0
         return self._finish(sps)
+
+    def _act(self, obs: np.ndarray, eps: float) -> int:
+        """Epsilon-greedy (purely random before ``learning_starts``)."""
+        if self.progress.step < self.cfg.learning_starts or self.rng.random() < eps:
+            return int(self.rng.integers(self.learner.n_actions))
+        return self.learner.greedy(obs)
+
+    def _learn(self) -> dict[str, float] | None:
+        """An update round every ``train_freq`` steps, a target update every
+        ``target_update_interval`` steps (both counted in env steps, after ``learning_starts``)."""
+        cfg, p = self.cfg, self.progress
+        if p.step < cfg.learning_starts:
+            return None
+        metrics = None
+        if p.step % cfg.train_freq == 0:
+            self.learner.set_learning_rate(self.learning_rate(p.step))
+            batch = self.replay.sample(self.rng, (cfg.gradient_steps, cfg.batch_size))
+            metrics = self.learner.train(batch)
+            p.updates += cfg.gradient_steps
+            self._scalars(p.step, {f"losses/{k}": v for k, v in metrics.items()})
+        if p.step % cfg.target_update_interval == 0:
+            self.learner.update_target()
+        return metrics
 
     def _checkpoint(self) -> None:
         path = self.save()
