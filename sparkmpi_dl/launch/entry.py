@@ -10,7 +10,7 @@ import pickle
 import sys
 import traceback
 
-from pyspark import cloudpickle
+import cloudpickle
 
 
 def _exit_without_finalize_if_mpi() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Sequence
 
-from pyspark import cloudpickle
+import cloudpickle
 
 from sparkmpi_dl.launch.output import print_prefixed
 from sparkmpi_dl.launch.rank import RankFailed, RankSpec, run_rank

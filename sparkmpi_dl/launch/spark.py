@@ -13,7 +13,8 @@ import time
 import uuid
 from typing import Any, Callable, Sequence
 
-from pyspark import BarrierTaskContext, SparkContext, cloudpickle
+import cloudpickle
+from pyspark import BarrierTaskContext, SparkContext
 from pyspark.sql import SparkSession
 
 from sparkmpi_dl.launch.local import JobFailed
