@@ -9,6 +9,8 @@ epoch with a fresh key-value space (epoch = the attempt's smallest task attempt 
 """
 from __future__ import annotations
 
+import os
+import sys
 import time
 import uuid
 from typing import Any, Callable, Sequence
@@ -39,9 +41,21 @@ def spark_context(spark: SparkSession | SparkContext | None = None, master: str 
     active = SparkContext._active_spark_context
     if active is not None and master is None:
         return active
+    submitted = _submitted_conf()
     builder = SparkSession.builder.appName(app_name).config("spark.ui.showConsoleProgress", "false")
-    builder = builder.master(master or DEFAULT_MASTER)
+    if master is not None or "spark.master" not in submitted:
+        builder = builder.master(master or DEFAULT_MASTER)
+    if not os.environ.get("PYSPARK_PYTHON") and "spark.pyspark.python" not in submitted:
+        # executors run the driver's interpreter (the project's venv) unless told otherwise
+        builder = builder.config("spark.pyspark.python", sys.executable)
     return builder.getOrCreate().sparkContext
+
+
+def _submitted_conf() -> dict[str, str]:
+    """Configuration spark-submit (or spark-defaults.conf) gave this driver's JVM."""
+    from pyspark import SparkConf
+    SparkContext._ensure_initialized()  # starts or joins the JVM gateway that holds them
+    return dict(SparkConf().getAll())
 
 
 def available_slots(sc: SparkContext) -> int:

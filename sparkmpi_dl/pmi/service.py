@@ -44,6 +44,8 @@ def base_rank_env(job: str, epoch: int, rank: int, hosts: list[str]) -> dict[str
     local_rank, local_size = local_ranks(hosts)[rank]
     return {
         "PMI_RANK": str(rank), "PMI_SIZE": str(size), "PMIX_RANK": str(rank),
+        "PMI_HOSTNAME": hosts[rank],
+        "MPI_LOCALRANKID": str(local_rank), "MPI_LOCALNRANKS": str(local_size),  # as Hydra sets
         "SPARKMPI_JOB": job, "SPARKMPI_EPOCH": str(epoch),
         "SPARKMPI_RANK": str(rank), "SPARKMPI_SIZE": str(size),
         "SPARKMPI_LOCAL_RANK": str(local_rank), "SPARKMPI_LOCAL_SIZE": str(local_size),
