@@ -1,7 +1,9 @@
 """recon_env: distributed ptychographic reconstruction (DM, RAAR, generalised DM).
 
 Import-light on purpose: importing ``recon_env`` pulls in neither cupy, mpi4py nor
-tensorflow. The names below load their module on first use.
+tensorflow. The names below load their module on first use. (The simulator function is
+``recon_env.simulate.simulate``: a package attribute of that name would be shadowed by the
+submodule.)
 """
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ _EXPORTS = {
     "DeviceMemoryError": "recon_env.errors",
     "PtychoData": "recon_env.data",
     "SimulationConfig": "recon_env.simulate",
-    "simulate": "recon_env.simulate",
     "read_cxi": "recon_env.cxi",
     "write_cxi": "recon_env.cxi",
     "compare_objects": "recon_env.metrics",

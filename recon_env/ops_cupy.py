@@ -230,6 +230,11 @@ class CupyOps:
                 psi, devbuf)
         return err, float(devbuf.sum(dtype=cp.float64))
 
+    def fourier_error(self, waves, amp, maskf, absbuf, devbuf):
+        """Per-frame sum over valid pixels of (|FFT(waves)| - A)^2; waves is overwritten."""
+        big = cufft.fft2(waves, axes=(-2, -1), norm="ortho", overwrite_x=True)
+        return _frame_error(big, amp, self._maskf(maskf, waves.shape[-1]), axis=(1, 2))
+
     def fourier_project(self, psi, amp, maskf, notmask, pbound, fbuf, absbuf, devbuf):
         cp.copyto(fbuf, psi)
         return self._modulus(fbuf, amp, maskf, pbound)

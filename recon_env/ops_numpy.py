@@ -140,7 +140,9 @@ class NumpyOps:
         delta, err = self._modulus(fbuf, amp, maskf, notmask, pbound, absbuf, devbuf)
         if d != 1.0:
             delta *= d
-        if e != 0.0:
+        if e == -1.0:  # DM: one pass instead of two
+            delta -= po
+        elif e != 0.0:
             po *= e
             delta += po
         if c != 1.0:
@@ -152,6 +154,15 @@ class NumpyOps:
         change = float(np.vdot(flat, flat).real)
         psi += delta
         return err, change
+
+    def fourier_error(self, waves, amp, maskf, absbuf, devbuf):
+        """Per-frame sum over valid pixels of (|FFT(waves)| - A)^2; waves is overwritten."""
+        big = fft2(waves, self.workers)
+        np.abs(big, out=absbuf)
+        np.subtract(absbuf, amp, out=devbuf)
+        if maskf is not None:
+            devbuf *= maskf
+        return np.einsum("jyx,jyx->j", devbuf, devbuf)
 
     def fourier_project(self, psi, amp, maskf, notmask, pbound, fbuf, absbuf, devbuf):
         """Returns (P_F(psi), per-frame errors); psi untouched."""

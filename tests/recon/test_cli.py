@@ -62,3 +62,13 @@ def test_bench_json():
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["iterations"] == 3 and report["frames"] == 16 and report["shape"] == 32
     assert 0 < report["seconds_per_iteration"] <= report["seconds_total"]
+
+
+def test_import_is_light():
+    """The env (agent side) imports recon_env: no cupy, mpi4py or tensorflow on the way."""
+    code = ("import sys, recon_env, recon_env.engine, recon_env.simulate, recon_env.cxi, "
+            "recon_env.cli; recon_env.Reconstructor; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'cupy', 'mpi4py', 'tensorflow'}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

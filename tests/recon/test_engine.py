@@ -29,6 +29,7 @@ def test_dm_quality_target_small_case(data):
     assert q["phase_rms"] <= 0.1, q
     assert q["amplitude_nrmse"] <= 0.1, q
     assert hist["exit_change"][-1] < 0.1 * hist["exit_change"][0]
+    assert hist["model_error"] < 1e-3 < Reconstructor(data).step(0)["model_error"]
 
 
 @pytest.mark.parametrize("kwargs", [dict(algorithm="raar", beta=0.9),

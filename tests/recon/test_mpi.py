@@ -67,12 +67,17 @@ def test_two_ranks_spark_barrier_tasks_equal_one():
     import importlib.util
 
     import sparkmpi_dl
-    from pyspark import cloudpickle  # the copy sparkmpi_dl pickles the function with
 
     spec = importlib.util.spec_from_file_location("recon_mpi_job", JOB)
     module = importlib.util.module_from_spec(spec)
     sys.modules["recon_mpi_job"] = module
     spec.loader.exec_module(module)
-    cloudpickle.register_pickle_by_value(module)  # the tasks cannot import tests/
+    # the tasks cannot import tests/: ship the function by value, whichever cloudpickle
+    # copy (plain or pyspark's) the launcher uses
+    for name in ("cloudpickle", "pyspark.cloudpickle"):
+        try:
+            importlib.import_module(name).register_pickle_by_value(module)
+        except ImportError:
+            pass
     results = sparkmpi_dl.run(module.job, 2, args=(ITERATIONS,))
     _check_equal(results[0], 2)
