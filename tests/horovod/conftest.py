@@ -3,7 +3,7 @@ import sys
 import pytest
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def spark():
     """A local Spark session with 2 task slots (reused if another area's session is active)."""
     from pyspark import SparkContext

@@ -75,9 +75,12 @@ def test_failing_rank_ends_the_job_fast_and_a_rerun_resumes(reference, tmp_path,
 
 
 def test_too_few_slots_fails_fast(spark):
+    from sparkmpi_dl.launch.spark import available_slots
+
+    slots = available_slots(spark.sparkContext)
     t0 = time.monotonic()
-    with pytest.raises(sparkmpi_dl.NotEnoughSlots, match="needs 3 task slots"):
-        run(train, 3, args=(CONFIG,), spark=spark, slot_wait_s=1)
+    with pytest.raises(sparkmpi_dl.NotEnoughSlots, match=f"needs {slots + 1} task slots"):
+        run(train, slots + 1, args=(CONFIG,), spark=spark, slot_wait_s=1)
     assert time.monotonic() - t0 < 10
 
 
