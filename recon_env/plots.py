@@ -24,7 +24,7 @@ def save_object_png(obj: np.ndarray, illumination: np.ndarray | None, path: str 
     phase = np.angle(obj * np.exp(-1j * np.angle(np.sum(obj[region]))))
     amp = np.abs(obj)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
-    for ax, img, title, cmap in ((axes[0], phase, "phase [rad]", "twilight"),
+    for ax, img, title, cmap in ((axes[0], phase, "phase [rad]", "viridis"),
                                  (axes[1], amp, "amplitude", "gray")):
         lo, hi = np.percentile(img[region], [0.5, 99.5])
         shown = np.where(region, img, np.nan)
