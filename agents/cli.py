@@ -17,7 +17,9 @@ from agents.config import DQNConfig
 
 # Per-environment hyperparameter defaults (flags given on the command line win).
 PRESETS: dict[str, dict[str, Any]] = {
-    "CartPole-v1": {},  # DQNConfig's defaults are RL-Zoo's CartPole settings
+    # DQNConfig's defaults are RL-Zoo's CartPole settings (tuned for plain DQN); with Double
+    # DQN a lower learning rate kept the final policy stable (bench/agents.md).
+    "CartPole-v1": {"learning_rate": 1e-3},
     "recon_env/PtychoTuning-v0": {  # 12 steps per episode (60 iterations, 5 per step)
         "hidden": (64, 64), "learning_rate": 1e-3, "gamma": 0.98, "batch_size": 64,
         "buffer_size": 20_000, "learning_starts": 240, "train_freq": 12,
@@ -265,10 +267,12 @@ def _bench_cartpole(args: argparse.Namespace) -> int:
     for seed in [int(s) for s in args.seeds.split(",")]:
         res = train(RunConfig("CartPole-v1", total_steps=args.steps, seed=seed),
                     DQNConfig(**PRESETS["CartPole-v1"]), args.out / f"seed{seed}")
-        rows.append((seed, res.final_eval.mean, res.final_eval.std, res.steps_per_second))
-    print("| seed | mean return (100 eval episodes) | env steps/s |\n|---|---|---|")
-    for seed, mean, std, sps in rows:
-        print(f"| {seed} | {mean:.1f} +- {std:.1f} | {sps:,.0f} |")
-    passed = sum(mean >= 475 for _, mean, _, _ in rows)
+        rows.append((seed, res.final_eval.mean, res.final_eval.std, res.steps_per_second,
+                     res.steps_per_cpu_second))
+    print("| seed | mean return (100 eval episodes) | env steps/s (wall) | env steps per "
+          "CPU-second |\n|---|---|---|---|")
+    for seed, mean, std, sps, cpu_sps in rows:
+        print(f"| {seed} | {mean:.1f} +- {std:.1f} | {sps:,.0f} | {cpu_sps:,.0f} |")
+    passed = sum(row[1] >= 475 for row in rows)
     print(f"{passed}/{len(rows)} seeds reach >= 475")
     return 0

@@ -69,7 +69,8 @@ class TrainResult:
     run_dir: Path
     progress: Progress
     final_eval: EvalResult | None
-    steps_per_second: float
+    steps_per_second: float  # this call's env steps per wall-clock second of training
+    steps_per_cpu_second: float
 
 
 def _log(msg: str) -> None:
@@ -89,6 +90,28 @@ def load_run_config(run_dir: Path) -> tuple[RunConfig, DQNConfig]:
     dqn = data["dqn"]
     dqn["hidden"] = tuple(dqn["hidden"])
     return RunConfig(**data["run"]), DQNConfig(**dqn)
+
+
+class _Stopwatch:
+    """Wall and CPU seconds of the loop; paused around evaluations and checkpoints. CPU time
+    (all threads of this process) says what a step costs even on a crowded machine."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+        self._since: tuple[float, float] | None = None
+
+    def start(self) -> None:
+        self._since = (time.perf_counter(), time.process_time())
+
+    def stop(self) -> None:
+        wall, cpu = self._since or (time.perf_counter(), time.process_time())
+        self.wall += time.perf_counter() - wall
+        self.cpu += time.process_time() - cpu
+        self._since = None
+
+    def elapsed(self) -> float:
+        running = time.perf_counter() - self._since[0] if self._since else 0.0
+        return max(self.wall + running, 1e-9)
 
 
 class Trainer:
@@ -152,7 +175,8 @@ class Trainer:
         obs: np.ndarray | None = None
         ep_return, ep_len = 0.0, 0
         metrics: dict[str, float] = {}
-        t0, step0 = time.perf_counter(), p.step
+        watch, step0 = _Stopwatch(), p.step
+        watch.start()
         while p.step < run.total_steps:
             if obs is None:  # a new episode; its seed comes from the run's RNG
                 obs, _ = self.env.reset(seed=int(self.rng.integers(2**31 - 1)))
@@ -174,21 +198,22 @@ class Trainer:
                                        "charts/episode_length": ep_len, "charts/epsilon": eps})
                 obs = None
                 if next_ckpt is not None and p.step >= next_ckpt:
-                    p.train_seconds += time.perf_counter() - t0
+                    watch.stop()
                     self._checkpoint()
-                    t0 = time.perf_counter()
+                    watch.start()
                     next_ckpt = (p.step // run.checkpoint_every + 1) * run.checkpoint_every
             if run.eval_every and p.step % run.eval_every == 0:
-                p.train_seconds += time.perf_counter() - t0
+                watch.stop()
                 self._periodic_eval()
-                t0 = time.perf_counter()
+                watch.start()
             if p.step % run.log_every == 0:
-                self._progress_line(eps, metrics, p.train_seconds + time.perf_counter() - t0)
-        p.train_seconds += time.perf_counter() - t0
+                self._progress_line(eps, metrics, (p.step - step0) / watch.elapsed())
+        watch.stop()
+        p.train_seconds += watch.wall
         p.mid_episode = obs is not None
         self.save()
-        sps = (p.step - step0) / max(p.train_seconds, 1e-9) if p.step > step0 else 0.0
-        return self._finish(sps)
+        steps = p.step - step0
+        return self._finish(steps / max(watch.wall, 1e-9), steps / max(watch.cpu, 1e-9))
 
     def _act(self, obs: np.ndarray, eps: float) -> int:
         """Epsilon-greedy (purely random before ``learning_starts``)."""
@@ -226,7 +251,7 @@ class Trainer:
         p.evals.append([p.step, res.mean, res.std])
         self._scalars(p.step, {"eval/mean_return": res.mean, "eval/std_return": res.std})
 
-    def _progress_line(self, eps: float, metrics: dict[str, float], seconds: float) -> None:
+    def _progress_line(self, eps: float, metrics: dict[str, float], sps: float) -> None:
         p = self.progress
         recent = [e[1] for e in p.episodes[-20:]]
         mean = f"{np.mean(recent):8.1f}" if recent else "     n/a"
@@ -234,15 +259,15 @@ class Trainer:
         loss = f"{metrics['loss']:.4f}" if metrics else "n/a"
         self.log(f"step {p.step:>8}/{self.run.total_steps}  episodes {len(p.episodes):>5}  "
                  f"return(last 20) {mean}  eval {last_eval}  eps {eps:.3f}  loss {loss}  "
-                 f"{p.step / max(seconds, 1e-9):,.0f} steps/s")
-        self._scalars(p.step, {"charts/steps_per_second": p.step / max(seconds, 1e-9)})
+                 f"{sps:,.0f} steps/s")
+        self._scalars(p.step, {"charts/steps_per_second": sps})
 
     def _scalars(self, step: int, values: dict[str, float]) -> None:
         with self.writer.as_default(step=step):
             for name, value in values.items():
                 tf.summary.scalar(name, value)
 
-    def _finish(self, sps: float) -> TrainResult:
+    def _finish(self, sps: float, cpu_sps: float) -> TrainResult:
         from agents.plot import plot_learning_curve
 
         p, run = self.progress, self.run
@@ -252,7 +277,8 @@ class Trainer:
         self.writer.flush()
         summary = {"env_id": run.env_id, "seed": run.seed, "env_steps": p.step,
                    "updates": p.updates, "train_seconds": p.train_seconds,
-                   "env_steps_per_second": sps, "eval_episodes": run.final_eval_episodes,
+                   "env_steps_per_second": sps, "env_steps_per_cpu_second": cpu_sps,
+                   "eval_episodes": run.final_eval_episodes,
                    "eval_mean_return": final.mean, "eval_std_return": final.std,
                    "eval_min_return": float(final.returns.min())}
         (self.run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -262,10 +288,11 @@ class Trainer:
             w.writerows(p.episodes)
         plot_learning_curve(p.episodes, p.evals, self.run_dir / "learning_curve.png",
                             title=f"DQN on {run.env_id}, seed {run.seed}")
-        self.log(f"done: {p.step} env steps in {p.train_seconds:.1f} s ({sps:,.0f} steps/s); "
+        self.log(f"done: {p.step} env steps in {p.train_seconds:.1f} s ({sps:,.0f} steps/s, "
+                 f"{cpu_sps:,.0f} per CPU-second); "
                  f"final eval over {run.final_eval_episodes} episodes: "
                  f"{final.mean:.1f} +- {final.std:.1f} (min {final.returns.min():.0f})")
-        return TrainResult(self.run_dir, p, final, sps)
+        return TrainResult(self.run_dir, p, final, sps, cpu_sps)
 
 
 def train(run: RunConfig, cfg: DQNConfig, run_dir: Path, resume_from: Path | None = None,
