@@ -124,9 +124,10 @@ def run_bench(options: dict) -> dict:
     rec.step(int(options.get("warmup", 2)), algorithm=algorithm)
     rec.ops.synchronize()
     comm.barrier()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rec.step(int(options["iterations"]), algorithm=algorithm)
     rec.ops.synchronize()
+    cpu = time.process_time() - c0  # this rank's CPU time: what an idle core would take
     comm.barrier()
     seconds = time.perf_counter() - t0
     report = {"rank": comm.rank, "frames": options["n_frames"], "shape": options["frame_size"],
@@ -134,6 +135,7 @@ def run_bench(options: dict) -> dict:
               "algorithm": algorithm, "comm": getattr(comm, "kind", "serial"),
               "threads_per_rank": options.get("threads", 1),
               "seconds_total": seconds, "seconds_per_iteration": seconds / max(1, int(options["iterations"])),
+              "cpu_seconds_rank0": cpu,
               "warmup_iterations": int(options.get("warmup", 2)), "setup_seconds": sim_s,
               "fourier_error": rec.history["fourier_error"][-1],
               "loadavg_1min": os.getloadavg()[0], "python": sys.version.split()[0],
