@@ -42,6 +42,8 @@ class EngineConfig:
     fourier_power_bound: float | None = None  # mean squared |F|-A per valid pixel
     divergence_threshold: float = 1e3  # relative Fourier error above this = diverged
     block_frames: int | None = None   # frames per kernel block (None: backend default)
+    host_frames: bool | None = None   # GPU: keep psi/amplitudes in host memory and stream
+                                      # blocks (None: only when they do not fit the GPU)
     seed: int = 0
 
     def check(self) -> None:
@@ -60,6 +62,8 @@ class EngineConfig:
             raise ValueError("divergence_threshold must be > 0")
         if self.block_frames is not None and self.block_frames < 1:
             raise ValueError(f"block_frames must be >= 1, got {self.block_frames}")
+        if self.host_frames not in (None, True, False):
+            raise ValueError(f"host_frames must be None, True or False, got {self.host_frames!r}")
 
 
 def check_parameters(algorithm: str, beta: float, gamma1: float, gamma2: float) -> None:
@@ -129,18 +133,22 @@ class Reconstructor:
         pos = np.round(data.positions[start:stop]).astype(np.int32)
         self.iy_host, self.ix_host = pos[:, 0].copy(), pos[:, 1].copy()
         self.iy, self.ix = self.ops.asarray(self.iy_host), self.ops.asarray(self.ix_host)
-        # amplitudes in FFT order, zero at masked pixels; computed where they will live
         mask = np.fft.ifftshift(data.mask)
-        amp = self.ops.asarray(data.intensities[start:stop], dtype=np.float32)
-        amp = xp.fft.ifftshift(xp.sqrt(xp.maximum(amp, 0)), axes=(-2, -1))
-        amp *= self.ops.asarray(mask, dtype=np.float32)
         self.maskf = None if mask.all() else self.ops.asarray(mask, dtype=np.float32)
         self.notmask = None if mask.all() else self.ops.asarray(~mask, dtype=np.float32)
         self.local_frames = stop - start
-        self.block = self.config.block_frames or self.ops.default_block(n, max(1, self.local_frames))
-        self.amp = amp
+        # frames per block, and whether psi/amplitudes live on the host (GPU streaming)
+        self.block, self.streaming = self.ops.plan(n, max(1, self.local_frames),
+                                                   self.config.block_frames,
+                                                   self.config.host_frames)
+        # amplitudes in FFT order, zero at masked pixels; computed where they will live
+        amx = np if self.streaming else xp
+        amp = amx.asarray(data.intensities[start:stop], dtype=np.float32)
+        amp = amx.fft.ifftshift(amx.sqrt(amx.maximum(amp, 0)), axes=(-2, -1))
+        amp *= amx.asarray(mask, dtype=np.float32)
+        self.amp = self.ops.host_array(amp) if self.streaming else amp
         self.amp_norm = float(self.comm.allreduce_scalars(
-            [float(xp.sum(amp * amp, dtype=xp.float64))])[0])
+            [float(amx.sum(amp * amp, dtype=np.float64))])[0])
         if self.amp_norm <= 0:
             raise ValueError("the data contain no photons in valid pixels")
         self.npix_valid = int(np.asarray(data.mask).sum())
@@ -154,6 +162,9 @@ class Reconstructor:
         xp, n, b = self.xp, self.n, self.block
         host = self.ops.name == "numpy"  # the CuPy kernels need no exit-wave/abs buffers
         self._fbuf = xp.empty((b, n, n), dtype=xp.complex64)
+        if self.streaming:  # device copies of one block of psi and amplitudes
+            self._psi_dev = xp.empty((b, n, n), dtype=xp.complex64)
+            self._amp_dev = xp.empty((b, n, n), dtype=xp.float32)
         self._xbuf = xp.empty((b, n, n), dtype=xp.complex64)
         self._devbuf = xp.empty((b, n, n), dtype=xp.float32)
         self._pobuf = xp.empty((b, n, n), dtype=xp.complex64) if host else None
@@ -186,10 +197,13 @@ class Reconstructor:
         self.probe = self.ops.asarray(probe)
         if self._support is not None:
             self.probe *= self._support
-        self.psi = xp.empty((self.local_frames, self.n, self.n), dtype=xp.complex64)
+        shape = (self.local_frames, self.n, self.n)
+        self.psi = (self.ops.host_array(np.empty(shape, np.complex64)) if self.streaming
+                    else xp.empty(shape, dtype=xp.complex64))
         for s, e in self._blocks():
-            self.ops.gather_product(self.object, self.probe, self.iy[s:e], self.ix[s:e],
-                                    self.psi[s:e])
+            psi = self._psi(s, e, load=False)
+            self.ops.gather_product(self.object, self.probe, self.iy[s:e], self.ix[s:e], psi)
+            self._store(s, e, psi)
         self.iteration = 0
         self.history: dict[str, list[float]] = {"fourier_error": [], "exit_change": [],
                                                 "beta": [], "gamma1": [], "gamma2": [],
@@ -199,6 +213,27 @@ class Reconstructor:
     def _blocks(self):
         for s in range(0, self.local_frames, self.block):
             yield s, min(s + self.block, self.local_frames)
+
+    # Frames [s, e) of psi / amplitudes on the compute device: views when resident, copies
+    # into one block buffer when streaming from host memory (then _store writes psi back).
+    def _psi(self, s: int, e: int, load: bool = True):
+        if not self.streaming:
+            return self.psi[s:e]
+        dev = self._psi_dev[: e - s]
+        if load:
+            dev.set(self.psi[s:e])
+        return dev
+
+    def _store(self, s: int, e: int, dev) -> None:
+        if self.streaming:
+            dev.get(out=self.psi[s:e])
+
+    def _amp(self, s: int, e: int):
+        if not self.streaming:
+            return self.amp[s:e]
+        dev = self._amp_dev[: e - s]
+        dev.set(self.amp[s:e])
+        return dev
 
     def snapshot(self) -> dict:
         """Host copy of the full state (this rank's exit waves included)."""
@@ -212,7 +247,7 @@ class Reconstructor:
         """Return exactly to a snapshot() state (same rank layout)."""
         if state["psi"].shape != tuple(self.psi.shape):
             raise ValueError(f"snapshot psi shape {state['psi'].shape} != {tuple(self.psi.shape)}")
-        self.psi[...] = self.ops.asarray(state["psi"])
+        self.psi[...] = state["psi"] if self.streaming else self.ops.asarray(state["psi"])
         self.object = self.ops.asarray(state["object"]).copy()
         self.probe = self.ops.asarray(state["probe"]).copy()
         self.iteration = int(state["iteration"])
@@ -226,12 +261,11 @@ class Reconstructor:
         self.ops.scatter_power(den, self.probe, self.iy, self.ix)
         return self.comm.allreduce(den)
 
-    def _object_numerator(self, probe, waves=None):
+    def _object_numerator(self, probe):
         xp = self.xp
         num = xp.zeros(self.object_shape, dtype=xp.complex64)
-        waves = self.psi if waves is None else waves
         for s, e in self._blocks():
-            self.ops.scatter_conj_probe(num, waves[s:e], probe, self.iy[s:e], self.ix[s:e],
+            self.ops.scatter_conj_probe(num, self._psi(s, e), probe, self.iy[s:e], self.ix[s:e],
                                         self._fbuf[: e - s])
         return self.comm.allreduce(num)
 
@@ -250,7 +284,7 @@ class Reconstructor:
         num = xp.zeros((self.n, self.n), dtype=xp.complex64)
         den = xp.zeros((self.n, self.n), dtype=xp.float32)
         for s, e in self._blocks():
-            self.ops.probe_sums(self.object, self.psi[s:e], self.iy[s:e], self.ix[s:e], num, den,
+            self.ops.probe_sums(self.object, self._psi(s, e), self.iy[s:e], self.ix[s:e], num, den,
                                 self._fbuf[: e - s], self._devbuf[: e - s])
         self.comm.allreduce(num)
         self.comm.allreduce(den)
@@ -286,7 +320,7 @@ class Reconstructor:
             num = xp.zeros(self.object_shape, dtype=xp.complex64)
             for s, e in self._blocks():
                 k = e - s
-                proj, _ = ops.fourier_project(self.psi[s:e], self.amp[s:e], self.maskf,
+                proj, _ = ops.fourier_project(self._psi(s, e), self._amp(s, e), self.maskf,
                                               self.notmask, pb, self._xbuf[:k],
                                               None if self._absbuf is None else self._absbuf[:k],
                                               self._devbuf[:k])
@@ -305,10 +339,12 @@ class Reconstructor:
             extra = None
             if extra_obj is not None:
                 extra = ops.exit_waves(extra_obj, self.probe, iy, ix, self._xbuf[:k])
+            psi = self._psi(s, e)
             err, dchange = ops.fourier_update(
-                self.psi[s:e], po, self.amp[s:e], self.maskf, self.notmask, coef, pb,
+                psi, po, self._amp(s, e), self.maskf, self.notmask, coef, pb,
                 self._fbuf[:k], None if self._absbuf is None else self._absbuf[:k],
                 self._devbuf[:k], extra)
+            self._store(s, e, psi)
             err_sum += float(err.sum())
             change += dchange
         totals = self.comm.allreduce_scalars([err_sum, change])
@@ -356,7 +392,7 @@ class Reconstructor:
             k = e - s
             waves = self.ops.gather_product(self.object, self.probe, self.iy[s:e], self.ix[s:e],
                                             self._fbuf[:k])
-            err = self.ops.fourier_error(waves, self.amp[s:e], self.maskf,
+            err = self.ops.fourier_error(waves, self._amp(s, e), self.maskf,
                                          None if self._absbuf is None else self._absbuf[:k],
                                          self._devbuf[:k])
             total += float(err.sum())

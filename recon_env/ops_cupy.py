@@ -135,22 +135,50 @@ class CupyOps:
     def synchronize(self) -> None:
         cp.cuda.get_current_stream().synchronize()
 
-    def default_block(self, n: int, n_frames: int) -> int:
-        """All frames in one block when the temporaries fit next to the resident arrays."""
+    def plan(self, n: int, n_frames: int, block: int | None, host_frames: bool | None):
+        """(frames per block, streaming?).
+
+        Resident (psi and amplitudes on the GPU, 12 bytes/pixel) when they fit with at least
+        one block of work space; otherwise, or with host_frames=True, they stay in pinned
+        host memory and each pass streams blocks through the GPU. DeviceMemoryError when
+        not even one block fits."""
         free, _ = cp.cuda.runtime.memGetInfo()
         free += cp.get_default_memory_pool().free_bytes()  # cached by CuPy, reusable
-        per_frame_resident = n * n * (8 + 4)        # exit waves psi, amplitudes
-        per_frame_block = n * n * (8 * 2 + 4)       # two complex + one float block buffer
-        fft_work = n * n * 8                         # cuFFT work area per frame (about)
-        budget = free * 0.9 - n_frames * per_frame_resident
-        block = int(budget // (per_frame_block + fft_work))
-        if block < 1:
-            need = n_frames * per_frame_resident + per_frame_block + fft_work
+        usable = free * 0.9
+        px = n * n
+        resident = n_frames * px * (8 + 4)          # psi, amplitudes
+        work = px * (8 * 2 + 4 + 8)                 # two complex + one float buffer, cuFFT
+        stream_work = work + px * (8 + 4)           # + the block's psi/amplitude copies
+        if host_frames is None:
+            host_frames = resident + work > usable
+        if host_frames:
+            fit = int(usable // stream_work)
+        else:
+            fit = int((usable - resident) // work)
+        if fit < 1:
+            what = "one block of work space" if host_frames else "the resident frames"
             raise DeviceMemoryError(
-                f"{n_frames} frames of {n}x{n} need {need / 2**30:.1f} GiB on the GPU "
-                f"(exit waves and amplitudes stay resident, plus one frame of work space) but "
-                f"only {free / 2**30:.1f} GiB are free: use more ranks/GPUs or fewer frames")
-        return max(1, min(n_frames, block))
+                f"{n_frames} frames of {n}x{n}: {what} does not fit the "
+                f"{free / 2**30:.1f} GiB free on the GPU (one frame needs "
+                f"{stream_work / 2**20:.1f} MiB streamed): use more ranks/GPUs or smaller frames")
+        fit = min(n_frames, fit)
+        if host_frames:  # moderate blocks: copies overlap nothing, but stay large enough
+            fit = min(fit, max(1, (1 << 30) // (px * 8)))
+        return (min(block, fit) if block else fit), bool(host_frames)
+
+    @staticmethod
+    def host_array(a: np.ndarray) -> np.ndarray:
+        """A pinned (page-locked) host copy: faster, asynchronous-capable transfers."""
+        try:
+            out = cupyx.empty_pinned(a.shape, dtype=a.dtype)
+        except Exception:  # noqa: BLE001 - pinned memory is an optimisation only
+            out = np.empty(a.shape, dtype=a.dtype)
+        out[...] = a
+        return out
+
+    def default_block(self, n: int, n_frames: int) -> int:
+        """Frames per block when resident (see plan)."""
+        return self.plan(n, n_frames, None, False)[0]
 
     # ------------------------------------------------------------ overlap
     @staticmethod

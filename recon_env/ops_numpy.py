@@ -45,6 +45,13 @@ class NumpyOps:
     def synchronize(self) -> None:
         pass
 
+    def plan(self, n: int, n_frames: int, block: int | None, host_frames: bool | None):
+        """(frames per block, streaming?): host arrays are already in host memory."""
+        return (block or self.default_block(n, n_frames)), False
+
+    def host_array(self, a):
+        return a
+
     def default_block(self, n: int, n_frames: int) -> int:
         """Frames whose complex64 buffer is ~0.5 MiB: the block's whole working set then
         stays in a 2 MiB L2 (measured ~10 % faster than 4 MiB blocks at 128^2)."""

@@ -112,4 +112,30 @@ def test_too_many_frames_message():
     free, _ = cp.cuda.runtime.memGetInfo()
     frames = int(free // (2048 * 2048 * 4))  # 4 bytes a pixel: three times what fits
     with pytest.raises(DeviceMemoryError, match="use more ranks"):
-        CupyOps().default_block(2048, frames)
+        CupyOps().plan(2048, frames, None, False)  # resident forced
+    with pytest.raises(DeviceMemoryError, match="one block of work space"):
+        CupyOps().plan(65536, 4, None, True)  # one 65536^2 frame: ~170 GB of work space
+
+
+
+def test_streaming_from_host_matches_resident():
+    """Frames kept in host memory and streamed through the GPU in blocks: same result."""
+    data = simulate(n_frames=40, frame_size=32, probe_diameter=10, photons=1e6, seed=2)
+    resident = Reconstructor(data, EngineConfig(), backend="cupy")
+    streamed = Reconstructor(data, EngineConfig(host_frames=True, block_frames=7), backend="cupy")
+    assert streamed.streaming and not resident.streaming and streamed.block == 7
+    assert isinstance(streamed.psi, np.ndarray)
+    ha, hb = resident.step(6, beta=0.9), streamed.step(6, beta=0.9)
+    assert np.allclose(ha["fourier_error"], hb["fourier_error"], rtol=1e-4)
+    assert _rel(streamed.result()["object"], resident.result()["object"]) < 1e-4
+    state = streamed.snapshot()
+    first = streamed.step(2)
+    streamed.restore(state)
+    assert np.allclose(streamed.step(2)["fourier_error"], first["fourier_error"], rtol=1e-5)
+
+
+def test_plan_streams_when_frames_do_not_fit():
+    free, _ = cp.cuda.runtime.memGetInfo()
+    frames = int(free // (256 * 256 * 12)) + 100  # psi + amplitudes alone exceed the GPU
+    block, streaming = CupyOps().plan(256, frames, None, None)
+    assert streaming and 1 <= block < frames
