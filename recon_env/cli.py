@@ -50,6 +50,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap-iterations", dest="overlap_iterations", type=_positive_int)
     p.add_argument("--probe-update-start", dest="probe_update_start", type=int)
     p.add_argument("--block-frames", dest="block_frames", type=_positive_int)
+    p.add_argument("--host-frames", dest="host_frames", action="store_const", const=True,
+                   help="with --backend cupy: keep frames in host memory, stream blocks")
     p.add_argument("--gpu-simulation", dest="gpu_simulation", action="store_true",
                    help="with --backend cupy: simulate the data on the GPU (large benchmarks)")
 

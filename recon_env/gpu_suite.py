@@ -77,7 +77,9 @@ def main(argv: list[str]) -> int:
              ("1gpu_4096x256_again", ["--frames", "4096", "--shape", "256", "--iterations",
                                       "100", "--warmup", "3"], 1),
              ("1gpu_4096x256_raar", ["--frames", "4096", "--shape", "256", "--iterations",
-                                     "100", "--warmup", "3", "--algorithm", "raar"], 1)]
+                                     "100", "--warmup", "3", "--algorithm", "raar"], 1),
+             ("1gpu_4096x256_streamed", ["--frames", "4096", "--shape", "256", "--iterations",
+                                         "10", "--warmup", "1", "--host-frames"], 1)]
     iters = "10" if quick else "30"
     for n in (1, 2, 4):
         cases.append((f"{n}gpu_16384x256", ["--frames", "16384", "--shape", "256",
@@ -98,10 +100,11 @@ def main(argv: list[str]) -> int:
     if not quick:
         _run("cpu_tests_numpy2", [PY, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                                   "tests/recon", "-k", "not cupy and not sparkmpi"], out, 120)
-    print("\nname                      ranks  s/iteration  total s   comm")
+    print("\nname                      ranks  s/iteration  total s   comm  block streaming")
     for r in rows:
         print(f"{r['name']:<26}{r['ranks']:>5}  {r['seconds_per_iteration']:>11.5f}"
-              f"  {r['seconds_total']:>7.3f}   {r.get('comm')}")
+              f"  {r['seconds_total']:>7.3f}   {r.get('comm')} {r.get('block_frames')} "
+              f"{r.get('streaming')}")
     base = {r["name"]: r for r in rows}
     one = base.get("1gpu_16384x256")
     for n in (2, 4):

@@ -18,7 +18,7 @@ from .engine import EngineConfig, Reconstructor, frame_range
 SIM_KEYS = ("n_frames", "frame_size", "probe", "probe_diameter", "probe_defocus", "object",
             "scan", "overlap", "jitter", "photons", "bad_pixels", "beamstop", "seed")
 ENGINE_KEYS = ("overlap_iterations", "probe_update_start", "probe_support", "object_inertia",
-               "probe_inertia", "fourier_power_bound", "block_frames", "seed")
+               "probe_inertia", "fourier_power_bound", "block_frames", "host_frames", "seed")
 
 
 def load_share(options: dict, comm):
@@ -135,7 +135,7 @@ def run_bench(options: dict) -> dict:
               "algorithm": algorithm, "comm": getattr(comm, "kind", "serial"),
               "threads_per_rank": options.get("threads", 1),
               "seconds_total": seconds, "seconds_per_iteration": seconds / max(1, int(options["iterations"])),
-              "cpu_seconds_rank0": cpu,
+              "cpu_seconds_rank0": cpu, "block_frames": rec.block, "streaming": rec.streaming,
               "warmup_iterations": int(options.get("warmup", 2)), "setup_seconds": sim_s,
               "fourier_error": rec.history["fourier_error"][-1],
               "loadavg_1min": os.getloadavg()[0], "python": sys.version.split()[0],
