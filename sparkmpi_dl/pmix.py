@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PREFIX = REPO / ".venv-ompi"
@@ -169,3 +170,17 @@ class PmixJob:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def run(fn: Callable[..., Any], num_proc: int, *, local: bool = False,
+        prefix: str | Path | None = None, **launch: Any) -> list[Any]:
+    """Call ``fn`` in ``num_proc`` ranks wired up by Open MPI's PMIx server; results by rank.
+
+    The placeholder job lives exactly as long as the launch. ``local=True`` uses the local
+    launcher; other keyword arguments go to :func:`sparkmpi_dl.run` / ``run_local``.
+    """
+    import sparkmpi_dl
+
+    launcher = sparkmpi_dl.run_local if local else sparkmpi_dl.run
+    with PmixJob(num_proc, prefix=prefix) as job:
+        return launcher(fn, num_proc, env_provider=job.env_provider, **launch)

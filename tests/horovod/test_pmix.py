@@ -6,11 +6,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from sparkmpi_dl.pmix import PmixJob, ompi_prefix
+from sparkmpi_dl.pmix import run as pmix_run
 
 RANK = textwrap.dedent("""
     import json
@@ -84,14 +86,28 @@ def test_bad_inputs_are_named():
 
 
 def test_spark_barrier_tasks_join_the_pmix_job(spark):
-    import sparkmpi_dl
-
     def _mpi4py_rank():  # nested, so cloudpickle ships it by value to the executors
         from mpi4py import MPI
 
         comm = MPI.COMM_WORLD
         return comm.rank, comm.size, comm.allreduce(comm.rank + 1), MPI.Get_library_version()[:8]
 
-    with PmixJob(2) as job:
-        results = sparkmpi_dl.run(_mpi4py_rank, 2, spark=spark, env_provider=job.env_provider)
+    results = pmix_run(_mpi4py_rank, 2, spark=spark)
     assert results == [(0, 2, 3, "Open MPI"), (1, 2, 3, "Open MPI")]
+
+
+def test_a_failing_rank_fails_the_pmix_job_and_tears_it_down():
+    import sparkmpi_dl
+
+    def _rank_fails():
+        from mpi4py import MPI
+
+        if MPI.COMM_WORLD.rank == 1:
+            raise RuntimeError("rank 1 gives up")
+        MPI.COMM_WORLD.barrier()  # rank 0 waits for rank 1 forever unless the job is ended
+
+    t0 = time.monotonic()
+    with pytest.raises(sparkmpi_dl.JobFailed, match="rank 1 gives up"):
+        pmix_run(_rank_fails, 2, local=True)
+    assert time.monotonic() - t0 < 30
+    assert _leftovers("sparkmpi-pmix-") == []
