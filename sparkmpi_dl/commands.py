@@ -36,7 +36,13 @@ def _spark_run(args: argparse.Namespace) -> int:
     from sparkmpi_dl.launch.local import JobFailed
     from sparkmpi_dl.launch.spark import NotEnoughSlots, run_command, spark_context
     cmd = _command(args)
-    sc = spark_context(master=args.master)
+    conf = {}
+    for item in args.conf:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"sparkmpi-dl: --conf wants KEY=VALUE, got {item!r}")
+        conf[key] = value
+    sc = spark_context(master=args.master, conf=conf)
     try:
         run_command(cmd, args.num_proc, spark=sc, start_timeout=args.start_timeout,
                     bind_host=args.bind)
@@ -64,6 +70,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         "service on the driver. Works under spark-submit and with --master.")
     spark_run.add_argument("--master", default=None,
                            help="Spark master URL (default: the active session's, else local[*])")
+    spark_run.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                           help="Spark configuration, as for spark-submit (repeatable)")
     spark_run.add_argument("--bind", default=None, metavar="ADDR",
                            help="address the driver's PMI service listens on "
                                 "(default: spark.driver.host)")

@@ -131,8 +131,12 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def run_rank(spec: RankSpec, rank: int, epoch: int) -> bytes | None:
-    """Run one rank to completion; returns the pickled result in function mode."""
+def run_rank(spec: RankSpec, rank: int, epoch: int,
+             extra_env: dict[str, str] | None = None) -> bytes | None:
+    """Run one rank to completion; returns the pickled result in function mode.
+
+    ``extra_env`` holds what only the task knows (e.g. the GPUs Spark assigned it).
+    """
     host = socket.gethostname()
     control = _Control(join(spec.address, spec.secret, Hello(spec.job_id, epoch, rank, "ctl", host)))
     try:
@@ -144,7 +148,7 @@ def run_rank(spec: RankSpec, rank: int, epoch: int) -> bytes | None:
         pmi_fd = pmi.detach()
         with tempfile.TemporaryDirectory(prefix=f"sparkmpi-rank{rank}-") as tmp:
             argv, result_path = _rank_argv(spec, Path(tmp))
-            env = {**os.environ, **spec.env, **first["env"], "PMI_FD": str(pmi_fd),
+            env = {**os.environ, **spec.env, **(extra_env or {}), **first["env"], "PMI_FD": str(pmi_fd),
                    "PYTHONUNBUFFERED": "1"}
             env.pop("PMI_PORT", None)
             env.pop("PMI_ID", None)

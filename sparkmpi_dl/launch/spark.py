@@ -32,7 +32,7 @@ class NotEnoughSlots(RuntimeError):
 
 
 def spark_context(spark: SparkSession | SparkContext | None = None, master: str | None = None,
-                  app_name: str = "sparkmpi-dl") -> SparkContext:
+                  app_name: str = "sparkmpi-dl", conf: dict[str, str] | None = None) -> SparkContext:
     """The given context, the active one, or a new session (``local[*]`` unless told)."""
     if isinstance(spark, SparkContext):
         return spark
@@ -48,6 +48,8 @@ def spark_context(spark: SparkSession | SparkContext | None = None, master: str 
     if not os.environ.get("PYSPARK_PYTHON") and "spark.pyspark.python" not in submitted:
         # executors run the driver's interpreter (the project's venv) unless told otherwise
         builder = builder.config("spark.pyspark.python", sys.executable)
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
     return builder.getOrCreate().sparkContext
 
 
@@ -103,8 +105,16 @@ def _barrier_task(spec: RankSpec):
         # PySpark does not expose the stage attempt number; the smallest task attempt id
         # of this stage attempt is as good: all its tasks agree on it, and a retry's is larger.
         epoch = min(int(task_id) for task_id in ctx.allGather(str(ctx.taskAttemptId())))
-        yield rank, run_rank(spec, rank, epoch=epoch)
+        yield rank, run_rank(spec, rank, epoch=epoch, extra_env=_gpu_env(ctx))
     return task
+
+
+def _gpu_env(ctx) -> dict[str, str]:
+    """CUDA_VISIBLE_DEVICES from the GPUs Spark assigned to this task, if it assigned any."""
+    gpus = ctx.resources().get("gpu")
+    if gpus is None or not gpus.addresses:
+        return {}
+    return {"CUDA_VISIBLE_DEVICES": ",".join(gpus.addresses)}
 
 
 def _stage_retries(sc: SparkContext, stage_retries: int | None) -> int:

@@ -37,8 +37,12 @@ def _wait_for(path, text, timeout):
 @pytest.fixture(scope="module")
 def standalone_cluster(tmp_path_factory):
     logs = tmp_path_factory.mktemp("spark-standalone")
+    gpus = os.path.join(REPO, "tests", "core", "scripts", "fake_gpus.sh")
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_WORKER_DIR": str(logs / "work"),
-           "PYTHONPATH": REPO, "PYSPARK_PYTHON": sys.executable}
+           "PYTHONPATH": REPO, "PYSPARK_PYTHON": sys.executable,
+           # each worker announces two (pretend) GPUs, so tasks can be given one each
+           "SPARK_WORKER_OPTS": f"-Dspark.worker.resource.gpu.amount=2 "
+                                f"-Dspark.worker.resource.gpu.discoveryScript={gpus}"}
     port = _free_port()
     url = f"spark://127.0.0.1:{port}"
     procs = [_start(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
@@ -65,18 +69,23 @@ def standalone_cluster(tmp_path_factory):
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _spark_run(url, env, ranks, *cmd):
+def _spark_run(url, env, ranks, *cmd, conf=()):
+    confs = [arg for item in conf for arg in ("--conf", item)]
     return subprocess.run([sys.executable, "-m", "sparkmpi_dl", "spark-run", "--master", url,
-                           "--bind", "127.0.0.1", "-n", str(ranks), "--"] + list(cmd),
+                           "--bind", "127.0.0.1", "-n", str(ranks)] + confs + ["--"] + list(cmd),
                           capture_output=True, text=True, timeout=240, env=env)
+
+
+def _rank_lines(stdout):
+    return sorted(l for l in stdout.splitlines() if l.startswith("[rank "))
 
 
 def test_mpi_ranks_on_two_standalone_workers(standalone_cluster):
     url, env = standalone_cluster
     proc = _spark_run(url, env, 2, sys.executable, "-m", "tests.core.mpi_programs", "collectives")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = sorted((json.loads(l.split("] ", 1)[1]) for l in proc.stdout.splitlines()
-                      if l.startswith("[rank ")), key=lambda r: r["rank"])
+    results = sorted((json.loads(l.split("] ", 1)[1]) for l in _rank_lines(proc.stdout)),
+                     key=lambda r: r["rank"])
     assert [r["rank"] for r in results] == [0, 1]
     assert {r["sum"] for r in results} == {3.0}
 
@@ -88,3 +97,12 @@ def test_standalone_cluster_with_too_few_slots_fails_fast(standalone_cluster):
     assert proc.returncode == 2
     assert "needs 3 task slots" in proc.stderr and "offers 2" in proc.stderr
     assert time.monotonic() - start < 90
+
+
+def test_gpus_spark_assigns_become_cuda_visible_devices(standalone_cluster):
+    url, env = standalone_cluster
+    proc = _spark_run(url, env, 2, "sh", "-c", 'echo "gpus=$CUDA_VISIBLE_DEVICES"',
+                      conf=["spark.executor.resource.gpu.amount=1", "spark.task.resource.gpu.amount=1"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = _rank_lines(proc.stdout)
+    assert len(lines) == 2 and all(l.split("] ")[1] in ("gpus=0", "gpus=1") for l in lines)
