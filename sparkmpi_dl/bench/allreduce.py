@@ -139,23 +139,33 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wireup(args: argparse.Namespace) -> int:
-    """Seconds from launch until every rank is past MPI_Init: local launcher vs mpiexec."""
+def _local_wireup(ranks: int) -> float:
     from sparkmpi_dl.launch.local import mpirun
-    results = {"ranks": args.ranks}
-    for trial in range(args.repeat):
-        lines: list[str] = []
-        start = time.time()
-        code = mpirun(RANK_MODULE + ["--size", "1", "--repeat", "1"], args.ranks,
-                      output=lambda r, s, line: lines.append(line) if r == 0 and s == "stdout" else None)
-        if code:
-            raise RuntimeError(f"sparkmpi-dl mpirun failed with {code}")
-        results.setdefault("sparkmpi_mpirun_s", []).append(_rank0_json(lines)["init_done"] - start)
-        results.setdefault("native_mpiexec_s", []).append(native_mpiexec(args.ranks, 1, 1)["wireup_s"])
-    summary = {k: (statistics.median(v) if isinstance(v, list) else v) for k, v in results.items()}
+    lines: list[str] = []
+    start = time.time()
+    code = mpirun(RANK_MODULE + ["--size", "1", "--repeat", "1"], ranks,
+                  output=lambda r, s, line: lines.append(line) if r == 0 and s == "stdout" else None)
+    if code:
+        raise RuntimeError(f"sparkmpi-dl mpirun failed with exit code {code}")
+    return _rank0_json(lines)["init_done"] - start
+
+
+def _wireup(args: argparse.Namespace) -> int:
+    """Seconds from launch until every rank is past MPI_Init, three launchers side by side."""
+    from sparkmpi_dl.launch.spark import spark_context
+    sc = spark_context(master=args.master or f"local[{args.ranks}]")
+    sc.setLogLevel("ERROR")
+    spark_mpi(sc, args.ranks, 1, 1)  # warm-up: Spark's Python workers
+    times: dict[str, list[float]] = {"spark_mpi_s": [], "sparkmpi_mpirun_s": [], "native_mpiexec_s": []}
+    for _ in range(args.repeat):
+        times["spark_mpi_s"].append(spark_mpi(sc, args.ranks, 1, 1)["wireup_s"])
+        times["sparkmpi_mpirun_s"].append(_local_wireup(args.ranks))
+        times["native_mpiexec_s"].append(native_mpiexec(args.ranks, 1, 1)["wireup_s"])
+    summary = {"ranks": args.ranks, "master": sc.master, "repeat": args.repeat,
+               **{k: statistics.median(v) for k, v in times.items()}}
     print(f"wire-up of {args.ranks} ranks (launch -> all past MPI_Init, median of {args.repeat}): "
-          f"sparkmpi-dl mpirun {summary['sparkmpi_mpirun_s']:.2f} s, "
-          f"mpiexec {summary['native_mpiexec_s']:.2f} s")
+          f"Spark-MPI {summary['spark_mpi_s']:.2f} s, sparkmpi-dl mpirun "
+          f"{summary['sparkmpi_mpirun_s']:.2f} s, mpiexec {summary['native_mpiexec_s']:.2f} s")
     if args.json:
         print(json.dumps(summary))
     return 0
@@ -171,8 +181,9 @@ def register(bench: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="also print one JSON line")
     parser.set_defaults(func=_main)
 
-    wire = bench.add_parser("wireup", help="time until all ranks are past MPI_Init: mpirun vs mpiexec")
+    wire = bench.add_parser("wireup", help="time until all ranks are past MPI_Init: Spark-MPI, mpirun, mpiexec")
     wire.add_argument("--ranks", type=int, default=16)
+    wire.add_argument("--master", default=None, help="Spark master (default local[RANKS])")
     wire.add_argument("--repeat", type=int, default=3)
     wire.add_argument("--json", action="store_true")
     wire.set_defaults(func=_wireup)
