@@ -105,7 +105,7 @@ def _inside_mpi() -> bool:
     return any(k in os.environ for k in MPI_ENV)
 
 
-def _relaunch(args: argparse.Namespace) -> int:
+def _relaunch(args: argparse.Namespace, env: dict[str, str] | None = None) -> int:
     """Run this same command as ``args.ranks`` MPI ranks (each with --ranks 1)."""
     argv = [a for a in sys.argv[1:]]
     if "--ranks" in argv:
@@ -119,12 +119,12 @@ def _relaunch(args: argparse.Namespace) -> int:
         except (ImportError, AttributeError):
             mpirun = None
         if mpirun is not None:
-            return int(mpirun(cmd, args.ranks))
+            return int(mpirun(cmd, args.ranks, env=env))
     mpiexec = shutil.which("mpiexec")
     if mpiexec is None:
         print("error: --ranks needs mpiexec on PATH or sparkmpi_dl.mpirun", file=sys.stderr)
         return 2
-    return subprocess.call([mpiexec, "-n", str(args.ranks), *cmd])
+    return subprocess.call([mpiexec, "-n", str(args.ranks), *cmd], env={**os.environ, **(env or {})})
 
 
 def _spark(fn, args: argparse.Namespace) -> list:
@@ -190,13 +190,26 @@ def bench_command(args: argparse.Namespace) -> int:
     from .runner import run_bench
 
     if args.spark:
-        reports = _spark(run_bench, args)
-        report = reports[0]
+        report = _spark(run_bench, args)[0]
     elif args.ranks > 1 and not _inside_mpi():
-        return _relaunch(args)
+        # rank 0 leaves its report in a file, so that launcher prefixes ("[rank 0] ...")
+        # never mix into the one JSON line printed here
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "report.json")
+            code = _relaunch(args, env={"RECON_ENV_REPORT": path})
+            if code != 0 or not os.path.exists(path):
+                return code or 1
+            with open(path) as f:
+                report = json.load(f)
     else:
         report = run_bench(_options(args))
         if report["rank"] != 0:
+            return 0
+        if os.environ.get("RECON_ENV_REPORT"):
+            with open(os.environ["RECON_ENV_REPORT"], "w") as f:
+                json.dump(report, f)
             return 0
     if args.json:
         print(json.dumps(report), flush=True)

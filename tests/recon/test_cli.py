@@ -55,6 +55,14 @@ def test_recon_bad_parameters(tmp_path, args, match):
     assert proc.returncode == 2 and match in proc.stderr
 
 
+def test_bench_json_two_ranks():
+    proc = _cli("bench", "recon", "--frames", "16", "--shape", "32", "--iterations", "2",
+                "--warmup", "1", "--ranks", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])  # a pure JSON line
+    assert report["ranks"] == 2 and report["comm"] == "mpi"
+
+
 def test_bench_json():
     proc = _cli("bench", "recon", "--frames", "16", "--shape", "32", "--iterations", "3",
                 "--warmup", "1", "--json")
