@@ -41,7 +41,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ranks", type=_positive_int, default=1, help="MPI ranks (frames split)")
     p.add_argument("--spark", action="store_true", help="run the ranks as Spark barrier tasks")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
-    p.add_argument("--threads", type=_positive_int, default=1, help="FFT threads per rank (numpy)")
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="threads per rank (numpy backend: frame blocks processed in parallel)")
     p.add_argument("--comm", choices=("auto", "serial", "mpi", "nccl"), default="auto",
                    help="how ranks sum: auto = NCCL for cupy, host MPI otherwise")
     p.add_argument("--algorithm", choices=("dm", "raar"), default="dm")

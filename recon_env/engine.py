@@ -105,6 +105,22 @@ def frame_range(n_frames: int, rank: int, size: int) -> tuple[int, int]:
     return n_frames * rank // size, n_frames * (rank + 1) // size
 
 
+class _Work:
+    """One thread's block buffers (exit waves / |F| buffers only where the backend uses them)."""
+
+    def __init__(self, xp, block: int, n: int, host: bool) -> None:
+        shape = (block, n, n)
+        self.f = xp.empty(shape, dtype=xp.complex64)
+        self.x = xp.empty(shape, dtype=xp.complex64)
+        self.dev = xp.empty(shape, dtype=xp.float32)
+        self.po = xp.empty(shape, dtype=xp.complex64) if host else None
+        self.abs = xp.empty(shape, dtype=xp.float32) if host else None
+
+    def cut(self, name: str, k: int):
+        buf = getattr(self, name)
+        return None if buf is None else buf[:k]
+
+
 class Reconstructor:
     """Steppable reconstruction of one data set (this rank's share of the frames).
 
@@ -119,7 +135,17 @@ class Reconstructor:
         self.config = config or EngineConfig()
         self.config.check()
         self.comm = comm or SerialComm()
-        self.ops = make_ops(backend, workers)
+        if not isinstance(workers, (int, np.integer)) or workers < 1:
+            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        # NumPy: `workers` threads, each on its own share of the frame blocks (numpy and
+        # scipy.fft release the GIL); CuPy: one host thread drives the GPU
+        self._threads = int(workers) if backend == "numpy" else 1
+        self.ops = make_ops(backend, 1)
+        self._pool = None
+        if self._threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="recon")
         self.data = data
         n = data.frame_shape[0]
         self.n = n
@@ -161,14 +187,37 @@ class Reconstructor:
     def _buffers(self) -> None:
         xp, n, b = self.xp, self.n, self.block
         host = self.ops.name == "numpy"  # the CuPy kernels need no exit-wave/abs buffers
-        self._fbuf = xp.empty((b, n, n), dtype=xp.complex64)
+        self._work = [_Work(xp, b, n, host) for _ in range(self._threads)]
         if self.streaming:  # device copies of one block of psi and amplitudes
             self._psi_dev = xp.empty((b, n, n), dtype=xp.complex64)
             self._amp_dev = xp.empty((b, n, n), dtype=xp.float32)
-        self._xbuf = xp.empty((b, n, n), dtype=xp.complex64)
-        self._devbuf = xp.empty((b, n, n), dtype=xp.float32)
-        self._pobuf = xp.empty((b, n, n), dtype=xp.complex64) if host else None
-        self._absbuf = xp.empty((b, n, n), dtype=xp.float32) if host else None
+
+    def _map_blocks(self, init, fn) -> list:
+        """fn(work, s, e, acc) over all blocks of frames; returns each thread's acc.
+
+        With T threads (NumPy backend), thread t takes the t-th contiguous share of the
+        blocks and its own buffers and accumulator (init()); the caller sums the accumulators
+        in thread order, so results are deterministic for a given T.
+        """
+        blocks = list(self._blocks())
+        shares = [blocks[len(blocks) * t // self._threads: len(blocks) * (t + 1) // self._threads]
+                  for t in range(self._threads)]
+
+        def run(t: int):
+            acc = init()
+            for s, e in shares[t]:
+                fn(self._work[t], s, e, acc)
+            return acc
+
+        if self._pool is None:
+            return [run(0)]
+        return list(self._pool.map(run, range(self._threads)))
+
+    def _sum(self, parts: list):
+        total = parts[0]
+        for part in parts[1:]:
+            total += part
+        return total
 
     def _probe_support_mask(self):
         frac = self.config.probe_support
@@ -200,10 +249,12 @@ class Reconstructor:
         shape = (self.local_frames, self.n, self.n)
         self.psi = (self.ops.host_array(np.empty(shape, np.complex64)) if self.streaming
                     else xp.empty(shape, dtype=xp.complex64))
-        for s, e in self._blocks():
+        def start(work, s, e, acc):
             psi = self._psi(s, e, load=False)
             self.ops.gather_product(self.object, self.probe, self.iy[s:e], self.ix[s:e], psi)
             self._store(s, e, psi)
+
+        self._map_blocks(lambda: None, start)
         self.iteration = 0
         self.history: dict[str, list[float]] = {"fourier_error": [], "exit_change": [],
                                                 "beta": [], "gamma1": [], "gamma2": [],
@@ -263,10 +314,13 @@ class Reconstructor:
 
     def _object_numerator(self, probe):
         xp = self.xp
-        num = xp.zeros(self.object_shape, dtype=xp.complex64)
-        for s, e in self._blocks():
-            self.ops.scatter_conj_probe(num, self._psi(s, e), probe, self.iy[s:e], self.ix[s:e],
-                                        self._fbuf[: e - s])
+
+        def add(work, s, e, num):
+            self.ops.scatter_conj_probe(num, self._psi(s, e), probe, self.iy[s:e],
+                                        self.ix[s:e], work.f[: e - s])
+
+        num = self._sum(self._map_blocks(
+            lambda: xp.zeros(self.object_shape, dtype=xp.complex64), add))
         return self.comm.allreduce(num)
 
     def _update_object(self) -> None:
@@ -280,12 +334,16 @@ class Reconstructor:
 
     def _update_probe(self) -> None:
         """Eq. 5 with inertia, then the support constraint."""
-        xp = self.xp
-        num = xp.zeros((self.n, self.n), dtype=xp.complex64)
-        den = xp.zeros((self.n, self.n), dtype=xp.float32)
-        for s, e in self._blocks():
-            self.ops.probe_sums(self.object, self._psi(s, e), self.iy[s:e], self.ix[s:e], num, den,
-                                self._fbuf[: e - s], self._devbuf[: e - s])
+        xp, n = self.xp, self.n
+
+        def add(work, s, e, acc):
+            self.ops.probe_sums(self.object, self._psi(s, e), self.iy[s:e], self.ix[s:e],
+                                acc[0], acc[1], work.f[: e - s], work.dev[: e - s])
+
+        parts = self._map_blocks(lambda: (xp.zeros((n, n), dtype=xp.complex64),
+                                          xp.zeros((n, n), dtype=xp.float32)), add)
+        num = self._sum([p[0] for p in parts])
+        den = self._sum([p[1] for p in parts])
         self.comm.allreduce(num)
         self.comm.allreduce(den)
         reg = self.config.probe_inertia * float(den.max())
@@ -317,37 +375,38 @@ class Reconstructor:
         pb = self.config.fourier_power_bound
         extra_obj = None
         if coef[5] != 0.0:  # generalised DM with gamma1 != -1: P_O(P_F psi), linear in psi
-            num = xp.zeros(self.object_shape, dtype=xp.complex64)
-            for s, e in self._blocks():
+            def project(work, s, e, num):
                 k = e - s
                 proj, _ = ops.fourier_project(self._psi(s, e), self._amp(s, e), self.maskf,
-                                              self.notmask, pb, self._xbuf[:k],
-                                              None if self._absbuf is None else self._absbuf[:k],
-                                              self._devbuf[:k])
+                                              self.notmask, pb, work.x[:k], work.cut("abs", k),
+                                              work.dev[:k])
                 ops.scatter_conj_probe(num, proj, self.probe, self.iy[s:e], self.ix[s:e],
-                                       self._fbuf[:k])
+                                       work.f[:k])
+
+            num = self._sum(self._map_blocks(
+                lambda: xp.zeros(self.object_shape, dtype=xp.complex64), project))
             self.comm.allreduce(num)
             den = self._obj_den
             reg = self.config.object_inertia * float(den.max())
             extra_obj = (num + reg * self.object) / (den + reg + 1e-30)
-        err_sum, change = 0.0, 0.0
-        for s, e in self._blocks():
+        def update(work, s, e, acc):
             k = e - s
             iy, ix = self.iy[s:e], self.ix[s:e]
-            pobuf = None if self._pobuf is None else self._pobuf[:k]
-            po = ops.exit_waves(self.object, self.probe, iy, ix, pobuf)
+            po = ops.exit_waves(self.object, self.probe, iy, ix, work.cut("po", k))
             extra = None
             if extra_obj is not None:
-                extra = ops.exit_waves(extra_obj, self.probe, iy, ix, self._xbuf[:k])
+                extra = ops.exit_waves(extra_obj, self.probe, iy, ix, work.x[:k])
             psi = self._psi(s, e)
             err, dchange = ops.fourier_update(
-                psi, po, self._amp(s, e), self.maskf, self.notmask, coef, pb,
-                self._fbuf[:k], None if self._absbuf is None else self._absbuf[:k],
-                self._devbuf[:k], extra)
+                psi, po, self._amp(s, e), self.maskf, self.notmask, coef, pb, work.f[:k],
+                work.cut("abs", k), work.dev[:k], extra)
             self._store(s, e, psi)
-            err_sum += float(err.sum())
-            change += dchange
-        totals = self.comm.allreduce_scalars([err_sum, change])
+            acc[0] += float(err.sum())
+            acc[1] += dchange
+
+        parts = self._map_blocks(lambda: [0.0, 0.0], update)
+        totals = self.comm.allreduce_scalars([sum(p[0] for p in parts),
+                                              sum(p[1] for p in parts)])
         self.iteration += 1
         # both relative to the measured power sum A^2 (~ sum |psi|^2)
         return totals[0] / self.amp_norm, totals[1] / self.amp_norm
@@ -387,15 +446,15 @@ class Reconstructor:
         """Fourier error of the current estimate itself: sum over valid pixels of
         (|FFT(P O_j)| - A)^2 / sum A^2 (one extra FFT pass; the per-iteration
         fourier_error is that of the wave fed to the modulus projection, as ptypy reports)."""
-        total = 0.0
-        for s, e in self._blocks():
+        def add(work, s, e, acc):
             k = e - s
             waves = self.ops.gather_product(self.object, self.probe, self.iy[s:e], self.ix[s:e],
-                                            self._fbuf[:k])
-            err = self.ops.fourier_error(waves, self._amp(s, e), self.maskf,
-                                         None if self._absbuf is None else self._absbuf[:k],
-                                         self._devbuf[:k])
-            total += float(err.sum())
+                                            work.f[:k])
+            err = self.ops.fourier_error(waves, self._amp(s, e), self.maskf, work.cut("abs", k),
+                                         work.dev[:k])
+            acc[0] += float(err.sum())
+
+        total = sum(p[0] for p in self._map_blocks(lambda: [0.0], add))
         return float(self.comm.allreduce_scalars([total])[0]) / self.amp_norm
 
     def _check_divergence(self, ferr: float, change: float) -> None:

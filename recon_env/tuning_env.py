@@ -12,20 +12,24 @@ ladder ``betas`` moves by ``(a % 3) - 1`` (down / keep / up), clamped at the end
 
 DM uses Elser's gamma1 = -1/beta, gamma2 = 1/beta (plain DM at beta = 1).
 
-Observation (``Box(11,)`` float32, measured quantities only, no ground truth), with E_t the
-relative Fourier error after step t's last iteration and L = log10:
-    0  L E_t                         1  L E_t - L E_{t-1}        2  L E_{t-1} - L E_{t-2}
-    3  L e_last - L e_prev (slope over the last iteration)       4  L E_t - min_s L E_s
-    5  L exit-wave change (last iteration)                       6  beta in use
-    7  1 if DM else 0                8  1 if RAAR else 0         9  fraction of budget used
-    10 1 once the first chunk ran (all error features are 0 before)
-Every entry is clipped to [-10, 10].
+Observation (``Box(11,)`` float32, measured quantities only, no ground truth), with M_t the
+engine's ``model_error`` after step t (the relative Fourier error of the current estimate
+|FFT(P O_j)| against the data: measurable in a real experiment, and comparable across
+algorithms, unlike the per-iteration ``fourier_error`` of the wave fed to the modulus
+projection, which can rise while the image improves) and L = log10:
+    0  L M_t                         1  L M_t - L M_{t-1}        2  L M_{t-1} - L M_{t-2}
+    3  L e_last - L e_prev (per-iteration fourier_error slope, last iteration)
+    4  L M_t - min_s L M_s           5  L exit-wave change (last iteration)
+    6  beta in use                   7  1 if DM else 0           8  1 if RAAR else 0
+    9  fraction of budget used       10 1 once the first chunk ran
+M_0 is measured at reset (``step(0)``), so entry 0 is informative from the start. Every
+entry is clipped to [-10, 10].
 
-Reward: r_t = L E_{t-1} - L E_t (decades of Fourier error removed by the step), with E_0 the
-error measured in the episode's first iteration (fixed by the scan and the start guess). The
-return telescopes to L E_0 - L E_T: maximising it minimises the final error.
-Divergence (the engine's ``ReconstructionDiverged``) terminates the episode with reward
-``-divergence_penalty``; it never propagates.
+Reward: r_t = L M_{t-1} - L M_t (decades of model error removed by the step). The return
+telescopes to L M_0 - L M_T, and M_0 does not depend on the actions: maximising the return
+minimises the final error of the estimate.
+Divergence (the engine's ``ReconstructionDiverged``, or a non-finite model error) terminates
+the episode with reward ``-divergence_penalty``; it never propagates.
 
 ``reset(seed=...)`` draws a scan from ``ScanGenerator`` (object, probe, scan pattern,
 photon count, overlap, noise seed) with the env's seeded RNG: the same seed gives the same
@@ -97,8 +101,8 @@ class ScanGenerator:
 class _Track:
     """Measured history of the running episode."""
 
-    chunk_errors: list[float] = field(default_factory=list)  # E_0, E_1, ... (log10)
-    last_iters: list[float] = field(default_factory=list)  # last two log10 e
+    model_errors: list[float] = field(default_factory=list)  # L M_0, L M_1, ...
+    last_iters: list[float] = field(default_factory=list)  # last two log10 fourier_error
     exit_change: float = 0.0
     iterations: int = 0
 
@@ -168,7 +172,9 @@ class PtychoTuningEnv(gym.Env):
         self._track = _Track()
         self.beta_index = self.initial_beta_index
         self.algorithm = self.initial_algorithm
-        return self._observation(), {"scan": dict(self.scan)}
+        start = _log10(self.recon.step(0)["model_error"])  # M_0: the start guess
+        self._track.model_errors.append(start)
+        return self._observation(), {"scan": dict(self.scan), "model_error": 10.0**start}
 
     def step(self, action):
         from recon_env.errors import ReconstructionDiverged
@@ -185,15 +191,17 @@ class PtychoTuningEnv(gym.Env):
         info: dict[str, Any] = {"algorithm": self.algorithm, "beta": beta, "diverged": False}
         try:
             out = self.recon.step(n, beta=beta, algorithm=self.algorithm)
+            if not math.isfinite(out["model_error"]):
+                raise ReconstructionDiverged(self.recon.iteration, "non-finite model error")
         except ReconstructionDiverged as err:
             self._track.iterations = self.recon.iteration
             info.update(diverged=True, divergence=str(err), iteration=self.recon.iteration,
                         fourier_errors=[])
             return self._observation(), -self.divergence_penalty, True, False, info
         errors = [float(e) for e in out["fourier_error"]]
-        reward = self._record(errors, float(out["exit_change"][-1]))
+        reward = self._record(errors, float(out["exit_change"][-1]), float(out["model_error"]))
         truncated = self._track.iterations >= self.budget
-        info.update(fourier_errors=errors, fourier_error=errors[-1],
+        info.update(fourier_errors=errors, model_error=float(out["model_error"]),
                     iteration=self._track.iterations)
         if truncated and self.truth_metrics and self.recon.data.truth_object is not None:
             info.update({f"truth_{k}": v for k, v in self.recon.quality().items()
@@ -201,30 +209,28 @@ class PtychoTuningEnv(gym.Env):
         return self._observation(), reward, False, truncated, info
 
     # ---- measured features ---------------------------------------------------------------
-    def _record(self, errors: list[float], exit_change: float) -> float:
-        """Append a chunk's errors; return its reward L E_{t-1} - L E_t."""
+    def _record(self, errors: list[float], exit_change: float, model_error: float) -> float:
+        """Append a chunk's measurements; return its reward L M_{t-1} - L M_t."""
         t = self._track
-        logs = [math.log10(max(e, 1e-30)) for e in errors]
-        if not t.chunk_errors:
-            t.chunk_errors.append(logs[0])  # E_0: the first iteration's error
-            t.last_iters = [logs[0]]
-        t.chunk_errors.append(logs[-1])
-        t.last_iters = (t.last_iters + logs)[-2:]
-        t.exit_change = math.log10(max(exit_change, 1e-30))
+        logs = [_log10(e) for e in errors]
+        t.last_iters = (t.last_iters or logs[:1]) + logs
+        t.last_iters = t.last_iters[-2:]
+        t.exit_change = _log10(exit_change)
         t.iterations += len(errors)
-        return t.chunk_errors[-2] - t.chunk_errors[-1]
+        t.model_errors.append(_log10(model_error))
+        return t.model_errors[-2] - t.model_errors[-1]
 
     def _observation(self) -> np.ndarray:
         t = self._track
         obs = np.zeros(OBS_SIZE, np.float32)
-        if t.chunk_errors:
-            e = t.chunk_errors
-            prev2 = e[-3] if len(e) >= 3 else e[-2]
-            obs[0] = e[-1]
-            obs[1] = e[-1] - e[-2]
-            obs[2] = e[-2] - prev2
-            obs[3] = t.last_iters[1] - t.last_iters[0]
-            obs[4] = e[-1] - min(e)
+        m = t.model_errors
+        if m:
+            obs[0] = m[-1]
+            obs[4] = m[-1] - min(m)
+        if len(m) >= 2:
+            obs[1] = m[-1] - m[-2]
+            obs[2] = m[-2] - m[-3] if len(m) >= 3 else 0.0
+            obs[3] = t.last_iters[-1] - t.last_iters[0]
             obs[5] = t.exit_change
             obs[10] = 1.0
         obs[6] = self.betas[self.beta_index]
@@ -237,6 +243,10 @@ class PtychoTuningEnv(gym.Env):
         return {"iterations_per_step": self.k, "iteration_budget": self.budget,
                 "betas": list(self.betas), "generator": asdict(self.generator),
                 "engine": self.engine_kwargs, "backend": self.backend}
+
+
+def _log10(x: float) -> float:
+    return math.log10(max(x, 1e-30)) if math.isfinite(x) else math.nan
 
 
 def register_envs() -> None:

@@ -158,3 +158,16 @@ def test_metrics_remove_ambiguities():
     bad = compare_objects(np.exp(1j * 0.5 * np.random.default_rng(0).random(truth.shape)),
                           truth, illum)
     assert bad["phase_rms"] > 0.1
+
+
+def test_threads_match_one_thread_and_are_deterministic(tiny):
+    one = Reconstructor(tiny, EngineConfig(block_frames=4))
+    two = Reconstructor(tiny, EngineConfig(block_frames=4), workers=2)
+    again = Reconstructor(tiny, EngineConfig(block_frames=4), workers=2)
+    h1, h2, h3 = one.step(5), two.step(5), again.step(5)
+    assert h2 == h3  # fixed split of the blocks over the threads
+    assert np.allclose(h1["fourier_error"], h2["fourier_error"], rtol=1e-4)
+    a, b = one.result()["object"], two.result()["object"]
+    assert np.linalg.norm(a - b) / np.linalg.norm(a) < 1e-4
+    with pytest.raises(ValueError, match="workers"):
+        Reconstructor(tiny, workers=0)
