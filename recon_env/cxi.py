@@ -93,8 +93,6 @@ def write_result_cxi(path: str | Path, result: dict, history: dict | None, pixel
 
 def read_result_cxi(path: str | Path) -> dict:
     """Object, probe and error history written by write_cxi/write_result_cxi."""
-    import h5py
-
     filename = str(path)
     with _open(path) as f:
         obj = _get(f, filename, "/entry_1/image_1/data", ndim=2)[()]

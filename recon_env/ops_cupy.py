@@ -8,7 +8,7 @@ Imported only when backend="cupy" is asked for.
 from __future__ import annotations
 
 import cupy as cp
-
+import cupyx
 import cupyx.scipy.fft as cufft
 import numpy as np
 
@@ -171,7 +171,7 @@ class CupyOps:
         """A pinned (page-locked) host copy: faster, asynchronous-capable transfers."""
         try:
             out = cupyx.empty_pinned(a.shape, dtype=a.dtype)
-        except Exception:  # noqa: BLE001 - pinned memory is an optimisation only
+        except cp.cuda.runtime.CUDARuntimeError:  # pinned memory is an optimisation only
             out = np.empty(a.shape, dtype=a.dtype)
         out[...] = a
         return out
