@@ -220,3 +220,16 @@ def test_a_new_epoch_starts_with_a_clean_kvs_and_stale_epochs_are_refused(servic
     assert b.call("get", key="k").require("rc") != "0"
     with pytest.raises(JoinRefused, match="stale epoch"):
         PmiClient.joined(service, 1, epoch=1)
+
+
+def test_port_is_closed_once_the_job_is_over():
+    with JobService(2) as svc:
+        ctl0, ctl1 = _ctl(svc, 0, "h"), _ctl(svc, 1, "h")
+        _event(ctl0), _event(ctl1)
+        ctl1.send_raw(b'{"t": "exit", "code": 5}\n')
+        assert _event(ctl0)["t"] == "kill"
+        address = svc.address
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=5)
+    with pytest.raises((ConnectionError, OSError)):
+        ctl0.read()  # the driver's end of every connection is closed too
