@@ -24,9 +24,12 @@ Policy = Callable[[np.ndarray], int]
 
 @dataclass
 class Episode:
-    """One reconstruction: its per-iteration Fourier errors and end-of-run truth metrics."""
+    """One reconstruction: the model error (error of the current estimate) at iteration 0 and
+    after each step, the per-iteration fourier_error, and end-of-run truth metrics."""
 
-    errors: list[float]
+    iterations: list[int]  # 0, K, 2K, ...
+    errors: list[float]  # model error at those iterations
+    fourier_errors: list[float]
     truth: dict[str, float]
     diverged: bool
     actions: list[int] = field(default_factory=list)
@@ -34,7 +37,7 @@ class Episode:
 
     @property
     def final_error(self) -> float:
-        return self.errors[-1] if self.errors and not self.diverged else math.inf
+        return self.errors[-1] if not self.diverged else math.inf
 
 
 def keep_action(algorithm: str) -> int:
@@ -47,21 +50,23 @@ def keep_action(algorithm: str) -> int:
 def run_episode(env_id: str, env_kwargs: dict[str, Any], seed: int, policy: Policy,
                 keep_phase: bool = False) -> Episode:
     env = make_env(env_id, env_kwargs)
-    obs, _ = env.reset(seed=seed)
-    errors: list[float] = []
-    actions: list[int] = []
-    done, info = False, {}
+    obs, info = env.reset(seed=seed)
+    iterations, errors, fourier, actions = [0], [info["model_error"]], [], []
+    done = False
     while not done:
         action = policy(obs)
         actions.append(action)
         obs, _, terminated, truncated, info = env.step(action)
-        errors += info.get("fourier_errors", [])
+        fourier += info["fourier_errors"]
+        if not info["diverged"]:
+            iterations.append(info["iteration"])
+            errors.append(info["model_error"])
         done = terminated or truncated
     truth = {k[len("truth_"):]: v for k, v in info.items() if k.startswith("truth_")}
     phase = None
     if keep_phase:
         phase = np.angle(env.unwrapped.recon.result()["object"])
-    return Episode(errors, truth, bool(info.get("diverged")), actions, phase)
+    return Episode(iterations, errors, fourier, truth, bool(info["diverged"]), actions, phase)
 
 
 def fixed_policy(algorithm: str) -> Policy:
@@ -76,7 +81,7 @@ def run_fixed(env_id: str, env_kwargs: dict[str, Any], seeds: list[int], algorit
 
 
 def mean_log_final(episodes: list[Episode]) -> float:
-    """Mean log10 final error (a diverged run counts as +inf: never the best)."""
+    """Mean log10 final model error (a diverged run counts as +inf: never the best)."""
     return float(np.mean([math.log10(e.final_error) for e in episodes]))
 
 
@@ -91,26 +96,32 @@ def grid_search(env_id: str, env_kwargs: dict[str, Any], seeds: list[int],
         for beta in betas:
             score = mean_log_final(run_fixed(env_id, env_kwargs, seeds, algorithm, beta))
             table.append({"algorithm": algorithm, "beta": beta, "mean_log10_final_error": score})
-            log(f"grid: {algorithm} beta={beta:.2f}: mean log10 final Fourier error {score:.3f}")
+            log(f"grid: {algorithm} beta={beta:.2f}: mean log10 final model error {score:.3f}")
     best = min(table, key=lambda r: r["mean_log10_final_error"])
     return (best["algorithm"], best["beta"]), table
 
 
-def iterations_to_reach(errors: list[float], level: float) -> int | None:
-    """First iteration (1-based) whose error is <= level; None if never."""
-    for i, e in enumerate(errors):
+def iterations_to_reach(iterations: list[int], errors: list[float], level: float) -> int | None:
+    """First iteration whose error is <= level (at step granularity); None if never."""
+    for it, e in zip(iterations, errors):
         if e <= level:
-            return i + 1
+            return it
     return None
 
 
 def summarize(name: str, episodes: list[Episode]) -> dict[str, Any]:
-    finals = np.array([e.final_error for e in episodes])
-    nrmse = [e.truth.get("phase_nrmse", math.nan) for e in episodes]
+    def geomean(values) -> float:
+        return float(10 ** np.mean(np.log10(np.asarray(values, float))))
+
+    truth = [e.truth for e in episodes if e.truth]
     return {"policy": name, "scans": len(episodes),
             "diverged": int(sum(e.diverged for e in episodes)),
-            "geomean_final_fourier_error": float(10 ** np.mean(np.log10(finals))),
-            "mean_phase_nrmse": float(np.nanmean(nrmse))}
+            "geomean_final_model_error": geomean([e.final_error for e in episodes]),
+            "geomean_final_fourier_error": geomean([e.fourier_errors[-1] for e in episodes]),
+            "mean_phase_nrmse": float(np.mean([t["phase_nrmse"] for t in truth])) if truth
+            else math.nan,
+            "mean_phase_rms_rad": float(np.mean([t["phase_rms"] for t in truth])) if truth
+            else math.nan}
 
 
 def compare(agent_policy: Policy, env_id: str, train_kwargs: dict[str, Any],
@@ -132,12 +143,12 @@ def compare(agent_policy: Policy, env_id: str, train_kwargs: dict[str, Any],
     }
     summary = [summarize(name, eps) for name, eps in runs.items()]
     agent, fixed = summary[0], summary[1]
-    ratio = agent["geomean_final_fourier_error"] / fixed["geomean_final_fourier_error"]
+    ratio = agent["geomean_final_model_error"] / fixed["geomean_final_model_error"]
     # iterations the agent needs to reach the best fixed run's final error, per scan
     reach = []
     for a, f in zip(runs["agent"], list(runs.values())[1]):
-        n = iterations_to_reach(a.errors, f.final_error) if not a.diverged else None
-        reach.append(n / len(f.errors) if n is not None else math.inf)
+        n = iterations_to_reach(a.iterations, a.errors, f.final_error) if not a.diverged else None
+        reach.append(n / f.iterations[-1] if n is not None else math.inf)
     result = {
         "env_id": env_id, "train_kwargs": train_kwargs, "test_kwargs": test_kwargs,
         "train_seeds": train_seeds, "test_seeds": test_seeds, "grid": table,
@@ -150,13 +161,13 @@ def compare(agent_policy: Policy, env_id: str, train_kwargs: dict[str, Any],
     from agents.plot import plot_comparison
 
     truth_phase = _truth_phase(env_id, test_kwargs, test_seeds[0])
-    plot_comparison({k: [e.errors for e in v] for k, v in runs.items()},
+    plot_comparison({k: [(e.iterations, e.errors) for e in v] for k, v in runs.items()},
                     {k: v[0].phase for k, v in runs.items()}, truth_phase,
                     out_dir / "comparison.png")
     for row in summary:
-        log(f"{row['policy']:<32} final Fourier error (geo-mean) "
-            f"{row['geomean_final_fourier_error']:.4g}  phase NRMSE {row['mean_phase_nrmse']:.4f}"
-            f"  diverged {row['diverged']}/{row['scans']}")
+        log(f"{row['policy']:<32} final model error (geo-mean) "
+            f"{row['geomean_final_model_error']:.4g}  phase NRMSE {row['mean_phase_nrmse']:.4f}"
+            f"  phase RMS {row['mean_phase_rms_rad']:.4f} rad  diverged {row['diverged']}/{row['scans']}")
     log(f"agent / best fixed final error: {ratio:.3f}; median share of the budget the agent "
         f"needs to reach best-fixed's final error: {result['median_fraction_of_iterations_to_reach_best_fixed']:.2f}")
     return result

@@ -37,9 +37,10 @@ def plot_learning_curve(episodes: Sequence[Sequence[float]], evals: Sequence[Seq
     return Path(path)
 
 
-def plot_comparison(curves: dict[str, list[list[float]]], phases: dict[str, np.ndarray | None],
-                    truth_phase: np.ndarray, path: Path) -> Path:
-    """Left: Fourier error vs iteration (median over scans, 25-75 % band); right: the final
+def plot_comparison(curves: dict[str, list[tuple[list[int], list[float]]]],
+                    phases: dict[str, np.ndarray | None], truth_phase: np.ndarray,
+                    path: Path) -> Path:
+    """Left: model error vs iteration (median over scans, 25-75 % band); right: the final
     phase of the first held-out scan for each policy beside the truth."""
     import matplotlib
 
@@ -51,17 +52,17 @@ def plot_comparison(curves: dict[str, list[list[float]]], phases: dict[str, np.n
     grid = fig.add_gridspec(1, len(names) + 2, width_ratios=[1.8] + [1] * (len(names) + 1))
     ax = fig.add_subplot(grid[0, 0])
     for name in names:
-        runs = [c for c in curves[name] if c]
-        length = min(len(c) for c in runs)
-        arr = np.log10(np.array([c[:length] for c in runs]))
-        it = np.arange(1, length + 1)
-        ax.plot(it, 10 ** np.median(arr, axis=0), lw=1.6, label=name)
+        runs = [c for c in curves[name] if len(c[1]) > 1]
+        length = min(len(c[1]) for c in runs)
+        arr = np.log10(np.array([c[1][:length] for c in runs]))
+        it = np.asarray(runs[0][0][:length])
+        ax.plot(it, 10 ** np.median(arr, axis=0), lw=1.6, marker=".", label=name)
         ax.fill_between(it, 10 ** np.percentile(arr, 25, axis=0),
                         10 ** np.percentile(arr, 75, axis=0), alpha=0.2)
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("relative Fourier error")
-    ax.set_title(f"held-out scans (n={len(curves[names[0]])})", fontsize=9)
+    ax.set_ylabel("model error (Fourier error of the estimate)")
+    ax.set_title(f"held-out scans (n={len(curves[names[0]])}), median and 25-75 %", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     images = [("truth", truth_phase)] + [(n, phases[n]) for n in names]

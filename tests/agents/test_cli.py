@@ -47,6 +47,8 @@ def test_train_then_eval_and_resume_longer(tmp_path: Path, capsys):
     assert code == 2 and "only --steps may change" in out
     code, out = run_cli(capsys, "agent", "eval", "--run-dir", str(tmp_path / "nope"))
     assert code == 2 and "no config.json" in out
+    code, out = run_cli(capsys, "agent", "compare", "--run-dir", str(tmp_path))
+    assert code == 2 and "compare needs a recon_env run" in out
 
 
 def test_distributed_training_keeps_ranks_identical(tmp_path: Path, capsys):
