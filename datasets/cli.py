@@ -1,0 +1,113 @@
+"""`sparkmpi-dl dataset build|validate` and `sparkmpi-dl bench dataset`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _range(kind):
+    def parse(text: str):
+        try:
+            low, high = (kind(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got {text!r}") from None
+        return low, high
+    return parse
+
+
+def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
+    """The BuildConfig options (shared by build and the benchmark)."""
+    from datasets.config import BuildConfig
+
+    d = BuildConfig()
+    parser.add_argument("--scans", type=int, default=d.scans, help="rows of the dataset")
+    parser.add_argument("--seed", type=int, default=d.seed, help="same seed -> same dataset")
+    parser.add_argument("--partitions", type=int, default=None,
+                        help="Parquet files = Spark tasks (default: about 8 scans each)")
+    parser.add_argument("--crop", type=int, default=d.crop, help="side of the phase/amplitude crops")
+    parser.add_argument("--frames", dest="n_frames", type=int, default=d.n_frames,
+                        help="diffraction frames per scan")
+    parser.add_argument("--frame-size", type=int, default=d.frame_size, help="detector pixels")
+    parser.add_argument("--iterations", type=_range(int), default=d.iterations,
+                        help="LOW,HIGH iterations per scan (drawn, multiples of 5)")
+    parser.add_argument("--beta", type=_range(float), default=d.beta, help="LOW,HIGH beta range")
+    parser.add_argument("--photons", dest="log10_photons", type=_range(float),
+                        default=d.log10_photons, help="LOW,HIGH log10 photons per frame")
+    parser.add_argument("--rows-per-group", type=int, default=d.rows_per_group,
+                        help="Parquet row group size (the trainers shard by row group)")
+
+
+def config_from_args(args: argparse.Namespace):
+    from datasets.config import BuildConfig
+
+    config = BuildConfig(
+        scans=args.scans, seed=args.seed, partitions=args.partitions, crop=args.crop,
+        n_frames=args.n_frames, frame_size=args.frame_size, iterations=args.iterations,
+        beta=args.beta, log10_photons=args.log10_photons, rows_per_group=args.rows_per_group)
+    config.check()
+    return config
+
+
+def _build(args: argparse.Namespace) -> int:
+    from datasets.build import BuildFailed, build
+    from datasets.schema import DatasetError
+
+    try:
+        config = config_from_args(args)
+        summary = build(config, args.out, master=args.master, progress_s=args.progress_s,
+                        fail_partition=args.fail_partition)
+    except (ValueError, DatasetError, BuildFailed) as err:
+        print(f"sparkmpi-dl dataset build: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from datasets.reader import validate
+    from datasets.schema import DatasetError
+
+    try:
+        summary = validate(args.dir)
+    except DatasetError as err:
+        print(f"sparkmpi-dl dataset validate: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from datasets.bench import main
+
+    return main(args)
+
+
+def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    dataset = commands.add_parser("dataset", help="reconstructed-image datasets (Parquet, built by Spark)")
+    sub = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+
+    build_parser = sub.add_parser("build", help="simulate + reconstruct scans in Spark tasks, "
+                                                "write a partitioned Parquet dataset (resumable)")
+    build_parser.add_argument("--out", required=True, help="dataset directory (shared by executors)")
+    build_parser.add_argument("--master", default=None,
+                              help="Spark master URL (default: spark-submit's, else local[*])")
+    build_parser.add_argument("--progress-s", type=float, default=10.0,
+                              help="seconds between progress lines")
+    build_parser.add_argument("--fail-partition", type=int, default=None,
+                              help="fault injection (tests): crash this partition before its commit")
+    add_generator_arguments(build_parser)
+    build_parser.set_defaults(func=_build)
+
+    check = sub.add_parser("validate", help="check a dataset: files, schema, every scan once")
+    check.add_argument("dir")
+    check.set_defaults(func=_validate)
+
+    bench_parser = bench.add_parser("dataset", help="dataset build throughput, 1 vs 2 Spark tasks")
+    bench_parser.add_argument("--repeat", type=int, default=2, help="alternating trials per setting")
+    bench_parser.add_argument("--tasks", type=int, nargs="+", default=[1, 2])
+    bench_parser.add_argument("--master", default=None, help="default local[max tasks]")
+    bench_parser.add_argument("--json", default=None, help="write the figures here")
+    add_generator_arguments(bench_parser)
+    bench_parser.set_defaults(func=_bench, scans=16, n_frames=32, frame_size=48,
+                              iterations=(20, 40))

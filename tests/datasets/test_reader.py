@@ -1,0 +1,103 @@
+"""Bad datasets: each fails validate()/read() with an error naming the file or partition."""
+import json
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from datasets.reader import read, validate
+from datasets.schema import DatasetError
+
+
+@pytest.fixture
+def copy(reference, tmp_path):
+    out = tmp_path / "ds"
+    shutil.copytree(reference, out)
+    return out
+
+
+def _rewrite(path, change):
+    table = change(pq.read_table(path))
+    pq.write_table(table, path)
+
+
+def test_reference_validates(reference):
+    assert validate(reference)["rows"] == 8
+
+
+def test_missing_directory_and_schema_file(tmp_path, copy):
+    with pytest.raises(DatasetError, match="does not exist"):
+        validate(tmp_path / "nowhere")
+    (copy / "_schema.json").unlink()
+    with pytest.raises(DatasetError, match=r"_schema.json is missing"):
+        read(copy)
+
+
+def test_missing_partition_file(copy):
+    (copy / "part-00001.parquet").unlink()
+    with pytest.raises(DatasetError, match=r"missing partition file .*part-00001.parquet "
+                                           r"\(partition 1 of 3\)"):
+        read(copy)
+
+
+def test_corrupt_partition_file(copy):
+    path = copy / "part-00002.parquet"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated
+    with pytest.raises(DatasetError, match=r"corrupt Parquet file .*part-00002.parquet \(partition 2"):
+        validate(copy)
+
+
+def test_schema_mismatch_type(copy):
+    _rewrite(copy / "part-00000.parquet",
+             lambda t: t.set_column(t.schema.get_field_index("model_error"), "model_error",
+                                    t.column("model_error").cast(pa.float32())))
+    with pytest.raises(DatasetError, match=r"schema mismatch in .*part-00000.parquet.*"
+                                           r"'model_error' has type float, expected double"):
+        validate(copy)
+
+
+def test_schema_mismatch_missing_column(copy):
+    _rewrite(copy / "part-00001.parquet", lambda t: t.drop(["truth_phase_rms"]))
+    with pytest.raises(DatasetError, match=r"part-00001.parquet.*missing column\(s\) \['truth_phase_rms'\]"):
+        validate(copy)
+
+
+def test_duplicated_rows(copy):
+    _rewrite(copy / "part-00001.parquet", lambda t: pa.concat_tables([t.slice(0, 1), t.slice(0, 2)]))
+    with pytest.raises(DatasetError, match=r"part-00001.parquet.*duplicated scan_index \[2\]"):
+        validate(copy)
+
+
+def test_wrong_row_count(copy):
+    _rewrite(copy / "part-00002.parquet", lambda t: t.slice(0, 1))
+    with pytest.raises(DatasetError, match=r"part-00002.parquet \(partition 2 of 3\) has 1 rows, expected 3"):
+        validate(copy)
+
+
+def test_stray_parquet_file_is_reported(copy):
+    shutil.copy(copy / "part-00000.parquet", copy / "part-00007.parquet")
+    with pytest.raises(DatasetError, match=r"unexpected Parquet file\(s\) \['part-00007.parquet'\]"):
+        validate(copy)
+
+
+def test_unfinished_temporary_partition_is_not_complete(copy):
+    """A build killed mid-commit: status building, one partition only as a temporary file."""
+    final = copy / "part-00002.parquet"
+    (copy / "_tmp").mkdir()
+    final.rename(copy / "_tmp" / "part-00002.abc.parquet.tmp")
+    schema = json.loads((copy / "_schema.json").read_text())
+    (copy / "_schema.json").write_text(json.dumps({**schema, "status": "building", "rows": None}))
+    with pytest.raises(DatasetError, match=r"not finished.*2 of 3 partitions complete.*"
+                                           r"part-00002.abc.parquet.tmp"):
+        validate(copy)
+
+
+def test_trainer_row_groups_skip_schema_and_temporary_files(copy):
+    """The Horovod trainer's sharding sees exactly the committed rows."""
+    from trainers.data import list_row_groups
+
+    (copy / "_tmp").mkdir()
+    shutil.copy(copy / "part-00000.parquet", copy / "_tmp" / "part-00000.x.parquet.tmp")
+    groups = list_row_groups(copy)
+    assert sum(g.num_rows for g in groups) == 8 and len(groups) == 5  # 2 + 3 + 3 rows, 2 per group
