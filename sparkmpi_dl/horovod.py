@@ -12,8 +12,12 @@ its traceback (:class:`sparkmpi_dl.JobFailed`).
 """
 from __future__ import annotations
 
+import os
 import socket
-from typing import Any, Callable, Sequence
+import sys
+import traceback
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 CONTROLLERS = ("mpi", "gloo")
 
@@ -22,6 +26,36 @@ def mpi_env(rank: int, hosts: list[str]) -> dict[str, str]:
     """Environment provider for the MPI controller: pin Horovod to MPI, whatever is inherited."""
     return {"HOROVOD_CONTROLLER": "mpi", "HOROVOD_CPU_OPERATIONS": "mpi",
             "HOROVOD_HOSTNAME": hosts[rank]}
+
+
+@contextmanager
+def exit_on_error(rank: int | None = None) -> Iterator[None]:
+    """In a rank of a multi-rank job: on an exception, print the traceback and leave at once.
+
+    A normal exit first runs Horovod's shutdown, which makes the other ranks raise
+    "Horovod has been shut down" and often exit sooner than this one, so the launcher
+    would name a bystander. Leaving with ``os._exit`` keeps the blame on the failing rank.
+    """
+    try:
+        yield
+    except BaseException:
+        who = rank if rank is not None else os.environ.get("SPARKMPI_RANK", "?")
+        print(f"rank {who} failed:", file=sys.stderr)
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+
+class _ExitOnError:
+    """``fn`` wrapped in :func:`exit_on_error`; picklable, so it travels to the ranks."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with exit_on_error():
+            return self.fn(*args, **kwargs)
 
 
 def _bind_host(spark: Any, master: str | None, local: bool) -> str:
@@ -60,6 +94,7 @@ def run(fn: Callable[..., Any], num_proc: int, *, controller: str = "mpi",
     if not local:
         options.update(spark=spark, master=master, slot_wait_s=slot_wait_s)
     launcher = sparkmpi_dl.run_local if local else sparkmpi_dl.run
+    fn = _ExitOnError(fn)
     if controller == "mpi":
         results = launcher(fn, num_proc, env_provider=mpi_env, **options)
     else:

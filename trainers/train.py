@@ -12,13 +12,12 @@ import json
 import os
 import sys
 import time
-import traceback
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
+from sparkmpi_dl.horovod import exit_on_error
 from trainers.config import TrainConfig
 
 
@@ -81,26 +80,6 @@ def _epoch_dataset(images: np.ndarray, labels: np.ndarray, config: TrainConfig, 
 
     epochs = tf.data.Dataset.range(first_epoch, config.epochs)
     return epochs.flat_map(one_epoch).prefetch(2)
-
-
-@contextmanager
-def exit_on_error(rank: int, size: int) -> Iterator[None]:
-    """In a multi-rank job, a rank that raises prints its traceback and exits at once.
-
-    A normal exit would first run Horovod's shutdown, which makes the *other* ranks raise
-    "Horovod has been shut down" and often exit before this one: the launcher would then
-    report a bystander instead of the rank that failed.
-    """
-    try:
-        yield
-    except BaseException:
-        if size == 1:
-            raise
-        print(f"rank {rank} failed:", file=sys.stderr)
-        traceback.print_exc()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
 
 
 def train(config: TrainConfig) -> dict:
@@ -169,7 +148,8 @@ def train(config: TrainConfig) -> dict:
     ]
     t0 = time.perf_counter()
     if first_epoch < config.epochs:
-        with exit_on_error(rank, size):
+        # one rank's exception must end the job naming that rank (see exit_on_error)
+        with exit_on_error(rank) if size > 1 else nullcontext():
             model.fit(_epoch_dataset(images, labels, config, rank, first_epoch, steps),
                       epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
                       callbacks=[c for c in callbacks if c is not None],

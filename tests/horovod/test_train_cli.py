@@ -8,7 +8,6 @@ import pytest
 
 from trainers.config import TrainConfig
 from trainers.launch import launched_size, run_training
-from sparkmpi_dl.horovod import run
 
 
 def test_cli_rejects_missing_data_with_the_option_names():
@@ -36,10 +35,3 @@ def test_launcher_detection_and_size_mismatch(monkeypatch):
     assert launched_size() == 2
     with pytest.raises(ValueError, match="--num-proc 3 disagrees with the launcher's 2 ranks"):
         run_training(TrainConfig(synthetic=True), num_proc=3)
-
-
-def test_horovod_run_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="controller must be one of"):
-        run(print, 2, controller="nccl")
-    with pytest.raises(ValueError, match="num_proc must be >= 1"):
-        run(print, 0)
