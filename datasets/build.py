@@ -24,11 +24,14 @@ class BuildFailed(RuntimeError):
 
 
 def build_partition(config: BuildConfig, root: str, partition: int,
-                    fail_partition: int | None = None) -> tuple[int, int]:
-    """Spark task body: all scans of one partition -> its committed Parquet file."""
+                    fail_partition: int | None = None) -> tuple[int, int, float]:
+    """Spark task body: all scans of one partition -> its committed Parquet file.
+
+    Returns (partition, rows, CPU seconds of this task)."""
     from datasets.scan import reconstruct_scan
     from datasets.store import commit_partition, rows_to_table, write_progress
 
+    cpu = time.process_time()
     folder = Path(root)
     rows = []
     for scan in config.partition_scans(partition):
@@ -37,7 +40,7 @@ def build_partition(config: BuildConfig, root: str, partition: int,
     table = rows_to_table(rows, arrow_schema(config))
     commit_partition(folder, partition, table, config.rows_per_group,
                      crash_before_commit=partition == fail_partition)
-    return partition, len(rows)
+    return partition, len(rows), time.process_time() - cpu
 
 
 def _start_or_resume(root: Path, config: BuildConfig, log: Callable[[str], None]) -> list[int]:
@@ -104,6 +107,7 @@ def build(config: BuildConfig, out: str | Path, *, spark: Any = None, master: st
         f"{partitions - len(todo)} partition(s) already complete, building {len(todo)} "
         f"({scans_todo} scans)")
     start = time.monotonic()
+    cpu_s = 0.0
     if todo:
         sc = spark_context(spark, master, app_name="sparkmpi-dl dataset build")
         start = time.monotonic()  # throughput of the job itself, not of starting Spark
@@ -128,6 +132,7 @@ def build(config: BuildConfig, out: str | Path, *, spark: Any = None, master: st
             raise BuildFailed(f"dataset build failed; partition(s) {missing} not written "
                               f"(the others are kept: rerun the same command to resume): "
                               f"{_task_error(outcome['error'])}") from None
+        cpu_s = sum(result[2] for result in outcome["result"])
     seconds = time.monotonic() - start
     files = {part_name(p): len(config.partition_scans(p)) for p in range(partitions)}
     write_json_atomic(root / SCHEMA_FILE, describe(config, "complete", files))
@@ -140,7 +145,7 @@ def build(config: BuildConfig, out: str | Path, *, spark: Any = None, master: st
         + (f" ({rate:.1f} scans/min)" if rate else ""))
     return {"out": str(root), "rows": summary["rows"], "partitions": partitions,
             "built_partitions": len(todo), "built_scans": scans_todo, "seconds": seconds,
-            "scans_per_min": rate}
+            "scans_per_min": rate, "task_cpu_s": cpu_s}
 
 
 def _task_error(err: BaseException) -> str:
