@@ -1,1 +1,15 @@
-"""agents."""
+"""DQN agent (TensorFlow 2.15 / tf.keras) that learns to steer a reconstruction.
+
+Modules, one job each (importing this package imports nothing heavy):
+    config      DQNConfig hyperparameters and the linear schedule (no TensorFlow)
+    replay      NumPy ring replay buffer (terminated, not done, is stored)
+    dqn         Q network, target network, Double-DQN update in one tf.function per round
+    train       the loop: act, store, learn, log (TensorBoard), evaluate, checkpoint, resume
+    checkpoint  one-file atomic .npz checkpoints (weights, optimizer, replay, RNG, counters)
+    evaluate    greedy evaluation episodes with their own seeds
+    envs        gym.make plus space checks; registers recon_env/PtychoTuning-v0 on demand
+    distributed data-parallel training on Horovod ranks launched through sparkmpi_dl
+    compare     trained agent vs best fixed beta vs plain DM on held-out scans
+    plot        learning-curve and comparison PNGs
+    cli         `sparkmpi-dl agent train|eval|compare`, `sparkmpi-dl bench agent-cartpole`
+"""

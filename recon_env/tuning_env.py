@@ -31,6 +31,11 @@ minimises the final error of the estimate.
 Divergence (the engine's ``ReconstructionDiverged``, or a non-finite model error) terminates
 the episode with reward ``-divergence_penalty``; it never propagates.
 
+MPI (``comm="mpi"``, ranks launched by ``sparkmpi-dl mpirun`` or Spark tasks): every rank
+builds the env; rank 0 is driven through the Gymnasium API and broadcasts each reset (the
+scan drawn) and step (the action); ranks > 0 call ``env.unwrapped.serve()``, which repeats
+them on their share of the frames until rank 0 calls ``close()``.
+
 ``reset(seed=...)`` draws a scan from ``ScanGenerator`` (object, probe, scan pattern,
 photon count, overlap, noise seed) with the env's seeded RNG: the same seed gives the same
 scan and, the engine being deterministic, the same episode. ``info`` holds the measured
@@ -117,7 +122,7 @@ class PtychoTuningEnv(gym.Env):
                  initial_beta: float = 1.0, initial_algorithm: str = "dm",
                  divergence_penalty: float = 2.0, generator: ScanGenerator | dict | None = None,
                  engine: dict[str, Any] | None = None, backend: str = "numpy",
-                 truth_metrics: bool = True) -> None:
+                 truth_metrics: bool = True, comm: str = "serial") -> None:
         if iterations_per_step < 1:
             raise ValueError(f"PtychoTuningEnv: iterations_per_step must be >= 1, "
                              f"got {iterations_per_step}")
@@ -151,6 +156,13 @@ class PtychoTuningEnv(gym.Env):
         self.engine_kwargs = dict(engine or {})
         self.backend = backend
         self.truth_metrics = truth_metrics
+        if comm not in ("serial", "mpi"):
+            raise ValueError(f"PtychoTuningEnv: comm must be 'serial' or 'mpi', got {comm!r}")
+        self.comm = None
+        if comm == "mpi":  # frames split over MPI ranks; see serve()
+            from recon_env.comm import MPIComm
+
+            self.comm = MPIComm()
         self.action_space = gym.spaces.Discrete(2 * 3)
         self.observation_space = gym.spaces.Box(-CLIP, CLIP, (OBS_SIZE,), np.float32)
         self.recon = None
@@ -162,13 +174,19 @@ class PtychoTuningEnv(gym.Env):
     # ---- gymnasium API -------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Draw a scan (deterministic for a seed) and start its reconstruction afresh."""
+        super().reset(seed=seed)
+        scan = self.generator.draw(self.np_random)
+        self._broadcast("reset", scan)
+        return self._start(scan)
+
+    def _start(self, scan: dict[str, Any]):
         from recon_env.engine import EngineConfig, Reconstructor
         from recon_env.simulate import simulate
 
-        super().reset(seed=seed)
-        self.scan = self.generator.draw(self.np_random)
+        self.scan = scan
         data = simulate(**self.scan)
-        self.recon = Reconstructor(data, EngineConfig(**self.engine_kwargs), backend=self.backend)
+        self.recon = Reconstructor(data, EngineConfig(**self.engine_kwargs), backend=self.backend,
+                                   comm=self.comm)
         self._track = _Track()
         self.beta_index = self.initial_beta_index
         self.algorithm = self.initial_algorithm
@@ -177,13 +195,16 @@ class PtychoTuningEnv(gym.Env):
         return self._observation(), {"scan": dict(self.scan), "model_error": 10.0**start}
 
     def step(self, action):
-        from recon_env.errors import ReconstructionDiverged
-
         if self.recon is None:
             raise RuntimeError("PtychoTuningEnv.step called before reset()")
         if not self.action_space.contains(action):
             raise ValueError(f"PtychoTuningEnv.step: action {action!r} is not in {self.action_space}")
-        action = int(action)
+        self._broadcast("step", int(action))
+        return self._advance(int(action))
+
+    def _advance(self, action: int):
+        from recon_env.errors import ReconstructionDiverged
+
         self.algorithm = ALGORITHMS[action // 3]
         self.beta_index = min(max(self.beta_index + action % 3 - 1, 0), len(self.betas) - 1)
         beta = self.betas[self.beta_index]
@@ -207,6 +228,30 @@ class PtychoTuningEnv(gym.Env):
             info.update({f"truth_{k}": v for k, v in self.recon.quality().items()
                          if isinstance(v, float)})
         return self._observation(), reward, False, truncated, info
+
+    # ---- MPI: rank 0 hosts the env, the other ranks follow -------------------------------
+    def _broadcast(self, command: str, argument: Any) -> None:
+        if self.comm is not None and self.comm.size > 1:
+            self.comm.comm.bcast((command, argument), root=0)
+
+    def serve(self) -> None:
+        """On ranks > 0: repeat rank 0's reset/step calls (their share of the frames) until
+        rank 0 closes the env. Rank 0 drives the env through the normal Gymnasium API."""
+        if self.comm is None or self.comm.rank == 0:
+            raise RuntimeError("PtychoTuningEnv.serve() is for MPI ranks > 0 (comm='mpi')")
+        while True:
+            command, argument = self.comm.comm.bcast(None, root=0)
+            if command == "close":
+                return
+            if command == "reset":
+                self._start(argument)
+            else:
+                self._advance(argument)
+
+    def close(self) -> None:
+        if self.comm is not None and self.comm.rank == 0:
+            self._broadcast("close", None)
+        super().close()
 
     # ---- measured features ---------------------------------------------------------------
     def _record(self, errors: list[float], exit_change: float, model_error: float) -> float:
