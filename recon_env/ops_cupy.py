@@ -23,10 +23,6 @@ _INDEX = """
     const long long o = (long long)(iy[j] + y) * W + ix[j] + x;
 """
 
-_gather = cp.ElementwiseKernel(
-    "raw complex64 obj, raw int32 iy, raw int32 ix, int32 n, int32 W", "complex64 out",
-    _INDEX + "out = obj[o];", "recon_gather")
-
 _gather_product = cp.ElementwiseKernel(
     "raw complex64 obj, raw complex64 probe, raw int32 iy, raw int32 ix, int32 n, int32 W",
     "complex64 out", _INDEX + "out = probe[p] * obj[o];", "recon_gather_product")
@@ -185,10 +181,6 @@ class CupyOps:
     def _dims(obj, frames):
         return np.int32(frames.shape[-1]), np.int32(obj.shape[1])
 
-    def gather(self, obj, iy, ix, n, out):
-        _gather(obj, iy, ix, np.int32(n), np.int32(obj.shape[1]), out)
-        return out
-
     def gather_product(self, obj, probe, iy, ix, out):
         n, w = self._dims(obj, out)
         _gather_product(obj, probe, iy, ix, n, w, out)
@@ -266,6 +258,3 @@ class CupyOps:
     def fourier_project(self, psi, amp, maskf, notmask, pbound, fbuf, absbuf, devbuf):
         cp.copyto(fbuf, psi)
         return self._modulus(fbuf, amp, maskf, pbound)
-
-    def norm2(self, a) -> float:
-        return float(cp.vdot(a.ravel(), a.ravel()).real)

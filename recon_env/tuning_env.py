@@ -52,6 +52,7 @@ import gymnasium as gym
 import numpy as np
 
 ENV_ID = "recon_env/PtychoTuning-v0"
+CONTINUOUS_ENV_ID = "recon_env/PtychoTuningContinuous-v0"
 ALGORITHMS = ("dm", "raar")
 OBS_SIZE = 11
 BETAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # the default beta ladder
@@ -169,6 +170,7 @@ class PtychoTuningEnv(gym.Env):
         self.scan: dict[str, Any] = {}
         self._track = _Track()
         self.beta_index = self.initial_beta_index
+        self.beta = self.betas[self.beta_index]
         self.algorithm = initial_algorithm
 
     # ---- gymnasium API -------------------------------------------------------------------
@@ -189,6 +191,7 @@ class PtychoTuningEnv(gym.Env):
                                    comm=self.comm)
         self._track = _Track()
         self.beta_index = self.initial_beta_index
+        self.beta = self.betas[self.beta_index]
         self.algorithm = self.initial_algorithm
         start = _log10(self.recon.step(0)["model_error"])  # M_0: the start guess
         self._track.model_errors.append(start)
@@ -199,15 +202,26 @@ class PtychoTuningEnv(gym.Env):
             raise RuntimeError("PtychoTuningEnv.step called before reset()")
         if not self.action_space.contains(action):
             raise ValueError(f"PtychoTuningEnv.step: action {action!r} is not in {self.action_space}")
-        self._broadcast("step", int(action))
-        return self._advance(int(action))
+        action = self._plain(action)
+        self._broadcast("step", action)
+        return self._advance(action)
 
-    def _advance(self, action: int):
-        from recon_env.errors import ReconstructionDiverged
+    # ---- action semantics (the continuous variant overrides these two) ---------------------
+    def _plain(self, action: Any) -> Any:
+        """The action as plain Python data (it is broadcast to MPI ranks)."""
+        return int(action)
 
+    def _apply(self, action: Any) -> None:
+        """Set ``algorithm`` and ``beta`` from an action."""
         self.algorithm = ALGORITHMS[action // 3]
         self.beta_index = min(max(self.beta_index + action % 3 - 1, 0), len(self.betas) - 1)
-        beta = self.betas[self.beta_index]
+        self.beta = self.betas[self.beta_index]
+
+    def _advance(self, action: Any):
+        from recon_env.errors import ReconstructionDiverged
+
+        self._apply(action)
+        beta = self.beta
         n = min(self.k, self.budget - self._track.iterations)
         info: dict[str, Any] = {"algorithm": self.algorithm, "beta": beta, "diverged": False}
         try:
@@ -278,7 +292,7 @@ class PtychoTuningEnv(gym.Env):
             obs[3] = t.last_iters[-1] - t.last_iters[0]
             obs[5] = t.exit_change
             obs[10] = 1.0
-        obs[6] = self.betas[self.beta_index]
+        obs[6] = self.beta
         obs[7 + ALGORITHMS.index(self.algorithm)] = 1.0
         obs[9] = t.iterations / self.budget
         return np.clip(np.nan_to_num(obs, nan=0.0), -CLIP, CLIP)
@@ -290,6 +304,24 @@ class PtychoTuningEnv(gym.Env):
                 "engine": self.engine_kwargs, "backend": self.backend}
 
 
+class PtychoTuningContinuousEnv(PtychoTuningEnv):
+    """Continuous variant (``recon_env/PtychoTuningContinuous-v0``): ``Box(2)`` in [0, 1]^2,
+    beta = betas[0] + a[0] * (betas[-1] - betas[0]) (the ladder's range), RAAR if a[1] >= 0.5
+    else DM. Everything else is as in the discrete env."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.action_space = gym.spaces.Box(0.0, 1.0, (2,), np.float32)
+
+    def _plain(self, action: Any) -> Any:
+        return [float(a) for a in np.asarray(action, np.float64)]
+
+    def _apply(self, action: Any) -> None:
+        lo, hi = self.betas[0], self.betas[-1]
+        self.beta = lo + action[0] * (hi - lo)
+        self.algorithm = ALGORITHMS[int(action[1] >= 0.5)]
+
+
 def _log10(x: float) -> float:
     return math.log10(max(x, 1e-30)) if math.isfinite(x) else math.nan
 
@@ -297,8 +329,10 @@ def _log10(x: float) -> float:
 def register_envs() -> None:
     """Register ``recon_env/PtychoTuning-v0`` with Gymnasium (idempotent)."""
     if ENV_ID not in gym.registry:
-        gym.register(id=ENV_ID, entry_point="recon_env.tuning_env:PtychoTuningEnv",
-                     disable_env_checker=False)
+        gym.register(id=ENV_ID, entry_point="recon_env.tuning_env:PtychoTuningEnv")
+    if CONTINUOUS_ENV_ID not in gym.registry:
+        gym.register(id=CONTINUOUS_ENV_ID,
+                     entry_point="recon_env.tuning_env:PtychoTuningContinuousEnv")
 
 
 register_envs()
