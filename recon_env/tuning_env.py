@@ -11,6 +11,8 @@ ladder ``betas`` moves by ``(a % 3) - 1`` (down / keep / up), clamped at the end
     3: RAAR, beta down  4: RAAR, keep beta  5: RAAR, beta up
 
 DM uses Elser's gamma1 = -1/beta, gamma2 = 1/beta (plain DM at beta = 1).
+A continuous variant, ``recon_env/PtychoTuningContinuous-v0``, takes ``Box(2)`` actions
+(beta anywhere in the ladder's range, and the algorithm); see PtychoTuningContinuousEnv.
 
 Observation (``Box(11,)`` float32, measured quantities only, no ground truth), with M_t the
 engine's ``model_error`` after step t (the relative Fourier error of the current estimate

@@ -139,3 +139,16 @@ def test_mpi_split_reconstruction_matches_serial(tmp_path):
     assert result["frames"] == [0, 16]  # rank 0 held only its half of the 32 frames
     # the same reconstruction with frames split over 2 ranks: equal up to summation order
     np.testing.assert_allclose(result["rewards"], serial, rtol=1e-3, atol=1e-5)
+
+
+def test_continuous_variant_passes_checker_and_sets_beta():
+    from recon_env.tuning_env import CONTINUOUS_ENV_ID
+
+    register_envs()
+    env = gym.make(CONTINUOUS_ENV_ID, **SMALL)
+    check_env(env.unwrapped, skip_render_check=True)
+    env.reset(seed=2)
+    _, _, _, _, info = env.step(np.array([0.5, 0.9], np.float32))
+    assert info["algorithm"] == "raar" and info["beta"] == pytest.approx(0.55)
+    _, _, _, _, info = env.step(np.array([1.0, 0.1], np.float32))
+    assert info["algorithm"] == "dm" and info["beta"] == pytest.approx(1.0)
