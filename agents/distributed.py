@@ -9,6 +9,8 @@ rank. Rank r writes its run to ``RUN_DIR/rank<r>``; only rank 0 prints progress.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,8 @@ def train_distributed(run, cfg, run_dir: Path, ranks: int, local: bool = True,
         raise ValueError(f"--ranks must be >= 1, got {ranks}")
     from sparkmpi_dl.horovod import run as horovod_run
 
+    if not local:  # Spark workers need this interpreter (TF, Horovod); a cluster sets its own
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     return horovod_run(train_rank, ranks, controller=controller, local=local, return_all=True,
                        kwargs={"run": dataclasses.asdict(run), "dqn": dataclasses.asdict(cfg),
