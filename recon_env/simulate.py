@@ -165,10 +165,22 @@ def _load_image(path: str, shape: tuple[int, int]) -> np.ndarray:
             raise ValueError(f"{path}: cannot read as an image ({err})") from err
         if arr.ndim == 3:
             arr = arr[..., :3].mean(axis=2)
-    from scipy.ndimage import zoom
+    return _norm01(_resize(arr.astype(np.float64), shape))
 
-    arr = zoom(arr.astype(np.float64), (shape[0] / arr.shape[0], shape[1] / arr.shape[1]), order=1)
-    return _norm01(arr[: shape[0], : shape[1]])
+
+def _resize(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resampling to ``shape`` (pixel centres aligned), numpy only."""
+    for axis, size in enumerate(shape):
+        old = img.shape[axis]
+        x = (np.arange(size) + 0.5) * old / size - 0.5
+        lo = np.clip(np.floor(x).astype(int), 0, old - 1)
+        hi = np.clip(lo + 1, 0, old - 1)
+        w = np.clip(x - lo, 0.0, 1.0)
+        shape_w = [1, 1]
+        shape_w[axis] = size
+        img = (np.take(img, lo, axis=axis) * (1 - w).reshape(shape_w)
+               + np.take(img, hi, axis=axis) * w.reshape(shape_w))
+    return img
 
 
 def make_object(kind: str, shape: tuple[int, int], phase_max: float = 1.0,
