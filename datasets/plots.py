@@ -51,3 +51,20 @@ def save_error_scatter(model_error: np.ndarray, truth_rms: np.ndarray, algorithm
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def save_prediction_png(true: np.ndarray, predicted: np.ndarray, baseline: np.ndarray,
+                        path: str | Path) -> None:
+    """Validation scans: predicted vs true log10 phase RMS, model and baseline."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    lo, hi = float(min(true.min(), predicted.min())), float(max(true.max(), predicted.max()))
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=1, label="ideal")
+    ax.scatter(true, baseline, s=12, marker="x", label="baseline (final model error)")
+    ax.scatter(true, predicted, s=14, label="estimator")
+    ax.set_xlabel("true log10 phase RMS [rad]")
+    ax.set_ylabel("predicted log10 phase RMS [rad]")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,67 @@
+"""Quality estimator: features from measured columns, a short training whose loss falls,
+exact resume from its checkpoint, and the trained model used without ground truth."""
+import json
+
+import numpy as np
+import pytest
+
+from datasets.estimator import EstimatorConfig, QualityEstimator, features, fit_baseline, train_estimator
+from datasets.reader import read, to_numpy
+
+from .conftest import SMALL
+
+
+def _columns(table):
+    return {c: to_numpy(table, c) for c in ("phase", "amplitude", "fourier_error",
+                                            "history_length", "model_error", "truth_phase_rms")}
+
+
+def test_features_use_measured_columns(reference):
+    columns = _columns(read(reference))
+    inputs, target = features(columns)
+    n = SMALL.scans
+    assert inputs["images"].shape == (n, SMALL.crop, SMALL.crop, 2)
+    assert inputs["curve"].shape == (n, SMALL.max_iterations, 2)
+    assert np.array_equal(inputs["curve"][:, :, 1].sum(axis=1), columns["history_length"])
+    assert np.allclose(target, np.log10(columns["truth_phase_rms"]))
+    no_truth, none = features({k: v for k, v in columns.items() if k != "truth_phase_rms"})
+    assert none is None and np.array_equal(no_truth["images"], inputs["images"])
+
+
+def test_baseline_line_fit():
+    x = np.array([-3.0, -2.0, -1.0])
+    assert fit_baseline(x, 0.5 + 2 * x) == pytest.approx((0.5, 2.0))
+
+
+def test_bad_config_is_named():
+    with pytest.raises(ValueError, match="val_every"):
+        EstimatorConfig(data="x", val_every=1).check()
+
+
+def test_training_loss_falls_and_resumes(reference, tmp_path):
+    config = EstimatorConfig(data=str(reference), out_dir=str(tmp_path / "est"), epochs=8,
+                             batch_size=6, lr=3e-3)
+    result = train_estimator(config)
+    losses = result["epoch_losses"]
+    assert len(losses) == 8 and losses[-1] < 0.5 * losses[0]
+    assert result["val_scans"] == 2  # scans 0 and 5
+    assert np.isfinite(result["val_mae"]) and np.isfinite(result["baseline_mae"])
+    for name in ("model.keras", "result.json", "estimator_validation.png"):
+        assert (tmp_path / "est" / name).exists()
+    assert list((tmp_path / "est" / "tensorboard").rglob("events.out.tfevents.*"))
+    more = train_estimator(EstimatorConfig(**{**json.loads(
+        (tmp_path / "est" / "result.json").read_text())["config"], "epochs": 9}))
+    assert more["first_epoch"] == 8 and len(more["epoch_losses"]) == 1
+
+    estimator = QualityEstimator(tmp_path / "est" / "model.keras")
+    table = read(reference)
+    predicted = estimator.predict_phase_rms(_columns(table))
+    assert predicted.shape == (SMALL.scans,) and (predicted > 0).all()
+
+    from recon_env.engine import EngineConfig, Reconstructor
+    from recon_env.simulate import simulate
+
+    rec = Reconstructor(simulate(n_frames=16, frame_size=32, probe_diameter=10, photons=1e6, seed=1),
+                        EngineConfig(seed=0))
+    history = rec.step(10)["fourier_error"]
+    assert 0 < estimator.from_reconstructor(rec, history, SMALL.max_iterations) < 10
