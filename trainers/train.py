@@ -82,59 +82,55 @@ def _epoch_dataset(images: np.ndarray, labels: np.ndarray, config: TrainConfig, 
     return epochs.flat_map(one_epoch).prefetch(2)
 
 
-def train(config: TrainConfig) -> dict:
-    """Train as one Horovod rank; returns this rank's summary (losses, metrics, timings)."""
-    config.validate()
-    _configure_tensorflow(config)
-    import horovod.tensorflow as hvd_tf
+def _compiled_model(config: TrainConfig, size: int):
+    """The seeded CNN with Horovod's DistributedOptimizer; optimizer slots already created."""
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
-    from trainers.callbacks import EpochCheckpoint, FailAtStep, LossLog, ProgressLines
     from trainers.model import build_cnn
 
-    hvd.init()
-    init_done = time.time()
-    rank, size = hvd.rank(), hvd.size()
-    init_all = hvd_tf.allgather_object(init_done)  # when the last rank got past hvd.init()
-    out = Path(config.out_dir)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-
-    steps = steps_per_epoch(config, _shard_rows(config, size))
-    images, labels = load_rank_data(config, rank, size)
-
     model = build_cnn(config.image_shape, config.num_classes, config.width)
-    scaled_lr = config.lr * size
-    base = tf.keras.optimizers.legacy.SGD(learning_rate=scaled_lr, momentum=config.momentum)
+    base = tf.keras.optimizers.legacy.SGD(learning_rate=config.lr * size, momentum=config.momentum)
     optimizer = hvd.DistributedOptimizer(base)
     model.compile(optimizer=optimizer, metrics=["accuracy"],
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    optimizer._create_all_weights(model.trainable_variables)  # slots exist before restore
+    optimizer._create_all_weights(model.trainable_variables)  # so a restore fills them now
+    return model, optimizer
+
+
+def _restore_and_broadcast(model, optimizer, out: Path, rank: int, resume: bool):
+    """Rank 0 restores the last checkpoint (if any); its state goes to every rank.
+
+    Returns (checkpoint manager on rank 0 else None, epoch variable, restored path or None).
+    """
+    import horovod.tensorflow as hvd_tf
+    import tensorflow as tf
 
     epoch_var = tf.Variable(0, dtype=tf.int64, name="epochs_done")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epochs_done=epoch_var)
-    manager = None
-    restored = None
+    manager, restored = None, None
     if rank == 0:
         manager = tf.train.CheckpointManager(checkpoint, str(out / "checkpoints"), max_to_keep=3)
-        if config.resume and manager.latest_checkpoint:
+        if resume and manager.latest_checkpoint:
             checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
             restored = manager.latest_checkpoint
-    state = (model.variables + optimizer.variables()
-             + [optimizer.lr, optimizer.momentum, epoch_var])
-    hvd_tf.broadcast_variables(state, root_rank=0)  # initial (or restored) state from rank 0
-    first_epoch = int(epoch_var.numpy())
-    if rank == 0 and config.verbose:
-        what = f"resuming from {restored} at epoch {first_epoch + 1}" if restored else "fresh start"
-        print(f"[trainer] {size} rank(s), {steps} steps/epoch, batch {config.batch_size}/rank, "
-              f"lr {scaled_lr:g}; {what}", flush=True)
+    state = model.variables + optimizer.variables() + [optimizer.lr, optimizer.momentum, epoch_var]
+    hvd_tf.broadcast_variables(state, root_rank=0)
+    return manager, epoch_var, restored
 
-    show_progress = rank == 0 and config.verbose
-    keras_bar = show_progress and sys.stdout.isatty()
-    log = LossLog(out / "metrics.jsonl" if rank == 0 else None, steps)
-    callbacks: list = [
-        hvd.callbacks.MetricAverageCallback(),  # first, so later callbacks see the averages
+
+def _callbacks(config: TrainConfig, rank: int, steps: int, out: Path, manager, epoch_var,
+               log) -> list:
+    """Metric averaging first (later callbacks see averages), then LR warm-up, rank 0's
+    checkpoints, the loss log, fault injection, TensorBoard and progress lines."""
+    import horovod.tensorflow.keras as hvd
+    import tensorflow as tf
+
+    from trainers.callbacks import EpochCheckpoint, FailAtStep, ProgressLines
+
+    scaled_lr = config.lr * hvd.size()
+    chosen = [
+        hvd.callbacks.MetricAverageCallback(),
         hvd.callbacks.LearningRateWarmupCallback(initial_lr=scaled_lr, steps_per_epoch=steps,
                                                  warmup_epochs=config.warmup_epochs)
         if config.warmup_epochs > 0 else None,
@@ -144,31 +140,69 @@ def train(config: TrainConfig) -> dict:
         if config.fail_at_step is not None else None,
         tf.keras.callbacks.TensorBoard(str(out / "tensorboard"), profile_batch=0)
         if rank == 0 else None,
-        ProgressLines(config.epochs, steps) if show_progress and not keras_bar else None,
+        ProgressLines(config.epochs, steps)
+        if rank == 0 and config.verbose and not sys.stdout.isatty() else None,
     ]
+    return [c for c in chosen if c is not None]
+
+
+def train(config: TrainConfig) -> dict:
+    """Train as one Horovod rank; returns this rank's summary (losses, metrics, timings)."""
+    config.validate()
+    _configure_tensorflow(config)
+    import horovod.tensorflow as hvd_tf
+    import horovod.tensorflow.keras as hvd
+
+    hvd.init()
+    init_done = time.time()
+    rank, size = hvd.rank(), hvd.size()
+    # From here on, one rank's exception must end the job naming that rank.
+    with exit_on_error(rank) if size > 1 else nullcontext():
+        init_all = hvd_tf.allgather_object(init_done)  # when the last rank passed hvd.init()
+        result = _train_rank(config, rank, size)
+    result.update(hvd_init_done=init_done, hvd_init_all_done=max(init_all))
+    if rank == 0:
+        (Path(config.out_dir) / "result.json").write_text(json.dumps(result))
+    return result
+
+
+def _train_rank(config: TrainConfig, rank: int, size: int) -> dict:
+    from trainers.callbacks import LossLog
+
+    out = Path(config.out_dir)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    steps = steps_per_epoch(config, _shard_rows(config, size))
+    images, labels = load_rank_data(config, rank, size)
+    model, optimizer = _compiled_model(config, size)
+    manager, epoch_var, restored = _restore_and_broadcast(model, optimizer, out, rank, config.resume)
+    first_epoch = int(epoch_var.numpy())
+    keras_bar = rank == 0 and config.verbose and sys.stdout.isatty()
+    if rank == 0 and config.verbose:
+        what = f"resuming from {restored} at epoch {first_epoch + 1}" if restored else "fresh start"
+        print(f"[trainer] {size} rank(s), {steps} steps/epoch, batch {config.batch_size}/rank, "
+              f"lr {config.lr * size:g}; {what}", flush=True)
+
+    log = LossLog(out / "metrics.jsonl" if rank == 0 else None, steps)
     t0 = time.perf_counter()
     if first_epoch < config.epochs:
-        # one rank's exception must end the job naming that rank (see exit_on_error)
-        with exit_on_error(rank) if size > 1 else nullcontext():
-            model.fit(_epoch_dataset(images, labels, config, rank, first_epoch, steps),
-                      epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
-                      callbacks=[c for c in callbacks if c is not None],
-                      verbose=1 if keras_bar else 0)
+        model.fit(_epoch_dataset(images, labels, config, rank, first_epoch, steps),
+                  epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
+                  callbacks=_callbacks(config, rank, steps, out, manager, epoch_var, log),
+                  verbose=1 if keras_bar else 0)
     elif rank == 0 and config.verbose:
         print(f"[trainer] all {config.epochs} epochs already done in {out}", flush=True)
     seconds = time.perf_counter() - t0
+    if rank == 0:
+        model.save(out / "model.keras")
     steps_run = (config.epochs - first_epoch) * steps
     steady = log.epochs[1:] or log.epochs  # the first epoch includes graph tracing
-    result = {
-        "rank": rank, "size": size, "hvd_init_done": init_done, "hvd_init_all_done": max(init_all),
-        "first_epoch": first_epoch, "epochs": config.epochs, "steps_per_epoch": steps,
-        "step_losses": [s["loss"] for s in log.steps], "epoch_metrics": log.epochs,
-        "train_seconds": seconds, "steps_per_s": steps_run / seconds if steps_run else None,
+    return {
+        "rank": rank, "size": size, "first_epoch": first_epoch, "epochs": config.epochs,
+        "steps_per_epoch": steps, "step_losses": [s["loss"] for s in log.steps],
+        "epoch_metrics": log.epochs, "train_seconds": seconds,
+        "steps_per_s": steps_run / seconds if steps_run else None,
         "steady_steps_per_s": (len(steady) * steps / sum(e["seconds"] for e in steady)
                                if steady else None),
         "checkpoint": manager.latest_checkpoint if manager else None,
     }
-    if rank == 0:
-        model.save(out / "model.keras")
-        (out / "result.json").write_text(json.dumps(result))
-    return result
