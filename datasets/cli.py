@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _range(kind):
@@ -77,6 +78,31 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_estimator(args: argparse.Namespace) -> int:
+    from datasets.estimator import EstimatorConfig, train_estimator
+    from datasets.schema import DatasetError
+
+    config = EstimatorConfig(data=str(Path(args.data).resolve()),
+                             out_dir=str(Path(args.out_dir).resolve()), epochs=args.epochs,
+                             batch_size=args.batch_size, lr=args.lr, val_every=args.val_every,
+                             seed=args.seed, resume=args.resume)
+    try:
+        config.check()
+        if args.num_proc is None:
+            result = train_estimator(config)
+        else:
+            from sparkmpi_dl.horovod import run
+            from sparkmpi_dl.launch.spark import spark_context
+
+            spark = spark_context(master=args.master or f"local[{args.num_proc}]")
+            result = run(train_estimator, args.num_proc, args=(config,), spark=spark)
+    except (ValueError, DatasetError) as err:
+        print(f"sparkmpi-dl dataset train-estimator: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in result.items() if k != "epoch_losses"}))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from datasets.bench import main
 
@@ -102,6 +128,22 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     check = sub.add_parser("validate", help="check a dataset: files, schema, every scan once")
     check.add_argument("dir")
     check.set_defaults(func=_validate)
+
+    est = sub.add_parser("train-estimator", help="train the reconstruction-quality estimator "
+                                                 "(Horovod ranks in Spark tasks with -n)")
+    est.add_argument("--data", required=True, help="a dataset built by `dataset build`")
+    est.add_argument("--out-dir", default="runs/quality_estimator")
+    est.add_argument("-n", "--num-proc", type=int, default=None,
+                     help="Horovod ranks as Spark barrier tasks (default: this process only)")
+    est.add_argument("--master", default=None, help="Spark master URL (default local[N])")
+    est.add_argument("--epochs", type=int, default=30)
+    est.add_argument("--batch-size", type=int, default=16, help="per rank")
+    est.add_argument("--lr", type=float, default=3e-3, help="per rank, scaled by the rank count")
+    est.add_argument("--val-every", type=int, default=5,
+                     help="scans with scan_index %% N == 0 are the validation set")
+    est.add_argument("--seed", type=int, default=0)
+    est.add_argument("--no-resume", dest="resume", action="store_false")
+    est.set_defaults(func=_train_estimator)
 
     bench_parser = bench.add_parser("dataset", help="dataset build throughput, 1 vs 2 Spark tasks")
     bench_parser.add_argument("--repeat", type=int, default=2, help="alternating trials per setting")
