@@ -1,6 +1,7 @@
 """A Spark standalone cluster (master + 2 workers started here with spark-class) runs MPI ranks."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -94,9 +95,10 @@ def test_standalone_cluster_with_too_few_slots_fails_fast(standalone_cluster):
     url, env = standalone_cluster
     start = time.monotonic()
     proc = _spark_run(url, env, 3, "true")
-    assert proc.returncode == 2
-    assert "needs 3 task slots" in proc.stderr and "offers 2" in proc.stderr
-    assert time.monotonic() - start < 90
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    # executors of a new application may still be registering: 0, 1 or 2 slots are offered
+    assert re.search(r"needs 3 task slots .* offers [0-2]: add executors or cores", proc.stderr)
+    assert time.monotonic() - start < 120
 
 
 def test_gpus_spark_assigns_become_cuda_visible_devices(standalone_cluster):
