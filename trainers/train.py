@@ -19,6 +19,7 @@ import numpy as np
 
 from sparkmpi_dl.horovod import exit_on_error
 from trainers.config import TrainConfig
+from trainers.launch import launched_size
 
 
 def _configure_tensorflow(config: TrainConfig) -> None:
@@ -149,6 +150,9 @@ def _callbacks(config: TrainConfig, rank: int, steps: int, out: Path, manager, e
 def train(config: TrainConfig) -> dict:
     """Train as one Horovod rank; returns this rank's summary (losses, metrics, timings)."""
     config.validate()
+    known_size = launched_size()
+    if known_size and known_size > 0:  # check the data split before the slow TF import
+        steps_per_epoch(config, _shard_rows(config, known_size))
     _configure_tensorflow(config)
     import horovod.tensorflow as hvd_tf
     import horovod.tensorflow.keras as hvd
