@@ -109,6 +109,17 @@ def fit_baseline(log_model_error: np.ndarray, target: np.ndarray) -> tuple[float
     return float(a), float(b)
 
 
+def plan_shards(data: str | Path, size: int) -> list:
+    """Row groups of each of ``size`` ranks (every row exactly once); a rank that would get
+    none is an error naming it, raised on every rank before any collective starts."""
+    from trainers.data import assign_row_groups, list_row_groups
+
+    try:
+        return assign_row_groups(list_row_groups(data), size)
+    except ValueError as err:
+        raise ValueError(f"{data}: {err}") from err
+
+
 def _read_shard(shard, where: str) -> dict[str, np.ndarray]:
     import pyarrow.parquet as pq
 
@@ -133,7 +144,6 @@ def train_estimator(config: EstimatorConfig) -> dict[str, Any]:
     import tensorflow as tf
 
     from datasets.reader import load_config, validate
-    from trainers.data import assign_row_groups, list_row_groups
 
     tf.config.threading.set_intra_op_parallelism_threads(config.threads)
     tf.keras.utils.set_random_seed(config.seed)
@@ -142,7 +152,7 @@ def train_estimator(config: EstimatorConfig) -> dict[str, Any]:
     if rank == 0:
         validate(config.data)  # whole-dataset check (metadata + scan_index only)
     build_config, _ = load_config(config.data)
-    shard = assign_row_groups(list_row_groups(config.data), size)[rank]
+    shard = plan_shards(config.data, size)[rank]
     columns = _read_shard(shard, f"rank {rank} of {size}")
     inputs, target = features(columns)
     val = columns["scan_index"] % config.val_every == 0

@@ -65,3 +65,24 @@ def test_training_loss_falls_and_resumes(reference, tmp_path):
                         EngineConfig(seed=0))
     history = rec.step(10)["fourier_error"]
     assert 0 < estimator.from_reconstructor(rec, history, SMALL.max_iterations) < 10
+
+
+def test_shards_cover_rows_once_and_empty_shard_is_named(reference):
+    from datasets.estimator import plan_shards
+
+    shards = plan_shards(reference, 2)
+    rows = sorted((g.path, g.index) for shard in shards for g in shard)
+    assert len(rows) == len(set(rows)) == 5 and sum(g.num_rows for s in shards for g in s) == 8
+    with pytest.raises(ValueError, match=r"ds: rank\(s\) \[5\] of 6 would get no data"):
+        plan_shards(reference, 6)
+
+
+def test_cli_train_estimator(reference, tmp_path, capsys):
+    from .test_build import _cli
+
+    rc = _cli(["dataset", "train-estimator", "--data", str(reference), "--out-dir",
+               str(tmp_path / "cli"), "--epochs", "1", "--batch-size", "4"])
+    out = capsys.readouterr().out
+    assert rc == 0 and json.loads(out.strip().splitlines()[-1])["val_scans"] == 2
+    assert _cli(["dataset", "train-estimator", "--data", str(tmp_path / "none")]) == 2
+    assert "does not exist" in capsys.readouterr().err
