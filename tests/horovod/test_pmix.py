@@ -132,3 +132,15 @@ def test_a_killed_driver_leaves_no_pmix_processes():
         time.sleep(0.2)
     assert _leftovers(marker) == []
     shutil.rmtree(marker, ignore_errors=True)  # the dead driver could not remove it
+
+
+def test_mpirun_dying_at_start_is_reported_with_its_output(tmp_path):
+    # a prefix whose mpirun fails at once, like a broken Open MPI install
+    (tmp_path / "bin").mkdir()
+    for tool in ("prterun", "python"):
+        (tmp_path / "bin" / tool).write_text("")
+    mpirun = tmp_path / "bin" / "mpirun"
+    mpirun.write_text("#!/bin/sh\necho 'no slots, no luck'\nexit 3\n")
+    mpirun.chmod(0o755)
+    with pytest.raises(RuntimeError, match="(?s)exited with code 3 before its 2 placeholder.*no luck"):
+        PmixJob(2, prefix=tmp_path).start()
