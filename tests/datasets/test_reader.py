@@ -2,11 +2,12 @@
 import json
 import shutil
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datasets.reader import read, validate
+from datasets.reader import read, to_numpy, validate
 from datasets.schema import DatasetError
 
 
@@ -101,3 +102,16 @@ def test_trainer_row_groups_skip_schema_and_temporary_files(copy):
     shutil.copy(copy / "part-00000.parquet", copy / "_tmp" / "part-00000.x.parquet.tmp")
     groups = list_row_groups(copy)
     assert sum(g.num_rows for g in groups) == 8 and len(groups) == 5  # 2 + 3 + 3 rows, 2 per group
+
+
+def test_image_trainer_reads_a_dataset_as_is(reference):
+    """phase crops + quality_class work as the image classifier's image/label columns."""
+    from trainers.data import assign_row_groups, list_row_groups, read_shard
+
+    shards = assign_row_groups(list_row_groups(reference), 2)
+    parts = [read_shard(s, "phase", "quality_class", (24, 24, 1), 4) for s in shards]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    table = read(reference)
+    assert images.shape == (8, 24, 24, 1) and sorted(labels) == sorted(to_numpy(table, "quality_class"))
+    assert np.isclose(np.sort(images.sum(axis=(1, 2, 3))), np.sort(to_numpy(table, "phase").sum(axis=(1, 2)))).all()
