@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "recon_env.cli",
     "agents.cli",
     "trainers.cli",
+    "recon_datasets.cli",
 )
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from datasets.config import BuildConfig
+from recon_datasets.config import BuildConfig
 
 # Tiny scans: 16 frames of 32 px, 5-15 iterations; 8 scans in 3 partitions.
 SMALL = BuildConfig(scans=8, partitions=3, n_frames=16, frame_size=32, crop=24,
@@ -30,7 +30,7 @@ def _active() -> bool:
 @pytest.fixture(scope="session")
 def reference(spark, tmp_path_factory) -> Path:
     """A complete dataset built once (read-only for tests: copy it before damaging it)."""
-    from datasets.build import build
+    from recon_datasets.build import build
 
     out = tmp_path_factory.mktemp("reference") / "ds"
     build(SMALL, out, spark=spark, progress_s=60)

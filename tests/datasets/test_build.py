@@ -7,10 +7,10 @@ import shutil
 import numpy as np
 import pytest
 
-from datasets.build import BuildFailed, build
-from datasets.config import BuildConfig
-from datasets.reader import read, to_numpy, validate
-from datasets.schema import DatasetError
+from recon_datasets.build import BuildFailed, build
+from recon_datasets.config import BuildConfig
+from recon_datasets.reader import read, to_numpy, validate
+from recon_datasets.schema import DatasetError
 
 from .conftest import SMALL
 
@@ -91,7 +91,7 @@ def test_resume_with_other_parameters_is_refused(spark, reference, tmp_path):
 
 
 def _cli(argv):
-    from datasets.cli import register
+    from recon_datasets.cli import register
 
     parser = argparse.ArgumentParser()
     commands = parser.add_subparsers(dest="command", required=True)

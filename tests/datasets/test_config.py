@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from datasets.config import CHUNK, BuildConfig, beta_schedule, draw_scan
+from recon_datasets.config import CHUNK, BuildConfig, beta_schedule, draw_scan
 
 
 def test_draw_is_pure_in_seed_and_index():
@@ -49,7 +49,7 @@ def test_bad_options_are_named(changes, option):
 
 
 def test_import_is_light():
-    code = ("import sys, datasets, datasets.cli; "
+    code = ("import sys, recon_datasets, recon_datasets.cli; "
             "heavy = [m for m in ('pyspark', 'pyarrow', 'tensorflow', 'recon_env.engine') "
             "if m in sys.modules]; assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,5 +1,5 @@
 """The demo stage builds, validates and plots a small dataset."""
-from datasets import demo
+from recon_datasets import demo
 
 
 def test_demo_stage(spark, tmp_path, monkeypatch):

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from datasets.estimator import EstimatorConfig, QualityEstimator, features, fit_baseline, train_estimator
-from datasets.reader import read, to_numpy
+from recon_datasets.estimator import EstimatorConfig, QualityEstimator, features, fit_baseline, train_estimator
+from recon_datasets.reader import read, to_numpy
 
 from .conftest import SMALL
 
@@ -68,7 +68,7 @@ def test_training_loss_falls_and_resumes(reference, tmp_path):
 
 
 def test_shards_cover_rows_once_and_empty_shard_is_named(reference):
-    from datasets.estimator import plan_shards
+    from recon_datasets.estimator import plan_shards
 
     shards = plan_shards(reference, 2)
     rows = sorted((g.path, g.index) for shard in shards for g in shard)

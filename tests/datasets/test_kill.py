@@ -7,17 +7,17 @@ import time
 
 import pytest
 
-from datasets.build import build
-from datasets.reader import read, validate
-from datasets.schema import DatasetError
+from recon_datasets.build import build
+from recon_datasets.reader import read, validate
+from recon_datasets.schema import DatasetError
 
 from .conftest import SMALL
 
 # the same scans as the reference, one per partition, one task at a time
 SCRIPT = f"""
 import sys
-from datasets.build import build
-from datasets.config import BuildConfig
+from recon_datasets.build import build
+from recon_datasets.config import BuildConfig
 config = BuildConfig(**{{**{SMALL.to_dict()!r}, "partitions": 8}})
 build(config, sys.argv[1], master="local[1]", progress_s=60)
 """

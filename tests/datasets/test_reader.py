@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datasets.reader import read, to_numpy, validate
-from datasets.schema import DatasetError
+from recon_datasets.reader import read, to_numpy, validate
+from recon_datasets.schema import DatasetError
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets.config import CHUNK, BuildConfig, beta_schedule, draw_scan
+from recon_datasets.config import CHUNK, BuildConfig, beta_schedule, draw_scan
 
 # phase_rms (rad) class edges of the quality_class column: good / fair / poor / failed
 QUALITY_EDGES = (0.1, 0.25, 0.5)

@@ -19,7 +19,7 @@ def _range(kind):
 
 def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     """The BuildConfig options (shared by build and the benchmark)."""
-    from datasets.config import BuildConfig
+    from recon_datasets.config import BuildConfig
 
     d = BuildConfig()
     parser.add_argument("--scans", type=int, default=d.scans, help="rows of the dataset")
@@ -40,7 +40,7 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from datasets.config import BuildConfig
+    from recon_datasets.config import BuildConfig
 
     config = BuildConfig(
         scans=args.scans, seed=args.seed, partitions=args.partitions, crop=args.crop,
@@ -51,8 +51,8 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _build(args: argparse.Namespace) -> int:
-    from datasets.build import BuildFailed, build
-    from datasets.schema import DatasetError
+    from recon_datasets.build import BuildFailed, build
+    from recon_datasets.schema import DatasetError
 
     try:
         config = config_from_args(args)
@@ -66,8 +66,8 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from datasets.reader import validate
-    from datasets.schema import DatasetError
+    from recon_datasets.reader import validate
+    from recon_datasets.schema import DatasetError
 
     try:
         summary = validate(args.dir)
@@ -79,8 +79,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _train_estimator(args: argparse.Namespace) -> int:
-    from datasets.estimator import EstimatorConfig, train_estimator
-    from datasets.schema import DatasetError
+    from recon_datasets.estimator import EstimatorConfig, train_estimator
+    from recon_datasets.schema import DatasetError
 
     config = EstimatorConfig(data=str(Path(args.data).resolve()),
                              out_dir=str(Path(args.out_dir).resolve()), epochs=args.epochs,
@@ -104,7 +104,7 @@ def _train_estimator(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from datasets.bench import main
+    from recon_datasets.bench import main
 
     return main(args)
 

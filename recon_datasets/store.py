@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datasets.config import BuildConfig
-from datasets.schema import TMP_DIR, DatasetError, arrow_schema, part_name
+from recon_datasets.config import BuildConfig
+from recon_datasets.schema import TMP_DIR, DatasetError, arrow_schema, part_name
 
 
 def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:

@@ -11,10 +11,10 @@ DEMO_EPOCHS = 15
 
 def dataset_stage(sc, out: Path) -> dict:
     """Build 16 small scans into <report>/dataset (2 partitions), validate, plot."""
-    from datasets.build import build
-    from datasets.config import BuildConfig
-    from datasets.plots import save_error_scatter, save_gallery
-    from datasets.reader import read, to_numpy
+    from recon_datasets.build import build
+    from recon_datasets.config import BuildConfig
+    from recon_datasets.plots import save_error_scatter, save_gallery
+    from recon_datasets.reader import read, to_numpy
 
     config = BuildConfig(scans=DEMO_SCANS, partitions=2, n_frames=24, frame_size=32, crop=24,
                          iterations=(5, 40), rows_per_group=2, seed=2026)
@@ -38,7 +38,7 @@ def dataset_stage(sc, out: Path) -> dict:
 def estimator_stage(sc, out: Path) -> dict:
     """A short quality-estimator training on that dataset: Horovod ranks in Spark tasks."""
     import sparkmpi_dl.horovod
-    from datasets.estimator import EstimatorConfig, train_estimator
+    from recon_datasets.estimator import EstimatorConfig, train_estimator
 
     ranks = min(2, sc.defaultParallelism)
     config = EstimatorConfig(data=str((out / "dataset").resolve()), epochs=DEMO_EPOCHS,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 def measure(config, tasks: list[int], repeat: int, master: str | None) -> dict:
     """Median scans/min per task count, and each count's ratio to the first one."""
-    from datasets.build import build
+    from recon_datasets.build import build
     from sparkmpi_dl.launch.spark import spark_context
 
     sc = spark_context(master=master or f"local[{max(tasks)}]", app_name="sparkmpi-dl bench dataset")
@@ -55,7 +55,7 @@ def measure(config, tasks: list[int], repeat: int, master: str | None) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    from datasets.cli import config_from_args
+    from recon_datasets.cli import config_from_args
 
     if args.repeat < 1 or not args.tasks or min(args.tasks) < 1:
         print("sparkmpi-dl bench dataset: error: --repeat and --tasks must be >= 1")

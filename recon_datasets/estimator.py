@@ -123,7 +123,7 @@ def plan_shards(data: str | Path, size: int) -> list:
 def _read_shard(shard, where: str) -> dict[str, np.ndarray]:
     import pyarrow.parquet as pq
 
-    from datasets.reader import to_numpy
+    from recon_datasets.reader import to_numpy
 
     parts: dict[str, list[np.ndarray]] = {c: [] for c in COLUMNS}
     for group in shard:
@@ -143,7 +143,7 @@ def train_estimator(config: EstimatorConfig) -> dict[str, Any]:
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
-    from datasets.reader import load_config, validate
+    from recon_datasets.reader import load_config, validate
 
     tf.config.threading.set_intra_op_parallelism_threads(config.threads)
     tf.keras.utils.set_random_seed(config.seed)
@@ -235,7 +235,7 @@ def _report(gathered: list[dict], out: Path) -> dict[str, Any]:
     mae = float(np.mean(np.abs(cat["val_pred"] - cat["val_true"]))) if n else float("nan")
     base_mae = float(np.mean(np.abs(baseline - cat["val_true"]))) if n else float("nan")
     if n:
-        from datasets.plots import save_prediction_png
+        from recon_datasets.plots import save_prediction_png
 
         save_prediction_png(cat["val_true"], cat["val_pred"], baseline, out / "estimator_validation.png")
     return {"val_scans": n, "val_mae": mae, "baseline_mae": base_mae, "baseline": [a, b]}
@@ -257,7 +257,7 @@ class QualityEstimator:
 
     def from_reconstructor(self, rec, fourier_error: list[float], max_iterations: int) -> float:
         """Predicted phase RMS of a running reconstruction (its measured history only)."""
-        from datasets.scan import centre_crops
+        from recon_datasets.scan import centre_crops
 
         phase, amplitude = centre_crops(rec.result()["object"], rec.data.positions, rec.n, self.crop)
         history = np.zeros(max_iterations, np.float32)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "BuildConfig": "datasets.config",
-    "DatasetError": "datasets.schema",
-    "build": "datasets.build",
-    "read": "datasets.reader",
-    "validate": "datasets.reader",
-    "to_numpy": "datasets.reader",
+    "BuildConfig": "recon_datasets.config",
+    "DatasetError": "recon_datasets.schema",
+    "build": "recon_datasets.build",
+    "read": "recon_datasets.reader",
+    "validate": "recon_datasets.reader",
+    "to_numpy": "recon_datasets.reader",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -23,4 +23,4 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'datasets' has no attribute {name!r}")
+    raise AttributeError(f"module 'recon_datasets' has no attribute {name!r}")

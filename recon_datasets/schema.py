@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from datasets.config import BuildConfig
+from recon_datasets.config import BuildConfig
 
 FORMAT = "sparkmpi-dl reconstructed-image dataset"
 VERSION = 1

@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datasets.config import BuildConfig
-from datasets.schema import TMP_DIR, DatasetError, part_name, read_schema_file, shapes
-from datasets.store import check_partition
+from recon_datasets.config import BuildConfig
+from recon_datasets.schema import TMP_DIR, DatasetError, part_name, read_schema_file, shapes
+from recon_datasets.store import check_partition
 
 
 def load_config(root: str | Path) -> tuple[BuildConfig, dict[str, Any]]:

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from datasets.config import BuildConfig
-from datasets.schema import (SCHEMA_FILE, TMP_DIR, DatasetError, arrow_schema, describe,
+from recon_datasets.config import BuildConfig
+from recon_datasets.schema import (SCHEMA_FILE, TMP_DIR, DatasetError, arrow_schema, describe,
                              part_name, read_schema_file, write_json_atomic)
-from datasets.store import check_partition, read_progress
+from recon_datasets.store import check_partition, read_progress
 
 
 class BuildFailed(RuntimeError):
@@ -28,8 +28,8 @@ def build_partition(config: BuildConfig, root: str, partition: int,
     """Spark task body: all scans of one partition -> its committed Parquet file.
 
     Returns (partition, rows, CPU seconds of this task)."""
-    from datasets.scan import reconstruct_scan
-    from datasets.store import commit_partition, rows_to_table, write_progress
+    from recon_datasets.scan import reconstruct_scan
+    from recon_datasets.store import commit_partition, rows_to_table, write_progress
 
     cpu = time.process_time()
     folder = Path(root)
@@ -95,7 +95,7 @@ def build(config: BuildConfig, out: str | Path, *, spark: Any = None, master: st
     ``fail_partition`` injects a crash after that partition's file is written but before
     its commit (tests of the resume path).
     """
-    from datasets.reader import validate
+    from recon_datasets.reader import validate
     from sparkmpi_dl.launch.spark import spark_context
 
     config.check()
