@@ -18,7 +18,7 @@ from agents.config import DQNConfig
 # Per-environment hyperparameter defaults (flags given on the command line win).
 PRESETS: dict[str, dict[str, Any]] = {
     # DQNConfig's defaults are RL-Zoo's CartPole settings (tuned for plain DQN); with Double
-    # DQN a lower learning rate kept the final policy stable (bench/agents.md).
+    # DQN a lower learning rate kept the final policy stable (BENCHMARKS.md, DQN agent section).
     "CartPole-v1": {"learning_rate": 1e-3},
     "recon_env/PtychoTuning-v0": {  # 12 steps per episode (60 iterations, 5 per step)
         "hidden": (64, 64), "learning_rate": 1e-3, "gamma": 0.98, "batch_size": 64,
