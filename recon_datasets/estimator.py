@@ -249,6 +249,7 @@ class QualityEstimator:
 
         self.model = tf.keras.models.load_model(model_path, compile=False)  # inference only
         self.crop = int(self.model.input_shape[0][1])
+        self.history = int(self.model.input_shape[1][1])  # error-curve length it was trained on
 
     def predict_phase_rms(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         """Predicted true phase RMS (rad) for rows of measured columns (no truth needed)."""

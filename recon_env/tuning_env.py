@@ -30,6 +30,11 @@ entry is clipped to [-10, 10].
 Reward: r_t = L M_{t-1} - L M_t (decades of model error removed by the step). The return
 telescopes to L M_0 - L M_T, and M_0 does not depend on the actions: maximising the return
 minimises the final error of the estimate.
+Optional reward term without ground truth (``estimator=PATH`` to a model from
+``sparkmpi-dl dataset train-estimator``): at truncation the last reward gains
+``estimator_weight * (log10 E_0 - log10 E_T)``, where E is the estimator's prediction of the
+true phase RMS from the current image and the measured error curve; ``info`` carries
+``estimated_phase_rms`` at reset and at truncation, beside the ``truth_*`` metrics.
 Divergence (the engine's ``ReconstructionDiverged``, or a non-finite model error) terminates
 the episode with reward ``-divergence_penalty``; it never propagates.
 
@@ -48,6 +53,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -125,7 +131,8 @@ class PtychoTuningEnv(gym.Env):
                  initial_beta: float = 1.0, initial_algorithm: str = "dm",
                  divergence_penalty: float = 2.0, generator: ScanGenerator | dict | None = None,
                  engine: dict[str, Any] | None = None, backend: str = "numpy",
-                 truth_metrics: bool = True, comm: str = "serial") -> None:
+                 truth_metrics: bool = True, comm: str = "serial",
+                 estimator: str | None = None, estimator_weight: float = 1.0) -> None:
         if iterations_per_step < 1:
             raise ValueError(f"PtychoTuningEnv: iterations_per_step must be >= 1, "
                              f"got {iterations_per_step}")
@@ -159,6 +166,14 @@ class PtychoTuningEnv(gym.Env):
         self.engine_kwargs = dict(engine or {})
         self.backend = backend
         self.truth_metrics = truth_metrics
+        if estimator_weight < 0:
+            raise ValueError(f"PtychoTuningEnv: estimator_weight must be >= 0, got {estimator_weight}")
+        if estimator is not None and not Path(estimator).exists():
+            raise ValueError(f"PtychoTuningEnv: estimator model {estimator!r} does not exist "
+                             "(train one with `sparkmpi-dl dataset train-estimator`)")
+        self.estimator_path, self.estimator_weight = estimator, float(estimator_weight)
+        self._estimator = None  # loaded on first use: TensorFlow takes seconds to import
+        self._estimate_start: float | None = None
         if comm not in ("serial", "mpi"):
             raise ValueError(f"PtychoTuningEnv: comm must be 'serial' or 'mpi', got {comm!r}")
         self.comm = None
@@ -197,7 +212,20 @@ class PtychoTuningEnv(gym.Env):
         self.algorithm = self.initial_algorithm
         start = _log10(self.recon.step(0)["model_error"])  # M_0: the start guess
         self._track.model_errors.append(start)
-        return self._observation(), {"scan": dict(self.scan), "model_error": 10.0**start}
+        info = {"scan": dict(self.scan), "model_error": 10.0**start}
+        if self.estimator_path is not None:
+            self._estimate_start = self._estimated_phase_rms()
+            info["estimated_phase_rms"] = self._estimate_start
+        return self._observation(), info
+
+    def _estimated_phase_rms(self) -> float:
+        """The quality estimator's prediction of the true phase RMS (rad), measured data only."""
+        if self._estimator is None:
+            from recon_datasets.estimator import QualityEstimator
+
+            self._estimator = QualityEstimator(self.estimator_path)
+        return self._estimator.from_reconstructor(self.recon, self.recon.history["fourier_error"],
+                                                  self._estimator.history)
 
     def step(self, action):
         if self.recon is None:
@@ -240,6 +268,11 @@ class PtychoTuningEnv(gym.Env):
         truncated = self._track.iterations >= self.budget
         info.update(fourier_errors=errors, model_error=float(out["model_error"]),
                     iteration=self._track.iterations)
+        if truncated and self.estimator_path is not None:
+            # estimator reward term: decades of predicted true phase error removed this episode
+            estimate = self._estimated_phase_rms()
+            reward += self.estimator_weight * (_log10(self._estimate_start) - _log10(estimate))
+            info["estimated_phase_rms"] = estimate
         if truncated and self.truth_metrics and self.recon.data.truth_object is not None:
             info.update({f"truth_{k}": v for k, v in self.recon.quality().items()
                          if isinstance(v, float)})
