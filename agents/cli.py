@@ -137,13 +137,9 @@ def _set_threads(n: int) -> None:
     if n <= 0:
         raise SystemExit(f"agent: --threads must be > 0, got {n}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    from sparkmpi_dl.tf_threads import limit_tf_threads
 
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(n)
-        tf.config.threading.set_inter_op_parallelism_threads(n)
-    except RuntimeError:  # TF already running in this process (tests): keep its threads
-        pass
+    limit_tf_threads(n, n)  # keeps TF's pools if TF already runs in this process (tests)
 
 
 def hyperparameters(env_id: str, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -144,8 +144,9 @@ def train_estimator(config: EstimatorConfig) -> dict[str, Any]:
     import tensorflow as tf
 
     from recon_datasets.reader import load_config, validate
+    from sparkmpi_dl.tf_threads import limit_tf_threads
 
-    tf.config.threading.set_intra_op_parallelism_threads(config.threads)
+    limit_tf_threads(config.threads)
     tf.keras.utils.set_random_seed(config.seed)
     hvd.init()
     rank, size = hvd.rank(), hvd.size()

@@ -27,8 +27,9 @@ def _configure_tensorflow(config: TrainConfig) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(config.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(2)
+    from sparkmpi_dl.tf_threads import limit_tf_threads
+
+    limit_tf_threads(config.threads, 2)
     tf.keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
 
