@@ -108,12 +108,18 @@ def _rank_argv(spec: RankSpec, workdir: Path) -> tuple[list[str], Path | None]:
     return [sys.executable, "-m", "sparkmpi_dl.launch.entry", str(payload), str(result)], result
 
 
+OUTPUT_CHUNK_CHARS = 8192
+"""Longer output lines (a progress bar redrawn with \\r, a dumped array) travel in pieces,
+well under the job service's 64 KiB line limit."""
+
+
 def _pump(stream, name: str, control: _Control, tail: deque) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace").rstrip("\n")
         if name == "stderr":
-            tail.append(line)
-        control.send({"t": "out", "stream": name, "line": line})
+            tail.append(line[-OUTPUT_CHUNK_CHARS:])
+        for start in range(0, max(len(line), 1), OUTPUT_CHUNK_CHARS):
+            control.send({"t": "out", "stream": name, "line": line[start:start + OUTPUT_CHUNK_CHARS]})
     stream.close()
 
 

@@ -75,6 +75,15 @@ def test_output_is_prefixed_by_rank_on_the_console():
     assert "[rank 1] err of 1" in proc.stderr
 
 
+def test_very_long_output_lines_arrive_whole_in_pieces():
+    out = Lines()
+    code = mpirun([sys.executable, "-c", "print('x' * 200000); print('end')"], 1, output=out)
+    assert code == 0
+    pieces = [line for _, stream, line in out.lines if stream == "stdout"]
+    assert "".join(pieces[:-1]) == "x" * 200000 and pieces[-1] == "end"
+    assert all(len(p) <= 8192 for p in pieces)
+
+
 def test_missing_program_is_reported_with_its_name():
     out = Lines()
     assert mpirun(["/nonexistent/binary"], 2, output=out) == 127
