@@ -49,6 +49,15 @@ def _run_ranks(spec: RankSpec, num_proc: int) -> tuple[list[Any], list[BaseExcep
     return results, errors
 
 
+def _settled_outcome(service: JobService, timeout: float = 10.0):
+    """The epoch's outcome once the service has processed every rank's exit report.
+
+    A task returns right after *sending* its exit status; reading the outcome before the
+    service's event loop has handled that message would miss a failure.
+    """
+    return service.wait(timeout) or service.outcome()
+
+
 def _service(num_proc: int, env_provider: EnvProvider | None, output: OutputSink | None,
              start_timeout: float) -> JobService:
     return JobService(num_proc, host="127.0.0.1", env_provider=env_provider,
@@ -73,7 +82,7 @@ def mpirun(argv: Sequence[str], num_proc: int, *, env: dict[str, str] | None = N
         except KeyboardInterrupt:
             service.abort("interrupted by the user")
             raise
-        outcome = service.outcome()
+        outcome = _settled_outcome(service)
     if outcome is None or outcome.failure is None:
         return 0
     code = outcome.failure.exit_code
@@ -90,7 +99,8 @@ def run_local(fn: Callable[..., Any], num_proc: int, *, args: Sequence[Any] = ()
         spec = RankSpec(service.address, service.secret, service.job_id, payload=payload,
                         env=dict(env or {}))
         results, errors = _run_ranks(spec, num_proc)
-        failure, processes = service.failure_of(), service.rank_processes()
+        outcome = _settled_outcome(service)
+        failure, processes = outcome.failure if outcome else None, service.rank_processes()
     if failure is not None or any(errors):
         first = next((e for e in errors if isinstance(e, RankFailed)), None)
         raise JobFailed(failure, str(first or next(e for e in errors if e)), processes)

@@ -150,6 +150,7 @@ def _launch(sc: SparkContext, spec_for: Callable[[JobService], RankSpec], num_pr
             # ranks' (tiny) results go through a one-partition shuffle before collect().
             pairs = ranks.repartition(1).collect()
         except Exception as err:
+            service.wait(timeout=5)  # let the service finish recording the failing rank's report
             raise JobFailed(service.failure_of(), f"Spark job failed: {str(err).splitlines()[0]}",
                             service.rank_processes()) from None
         finally:
