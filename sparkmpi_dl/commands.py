@@ -34,6 +34,7 @@ def _mpirun(args: argparse.Namespace) -> int:
 
 def _spark_run(args: argparse.Namespace) -> int:
     from sparkmpi_dl.launch.local import JobFailed
+    from sparkmpi_dl.launch.rank import exit_status
     from sparkmpi_dl.launch.spark import NotEnoughSlots, run_command, spark_context
     cmd = _command(args)
     conf = {}
@@ -51,8 +52,7 @@ def _spark_run(args: argparse.Namespace) -> int:
         return 2
     except JobFailed as err:
         print(f"sparkmpi-dl: job failed: {err}", file=sys.stderr)
-        code = err.failure.exit_code if err.failure else 1
-        return 128 - code if code < 0 else (code or 1)
+        return exit_status(err.failure.exit_code if err.failure else 1)
     return 0
 
 

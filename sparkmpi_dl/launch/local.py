@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 import cloudpickle
 
 from sparkmpi_dl.launch.output import print_prefixed
-from sparkmpi_dl.launch.rank import RankFailed, RankSpec, run_rank
+from sparkmpi_dl.launch.rank import RankFailed, RankSpec, exit_status, run_rank
 from sparkmpi_dl.pmi import EnvProvider, JobService, OutputSink, RankFailure
 
 
@@ -85,8 +85,7 @@ def mpirun(argv: Sequence[str], num_proc: int, *, env: dict[str, str] | None = N
         outcome = _settled_outcome(service)
     if outcome is None or outcome.failure is None:
         return 0
-    code = outcome.failure.exit_code
-    return 128 - code if code < 0 else (code or 1)
+    return exit_status(outcome.failure.exit_code)
 
 
 def run_local(fn: Callable[..., Any], num_proc: int, *, args: Sequence[Any] = (),

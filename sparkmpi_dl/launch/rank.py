@@ -63,6 +63,12 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
+def exit_status(code: int) -> int:
+    """A failed rank's code as a process exit status, as mpiexec reports it: 128 + signal
+    for a rank killed by a signal (Popen gives -signal), else the code, never 0."""
+    return 128 - code if code < 0 else (code or 1)
+
+
 def _die_with_parent() -> None:
     """In the child: get SIGKILL if the launching thread dies, so no rank outlives its task."""
     try:
