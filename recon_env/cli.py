@@ -81,7 +81,17 @@ def register(commands, bench) -> None:
     p.add_argument("--power-bound", dest="fourier_power_bound", type=float)
     p.add_argument("--save-simulation", metavar="FILE", help="also write the simulated data as CXI")
     p.add_argument("--report-every", dest="report_every", type=_positive_int, default=10)
-    p.add_argument("--out", default="recon-out", help="output folder")
+    p.add_argument("--out", default="recon-out",
+                   help="output folder; must be absent or empty (see --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the outputs of an earlier recon run in --out")
+    p.add_argument("--agent", metavar="RUN_DIR",
+                   help="a trained tuning agent (an `agent train` run folder, or 'pretrained' "
+                   "for the shipped one) picks the algorithm and beta every --agent-every "
+                   "iterations from the measured errors; --algorithm/--beta are then ignored")
+    p.add_argument("--agent-every", dest="agent_every", type=_positive_int, metavar="K",
+                   help="iterations between the agent's decisions (default: the interval it "
+                   "was trained with)")
     _add_common(p)
     p.set_defaults(func=recon_command)
 
@@ -97,6 +107,7 @@ def register(commands, bench) -> None:
 
 def _options(args: argparse.Namespace) -> dict:
     opts = {k: v for k, v in vars(args).items() if k != "func"}
+    opts["argv"] = ["sparkmpi-dl", *sys.argv[1:]]
     if opts.get("frame_size") and not opts.get("probe_diameter"):
         opts["probe_diameter"] = opts["frame_size"] * 40 / 128
     return opts
@@ -151,6 +162,20 @@ def recon_command(args: argparse.Namespace) -> int:
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+    if args.agent:
+        try:  # a wrong --agent fails here, in one line, before any rank starts
+            from .runner import load_agent
+
+            load_agent(args.agent)
+        except ValueError as err:
+            print(f"error: --agent: {err}", file=sys.stderr)
+            return 2
+    if os.environ.get(RUN_OPENED) != os.path.abspath(args.out) and _rank_zero():
+        try:
+            _open_out(args)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if args.spark:
         from .runner import run_recon
 
@@ -159,7 +184,7 @@ def recon_command(args: argparse.Namespace) -> int:
     if args.ranks > 1 and not _inside_mpi():
         if args.simulate and args.save_simulation:
             _save_simulation(args)
-        return _relaunch(args)
+        return _relaunch(args, env={RUN_OPENED: os.path.abspath(args.out)})
     from .errors import CXIFormatError, ReconstructionDiverged
     from .runner import run_recon
 
@@ -173,7 +198,51 @@ def recon_command(args: argparse.Namespace) -> int:
     except ReconstructionDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    except MemoryError as err:
+        print(f"error: out of memory reconstructing {_source(args)}"
+              f"{f' ({err})' if str(err) else ''}; try more --ranks or a smaller scan",
+              file=sys.stderr)
+        return 1
     return 0
+
+
+# set by the process that opened --out, so that the ranks it starts do not refuse the folder
+RUN_OPENED = "RECON_ENV_RUN_OPENED"
+OUTPUT_FILES = ("recon.cxi", "object.png", "errors.png", "summary.json", "run.json")
+
+
+def _source(args: argparse.Namespace) -> str:
+    return args.cxi if args.cxi else "simulated data"
+
+
+def _rank_zero() -> bool:
+    """Not inside MPI, or MPI rank 0 (under a user's own mpiexec only rank 0 opens --out)."""
+    rank = next((os.environ[k] for k in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
+                 if k in os.environ), "0")
+    return rank == "0"
+
+
+def _open_out(args: argparse.Namespace) -> None:
+    """Refuse a non-empty --out (one line) unless --overwrite, which removes only the files an
+    earlier recon run wrote; record this run's arguments in run.json (sparkmpi_dl.runs)."""
+    from sparkmpi_dl.runs import open_run
+
+    out = args.out
+    if not args.overwrite and os.path.isdir(out) and os.listdir(out):
+        raise ValueError(f"--out {out} is not empty; pass --overwrite to replace an earlier "
+                         "recon run there, or choose another --out")
+    if args.overwrite and os.path.isdir(out):
+        others = sorted(set(os.listdir(out)) - set(OUTPUT_FILES))
+        if others:
+            raise ValueError(f"--overwrite: {out} holds files that no recon run wrote "
+                             f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); "
+                             "choose another --out")
+        for name in OUTPUT_FILES:
+            if os.path.exists(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+    config = {k: v for k, v in vars(args).items() if k != "func"}
+    open_run(out, "recon", config, resume=False, resume_flag="--overwrite",
+             folder_flag="--out")
 
 
 def _save_simulation(args: argparse.Namespace) -> None:

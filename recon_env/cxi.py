@@ -152,6 +152,9 @@ def read_cxi(path: str | Path, frame_range: tuple[int, int] | None = None) -> Pt
     with _open(path) as f:
         dset = _get(f, filename, DET + "/data", ndim=3)
         n_frames, ny, nx = dset.shape
+        if n_frames == 0:
+            raise CXIFormatError(filename, DET + "/data", "holds no frames (shape "
+                                 f"{dset.shape})")
         if ny != nx:
             raise CXIFormatError(filename, DET + "/data", f"frames must be square, got {ny}x{nx}")
         trans = _get(f, filename, GEOM + "/translation", ndim=2)
@@ -197,11 +200,22 @@ def read_cxi(path: str | Path, frame_range: tuple[int, int] | None = None) -> Pt
     positions = np.stack([trans[:, 1], trans[:, 0]], axis=1) / dx
     positions -= np.minimum(positions.min(axis=0), 0.0)  # make all windows start >= 0
     positions = np.round(positions, 6)
-    from .data import default_object_shape
+    from .data import default_object_shape, object_size_problem
 
     full_shape = default_object_shape(positions, nx)
+    problem = object_size_problem(full_shape, n_frames, nx)
+    if problem:
+        raise CXIFormatError(filename, GEOM + "/translation", f"the scan spans an {problem}")
     if shape_attr is not None and len(shape_attr) == 2:
-        full_shape = (max(int(shape_attr[0]), full_shape[0]), max(int(shape_attr[1]), full_shape[1]))
+        try:
+            attr_shape = (int(shape_attr[0]), int(shape_attr[1]))
+        except (TypeError, ValueError, OverflowError) as err:
+            raise CXIFormatError(filename, GEOM + " attribute object_shape",
+                                 f"not two integers ({err})") from err
+        problem = object_size_problem(attr_shape, n_frames, nx)
+        if problem:
+            raise CXIFormatError(filename, GEOM + " attribute object_shape", problem)
+        full_shape = (max(attr_shape[0], full_shape[0]), max(attr_shape[1], full_shape[1]))
     if truth_o is not None and truth_o.shape != full_shape:
         truth_o = None  # geometry changed: the truth no longer lines up
     if mask is not None:

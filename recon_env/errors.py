@@ -28,3 +28,8 @@ class CXIFormatError(ValueError):
 
 class DeviceMemoryError(MemoryError):
     """Not even one block of frames fits the accelerator's free memory."""
+
+
+class NegativeIntensityWarning(UserWarning):
+    """Some measured intensities are negative (background subtraction, detector offset); the
+    engine uses sqrt(max(I, 0)), so they count as zero. The message says how many and where."""

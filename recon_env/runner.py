@@ -5,20 +5,35 @@ tasks can receive it) and are called on every rank; rank 0 prints and writes the
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 import time
+import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from .engine import EngineConfig, Reconstructor, frame_range
+from .errors import NegativeIntensityWarning
 
 SIM_KEYS = ("n_frames", "frame_size", "probe", "probe_diameter", "probe_defocus", "object",
             "scan", "overlap", "jitter", "photons", "bad_pixels", "beamstop", "seed")
 ENGINE_KEYS = ("overlap_iterations", "probe_update_start", "probe_support", "object_inertia",
                "probe_inertia", "fourier_power_bound", "block_frames", "host_frames", "seed")
+
+
+def source_name(options: dict) -> str:
+    """What the data came from, for messages: the CXI file or 'simulated data'."""
+    return str(options["cxi"]) if options.get("cxi") else "simulated data"
+
+
+def _check_split(total: int, comm) -> None:
+    if total < comm.size:
+        raise ValueError(f"{total} frames cannot be split over {comm.size} ranks "
+                         f"(use --ranks {max(total, 1)} or fewer)")
 
 
 def load_share(options: dict, comm):
@@ -27,12 +42,56 @@ def load_share(options: dict, comm):
         from .cxi import frame_count, read_cxi
 
         total = frame_count(options["cxi"])
+        if total == 0:
+            from .cxi import DET
+            from .errors import CXIFormatError
+
+            raise CXIFormatError(str(options["cxi"]), DET + "/data", "holds no frames")
+        _check_split(total, comm)
         return read_cxi(options["cxi"], frame_range(total, comm.rank, comm.size))
     from .simulate import SimulationConfig, simulate
 
     sim = SimulationConfig(**{k: options[k] for k in SIM_KEYS if options.get(k) is not None})
+    _check_split(sim.n_frames, comm)
     return simulate(sim, frame_range=frame_range(sim.n_frames, comm.rank, comm.size),
                     gpu=options.get("backend") == "cupy" and bool(options.get("gpu_simulation")))
+
+
+def load_agent(spec: str):
+    """The steering agent named by ``--agent`` (a run folder or 'pretrained').
+
+    The agents package sits above recon_env (core <- recon_env <- agents): it is imported
+    here, on demand, never at module level; the interface used is ``load_agent(spec)`` and
+    ``steer(reconstructor, agent, every=, iterations=, on_step=)``."""
+    try:
+        steering = importlib.import_module("agents.steer")
+    except ImportError as err:
+        raise ValueError(f"--agent needs the project's agents package ({err})") from err
+    return steering, steering.load_agent(spec)
+
+
+def _warn_negative_all_ranks(data, comm, options: dict) -> None:
+    """One NegativeIntensityWarning (rank 0) counting the negative values of all ranks."""
+    neg = data.intensities < 0
+    first = int(data.meta.get("frames", (0, 0))[0])
+    mine = (int(np.count_nonzero(neg)),
+            (np.flatnonzero(neg.reshape(data.n_frames, -1).any(axis=1)) + first).tolist(),
+            float(data.intensities.min()) if neg.any() else 0.0)
+    every = comm.comm.allgather(mine)
+    count = sum(c for c, _, _ in every)
+    if comm.rank != 0 or count == 0:
+        return
+    frames = sorted(f for _, fs, _ in every for f in fs)
+    total = int(data.meta.get("total_frames", data.n_frames))
+    shown = ", ".join(map(str, frames[:5])) + (", ..." if len(frames) > 5 else "")
+    warnings.warn(f"{source_name(options)}: {count} negative intensity values in {len(frames)} "
+                  f"of {total} frames (frames {shown}; min {min(m for _, _, m in every):.4g}); "
+                  "they are treated as 0", NegativeIntensityWarning, stacklevel=2)
+
+
+def _one_line_warnings() -> None:
+    """Warnings as one 'warning: ...' line (no source line echo) in the CLI."""
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
 
 
 def _engine_config(options: dict) -> EngineConfig:
@@ -48,15 +107,38 @@ def run_recon(options: dict) -> dict:
     """Reconstruct and (rank 0) write recon.cxi, object.png, errors.png, summary.json."""
     from .comm import make_comm
 
+    _one_line_warnings()
     _select_device(options)
     comm = make_comm(options.get("comm", "auto"), options.get("backend", "numpy"))
-    data = load_share(options, comm)
-    rec = Reconstructor(data, _engine_config(options), backend=options.get("backend", "numpy"),
-                        comm=comm, workers=options.get("threads", 1), local=True)
+    steering, agent = load_agent(options["agent"]) if options.get("agent") else (None, None)
+    if comm.size > 1:  # each rank sees its share: rank 0 reports the whole job's count
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NegativeIntensityWarning)
+            data = load_share(options, comm)
+        _warn_negative_all_ranks(data, comm, options)
+    else:
+        data = load_share(options, comm)
+    try:
+        rec = Reconstructor(data, _engine_config(options), backend=options.get("backend", "numpy"),
+                            comm=comm, workers=options.get("threads", 1), local=True)
+    except ValueError as err:  # e.g. no photons: say which input
+        raise ValueError(f"{source_name(options)}: {err}") from err
     total, chunk = int(options["iterations"]), max(1, int(options.get("report_every", 10)))
     params = {k: options.get(k) for k in ("beta", "gamma1", "gamma2")}
     t0 = time.perf_counter()
-    done = 0
+    schedule = None
+    if agent is not None:
+        every = int(options.get("agent_every") or agent.every)
+
+        def report(entry: dict, hist: dict) -> None:
+            done = entry["start"] + entry["iterations"]
+            rate = (time.perf_counter() - t0) / done
+            _log(comm, f"iteration {done}/{total}  agent: {entry['algorithm']} beta "
+                       f"{entry['beta']:.2f}  model_error {entry['model_error']:.4e}  "
+                       f"fourier_error {hist['fourier_error'][-1]:.4e}  {rate:.3f} s/it")
+
+        schedule = steering.steer(rec, agent, every=every, iterations=total, on_step=report)
+    done = total if agent is not None else 0
     while done < total:
         n = min(chunk, total - done)
         hist = rec.step(n, algorithm=options.get("algorithm", "dm"), **params)
@@ -68,9 +150,14 @@ def run_recon(options: dict) -> dict:
     seconds = time.perf_counter() - t0
     summary = {"iterations": total, "seconds": seconds, "ranks": comm.size,
                "backend": options.get("backend", "numpy"),
-               "algorithm": options.get("algorithm", "dm"),
+               "algorithm": "agent" if agent is not None else options.get("algorithm", "dm"),
                "fourier_error": rec.history["fourier_error"][-1] if total else None,
-               "exit_change": rec.history["exit_change"][-1] if total else None}
+               "exit_change": rec.history["exit_change"][-1] if total else None,
+               "model_error": rec.model_error(),
+               "pixel_size_m": data.object_pixel_m,
+               "inputs": _inputs(options, data, rec, comm, agent)}
+    if schedule is not None:
+        summary["schedule"] = schedule
     result = rec.result()
     if data.truth_object is not None:
         summary["quality"] = rec.quality()
@@ -86,15 +173,59 @@ def run_recon(options: dict) -> dict:
     return summary
 
 
+def _inputs(options: dict, data, rec, comm, agent) -> dict:
+    """Everything needed to repeat the run: the input (file or simulation parameters), seed,
+    algorithm and relaxation, engine settings, ranks, backend and the steering agent."""
+    inputs: dict = {"iterations": int(options["iterations"]), "seed": options.get("seed", 0),
+                    "algorithm": options.get("algorithm", "dm"),
+                    **{k: options.get(k) for k in ("beta", "gamma1", "gamma2")},
+                    "engine": asdict(rec.config), "ranks": comm.size,
+                    "backend": options.get("backend", "numpy"),
+                    "threads": options.get("threads", 1), "comm": getattr(comm, "kind", "serial"),
+                    "argv": options.get("argv")}
+    if options.get("cxi"):
+        path = Path(options["cxi"]).resolve()
+        stat = path.stat()
+        inputs["cxi"] = {"path": str(path), "bytes": stat.st_size, "mtime": stat.st_mtime,
+                         "frames": int(data.meta.get("total_frames", data.n_frames)),
+                         "frame_size": data.frame_shape[0]}
+    else:
+        inputs["simulation"] = dict(data.meta.get("simulation", {}))
+    if agent is not None:
+        inputs["algorithm"] = "agent"
+        inputs["agent"] = {"source": agent.source, "every": int(options.get("agent_every")
+                                                                or agent.every),
+                           "trained": agent.trained}
+    return inputs
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
 def _write_outputs(out: Path, data, result, history, summary, options) -> None:
     from .cxi import write_result_cxi
     from .plots import save_errors_png, save_object_png
 
     write_result_cxi(out / "recon.cxi", result, history, data.object_pixel_m,
                      source=options.get("cxi") or "simulation")
-    save_object_png(result["object"], result["illumination"], out / "object.png")
-    save_errors_png(history, out / "errors.png")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    steered = "schedule" in summary
+    what = "agent-steered" if steered else summary["algorithm"].upper()
+    beta = options.get("beta")
+    if not steered and beta is not None:
+        what += f" beta {beta:g}"
+    title = f"{what}, {summary['iterations']} iterations"
+    if "quality" in summary:
+        title += f"  (true phase RMS {summary['quality']['phase_rms']:.3f} rad)"
+    save_object_png(result["object"], result["illumination"], out / "object.png",
+                    pixel_m=data.object_pixel_m, title=title, probe=result["probe"],
+                    truth=data.truth_object)
+    save_errors_png(history, out / "errors.png", schedule=summary.get("schedule"), title=title)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
 
 
 def _select_device(options: dict) -> None:

@@ -27,9 +27,15 @@ projection, which can rise while the image improves) and L = log10:
 M_0 is measured at reset (``step(0)``), so entry 0 is informative from the start. Every
 entry is clipped to [-10, 10].
 
-Reward: r_t = L M_{t-1} - L M_t (decades of model error removed by the step). The return
-telescopes to L M_0 - L M_T, and M_0 does not depend on the actions: maximising the return
-minimises the final error of the estimate.
+Reward, chosen by the env option ``reward`` (both telescope: the return is the decades of
+error removed over the episode, and the start error does not depend on the actions):
+- ``"model_error"`` (default): r_t = L M_{t-1} - L M_t, decades of *measured* model error
+  removed by the step. Needs no truth, but can be met by fitting noise.
+- ``"true_error"``: r_t = L E_{t-1} - L E_t with E the true phase RMS (rad) of the current
+  object after registration (global phase, phase ramp, subpixel shift removed, in the
+  well-illuminated region), exactly as ``recon_env.metrics.compare_objects`` computes it.
+  Only for simulated scans with ground truth (training); the observation stays measured.
+  ``info["true_phase_rms"]`` carries E at reset and after every step.
 Optional reward term without ground truth (``estimator=PATH`` to a model from
 ``sparkmpi-dl dataset train-estimator``): at truncation the last reward gains
 ``estimator_weight * (log10 E_0 - log10 E_T)``, where E is the estimator's prediction of the
@@ -52,19 +58,23 @@ errors of the step and, at the end of an episode of a simulated scan, ground-tru
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from recon_env.observation import (ALGORITHMS, BETAS, CLIP, N_ACTIONS, OBS_SIZE, MeasuredTrack,
+                                   discrete_action)
+from recon_env.observation import log10 as _log10
+
 ENV_ID = "recon_env/PtychoTuning-v0"
 CONTINUOUS_ENV_ID = "recon_env/PtychoTuningContinuous-v0"
-ALGORITHMS = ("dm", "raar")
-OBS_SIZE = 11
-BETAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # the default beta ladder
-CLIP = 10.0
+REWARDS = ("model_error", "true_error")
+RENDER_MODES = ("rgb_array",)
+__all__ = ["ALGORITHMS", "BETAS", "CLIP", "CONTINUOUS_ENV_ID", "ENV_ID", "OBS_SIZE", "REWARDS",
+           "PtychoTuningContinuousEnv", "PtychoTuningEnv", "ScanGenerator", "register_envs"]
 
 
 @dataclass
@@ -111,20 +121,10 @@ class ScanGenerator:
         }
 
 
-@dataclass
-class _Track:
-    """Measured history of the running episode."""
-
-    model_errors: list[float] = field(default_factory=list)  # L M_0, L M_1, ...
-    last_iters: list[float] = field(default_factory=list)  # last two log10 fourier_error
-    exit_change: float = 0.0
-    iterations: int = 0
-
-
 class PtychoTuningEnv(gym.Env):
     """See the module docstring for actions, observation, reward and termination."""
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": list(RENDER_MODES), "render_fps": 4}
 
     def __init__(self, iterations_per_step: int = 5, iteration_budget: int = 60,
                  betas: tuple[float, ...] = BETAS,
@@ -132,7 +132,8 @@ class PtychoTuningEnv(gym.Env):
                  divergence_penalty: float = 2.0, generator: ScanGenerator | dict | None = None,
                  engine: dict[str, Any] | None = None, backend: str = "numpy",
                  truth_metrics: bool = True, comm: str = "serial",
-                 estimator: str | None = None, estimator_weight: float = 1.0) -> None:
+                 estimator: str | None = None, estimator_weight: float = 1.0,
+                 reward: str = "model_error", render_mode: str | None = None) -> None:
         if iterations_per_step < 1:
             raise ValueError(f"PtychoTuningEnv: iterations_per_step must be >= 1, "
                              f"got {iterations_per_step}")
@@ -174,6 +175,18 @@ class PtychoTuningEnv(gym.Env):
         self.estimator_path, self.estimator_weight = estimator, float(estimator_weight)
         self._estimator = None  # loaded on first use: TensorFlow takes seconds to import
         self._estimate_start: float | None = None
+        if reward not in REWARDS:
+            raise ValueError(f"PtychoTuningEnv: reward must be one of {REWARDS}, got {reward!r}")
+        self.reward_kind = reward
+        self._true_errors: list[float] = []  # L E_0, L E_1, ... (reward="true_error")
+        if render_mode == "human":
+            raise ValueError("PtychoTuningEnv: render_mode 'human' is not supported (no window "
+                             "on compute nodes); use render_mode='rgb_array' and save or show "
+                             "the returned image")
+        if render_mode is not None and render_mode not in RENDER_MODES:
+            raise ValueError(f"PtychoTuningEnv: render_mode must be None or one of "
+                             f"{RENDER_MODES}, got {render_mode!r}")
+        self.render_mode = render_mode
         if comm not in ("serial", "mpi"):
             raise ValueError(f"PtychoTuningEnv: comm must be 'serial' or 'mpi', got {comm!r}")
         self.comm = None
@@ -181,11 +194,11 @@ class PtychoTuningEnv(gym.Env):
             from recon_env.comm import MPIComm
 
             self.comm = MPIComm()
-        self.action_space = gym.spaces.Discrete(2 * 3)
+        self.action_space = gym.spaces.Discrete(N_ACTIONS)
         self.observation_space = gym.spaces.Box(-CLIP, CLIP, (OBS_SIZE,), np.float32)
         self.recon = None
         self.scan: dict[str, Any] = {}
-        self._track = _Track()
+        self._track = MeasuredTrack()
         self.beta_index = self.initial_beta_index
         self.beta = self.betas[self.beta_index]
         self.algorithm = initial_algorithm
@@ -206,17 +219,27 @@ class PtychoTuningEnv(gym.Env):
         data = simulate(**self.scan)
         self.recon = Reconstructor(data, EngineConfig(**self.engine_kwargs), backend=self.backend,
                                    comm=self.comm)
-        self._track = _Track()
+        self._track = MeasuredTrack()
         self.beta_index = self.initial_beta_index
         self.beta = self.betas[self.beta_index]
         self.algorithm = self.initial_algorithm
-        start = _log10(self.recon.step(0)["model_error"])  # M_0: the start guess
-        self._track.model_errors.append(start)
-        info = {"scan": dict(self.scan), "model_error": 10.0**start}
+        start = self.recon.step(0)["model_error"]  # M_0: the start guess
+        self._track.start(start)
+        info = {"scan": dict(self.scan), "model_error": float(start)}
+        if self.reward_kind == "true_error":
+            if data.truth_object is None:
+                raise ValueError("PtychoTuningEnv: reward='true_error' needs a simulated scan "
+                                 "with ground truth")
+            self._true_errors = [_log10(self._true_phase_rms())]
+            info["true_phase_rms"] = 10.0 ** self._true_errors[0]
         if self.estimator_path is not None:
             self._estimate_start = self._estimated_phase_rms()
             info["estimated_phase_rms"] = self._estimate_start
         return self._observation(), info
+
+    def _true_phase_rms(self) -> float:
+        """True phase RMS (rad) after registration, as recon_env.metrics computes it."""
+        return float(self.recon.quality()["phase_rms"])
 
     def _estimated_phase_rms(self) -> float:
         """The quality estimator's prediction of the true phase RMS (rad), measured data only."""
@@ -243,8 +266,7 @@ class PtychoTuningEnv(gym.Env):
 
     def _apply(self, action: Any) -> None:
         """Set ``algorithm`` and ``beta`` from an action."""
-        self.algorithm = ALGORITHMS[action // 3]
-        self.beta_index = min(max(self.beta_index + action % 3 - 1, 0), len(self.betas) - 1)
+        self.algorithm, self.beta_index = discrete_action(action, self.beta_index, len(self.betas))
         self.beta = self.betas[self.beta_index]
 
     def _advance(self, action: Any):
@@ -264,7 +286,12 @@ class PtychoTuningEnv(gym.Env):
                         fourier_errors=[])
             return self._observation(), -self.divergence_penalty, True, False, info
         errors = [float(e) for e in out["fourier_error"]]
-        reward = self._record(errors, float(out["exit_change"][-1]), float(out["model_error"]))
+        reward = self._track.record(errors, float(out["exit_change"][-1]),
+                                    float(out["model_error"]))
+        if self.reward_kind == "true_error":
+            self._true_errors.append(_log10(self._true_phase_rms()))
+            reward = self._true_errors[-2] - self._true_errors[-1]
+            info["true_phase_rms"] = 10.0 ** self._true_errors[-1]
         truncated = self._track.iterations >= self.budget
         info.update(fourier_errors=errors, model_error=float(out["model_error"]),
                     iteration=self._track.iterations)
@@ -302,41 +329,30 @@ class PtychoTuningEnv(gym.Env):
             self._broadcast("close", None)
         super().close()
 
-    # ---- measured features ---------------------------------------------------------------
-    def _record(self, errors: list[float], exit_change: float, model_error: float) -> float:
-        """Append a chunk's measurements; return its reward L M_{t-1} - L M_t."""
-        t = self._track
-        logs = [_log10(e) for e in errors]
-        t.last_iters = (t.last_iters or logs[:1]) + logs
-        t.last_iters = t.last_iters[-2:]
-        t.exit_change = _log10(exit_change)
-        t.iterations += len(errors)
-        t.model_errors.append(_log10(model_error))
-        return t.model_errors[-2] - t.model_errors[-1]
-
+    # ---- measured features and pictures -------------------------------------------------
     def _observation(self) -> np.ndarray:
-        t = self._track
-        obs = np.zeros(OBS_SIZE, np.float32)
-        m = t.model_errors
-        if m:
-            obs[0] = m[-1]
-            obs[4] = m[-1] - min(m)
-        if len(m) >= 2:
-            obs[1] = m[-1] - m[-2]
-            obs[2] = m[-2] - m[-3] if len(m) >= 3 else 0.0
-            obs[3] = t.last_iters[-1] - t.last_iters[0]
-            obs[5] = t.exit_change
-            obs[10] = 1.0
-        obs[6] = self.beta
-        obs[7 + ALGORITHMS.index(self.algorithm)] = 1.0
-        obs[9] = t.iterations / self.budget
-        return np.clip(np.nan_to_num(obs, nan=0.0), -CLIP, CLIP)
+        return self._track.observation(self.beta, self.algorithm, self.budget)
+
+    def render(self) -> np.ndarray | None:
+        """render_mode 'rgb_array': the current object phase as an H x W x 3 uint8 image
+        (viridis, global phase removed, limits from the illuminated area); None otherwise."""
+        if self.render_mode is None:
+            gym.logger.warn("PtychoTuningEnv.render() called without a render_mode; "
+                            "make the env with render_mode='rgb_array'")
+            return None
+        if self.recon is None:
+            raise RuntimeError("PtychoTuningEnv.render called before reset()")
+        from recon_env.plots import phase_rgb
+
+        result = self.recon.result()
+        return phase_rgb(result["object"], result["illumination"])
 
     def config(self) -> dict[str, Any]:
         """The settings of this env as plain data (for reports)."""
         return {"iterations_per_step": self.k, "iteration_budget": self.budget,
                 "betas": list(self.betas), "generator": asdict(self.generator),
-                "engine": self.engine_kwargs, "backend": self.backend}
+                "engine": self.engine_kwargs, "backend": self.backend,
+                "reward": self.reward_kind}
 
 
 class PtychoTuningContinuousEnv(PtychoTuningEnv):
@@ -357,17 +373,12 @@ class PtychoTuningContinuousEnv(PtychoTuningEnv):
         self.algorithm = ALGORITHMS[int(action[1] >= 0.5)]
 
 
-def _log10(x: float) -> float:
-    return math.log10(max(x, 1e-30)) if math.isfinite(x) else math.nan
-
-
 def register_envs() -> None:
-    """Register ``recon_env/PtychoTuning-v0`` with Gymnasium (idempotent)."""
-    if ENV_ID not in gym.registry:
-        gym.register(id=ENV_ID, entry_point="recon_env.tuning_env:PtychoTuningEnv")
-    if CONTINUOUS_ENV_ID not in gym.registry:
-        gym.register(id=CONTINUOUS_ENV_ID,
-                     entry_point="recon_env.tuning_env:PtychoTuningContinuousEnv")
+    """Register ``recon_env/PtychoTuning-v0`` (and the continuous variant) with Gymnasium
+    (idempotent; ``import recon_env`` already does it)."""
+    from recon_env import register_envs as register
+
+    register()
 
 
 register_envs()
