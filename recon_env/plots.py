@@ -51,10 +51,11 @@ def _extent_um(shape: tuple[int, ...], pixel_m: float | None) -> tuple[list[floa
 def save_object_png(obj: np.ndarray, illumination: np.ndarray | None, path: str | Path,
                     threshold: float = 0.05, *, pixel_m: float | None = None,
                     title: str | None = None, probe: np.ndarray | None = None,
-                    truth: np.ndarray | None = None) -> None:
+                    truth: np.ndarray | None = None) -> dict:
     """Phase and amplitude of the object (axes in µm when ``pixel_m`` is known), the probe
     (amplitude, its phase as hue) and, for simulated data, the true phase beside the result.
-    Colour limits come from the illuminated area only."""
+    Colour limits come from the illuminated area only. Returns what was drawn (panel
+    titles, axis unit, title) so callers and tests can check it without reading pixels."""
     plt = _pyplot()
     region = _region(obj, illumination, threshold)
     phase = _flat_phase(obj, region)
@@ -82,7 +83,9 @@ def save_object_png(obj: np.ndarray, illumination: np.ndarray | None, path: str 
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    drawn = {"panels": [ax.get_title() for ax in axes], "unit": unit, "title": title}
     plt.close(fig)
+    return drawn
 
 
 def _probe_panel(fig, ax, probe: np.ndarray, pixel_m: float | None) -> None:

@@ -71,7 +71,7 @@ def load_agent(spec: str):
 
 
 def _warn_negative_all_ranks(data, comm, options: dict) -> None:
-    """One NegativeIntensityWarning (rank 0) counting the negative values of all ranks."""
+    """One warning line (rank 0) counting the negative intensities of all ranks."""
     neg = data.intensities < 0
     first = int(data.meta.get("frames", (0, 0))[0])
     mine = (int(np.count_nonzero(neg)),
@@ -79,19 +79,20 @@ def _warn_negative_all_ranks(data, comm, options: dict) -> None:
             float(data.intensities.min()) if neg.any() else 0.0)
     every = comm.comm.allgather(mine)
     count = sum(c for c, _, _ in every)
-    if comm.rank != 0 or count == 0:
+    if count == 0:
         return
     frames = sorted(f for _, fs, _ in every for f in fs)
     total = int(data.meta.get("total_frames", data.n_frames))
     shown = ", ".join(map(str, frames[:5])) + (", ..." if len(frames) > 5 else "")
-    warnings.warn(f"{source_name(options)}: {count} negative intensity values in {len(frames)} "
-                  f"of {total} frames (frames {shown}; min {min(m for _, _, m in every):.4g}); "
-                  "they are treated as 0", NegativeIntensityWarning, stacklevel=2)
+    _warn(comm, f"{source_name(options)}: {count} negative intensity values in {len(frames)} "
+                f"of {total} frames (frames {shown}; min {min(m for _, _, m in every):.4g}); "
+                "they are treated as 0")
 
 
-def _one_line_warnings() -> None:
-    """Warnings as one 'warning: ...' line (no source line echo) in the CLI."""
-    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+def _warn(comm, text: str) -> None:
+    """One 'warning: ...' line on stderr, from rank 0 only."""
+    if comm.rank == 0:
+        print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
 def _engine_config(options: dict) -> EngineConfig:
@@ -107,17 +108,19 @@ def run_recon(options: dict) -> dict:
     """Reconstruct and (rank 0) write recon.cxi, object.png, errors.png, summary.json."""
     from .comm import make_comm
 
-    _one_line_warnings()
     _select_device(options)
     comm = make_comm(options.get("comm", "auto"), options.get("backend", "numpy"))
     steering, agent = load_agent(options["agent"]) if options.get("agent") else (None, None)
-    if comm.size > 1:  # each rank sees its share: rank 0 reports the whole job's count
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NegativeIntensityWarning)
-            data = load_share(options, comm)
-        _warn_negative_all_ranks(data, comm, options)
-    else:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NegativeIntensityWarning)
         data = load_share(options, comm)
+    for w in caught:
+        if not issubclass(w.category, NegativeIntensityWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+        elif comm.size == 1:
+            _warn(comm, str(w.message))
+    if comm.size > 1:  # each rank saw its share: rank 0 reports the whole job's count
+        _warn_negative_all_ranks(data, comm, options)
     try:
         rec = Reconstructor(data, _engine_config(options), backend=options.get("backend", "numpy"),
                             comm=comm, workers=options.get("threads", 1), local=True)
