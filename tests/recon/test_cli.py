@@ -73,10 +73,73 @@ def test_bench_json():
 
 
 def test_import_is_light():
-    """The env (agent side) imports recon_env: no cupy, mpi4py or tensorflow on the way."""
+    """The env (agent side) imports recon_env: no cupy, mpi4py or tensorflow on the way, and
+    recon_env never imports the agents package above it (core <- recon_env <- agents)."""
     code = ("import sys, recon_env, recon_env.engine, recon_env.simulate, recon_env.cxi, "
-            "recon_env.cli; recon_env.Reconstructor; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'cupy', 'mpi4py', 'tensorflow'}))")
+            "recon_env.cli, recon_env.runner, recon_env.tuning_env; recon_env.Reconstructor; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'cupy', 'mpi4py', 'tensorflow', 'agents'}))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def _main(*args) -> int:
+    from recon_env import cli
+
+    return cli.main(list(args))
+
+
+def test_summary_records_inputs_and_pictures_are_labelled(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _main("recon", "--simulate", *SMALL, "--iterations", "3", "--seed", "5",
+                 "--algorithm", "raar", "--beta", "0.8", "--overlap", "0.7",
+                 "--out", str(out)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    inputs = summary["inputs"]
+    assert inputs["seed"] == 5 and inputs["algorithm"] == "raar" and inputs["beta"] == 0.8
+    assert inputs["iterations"] == 3 and inputs["ranks"] == 1 and inputs["backend"] == "numpy"
+    sim = inputs["simulation"]  # every simulation parameter, defaults resolved
+    assert sim["n_frames"] == 24 and sim["frame_size"] == 32 and sim["photons"] == 1e6
+    assert sim["overlap"] == 0.7 and sim["seed"] == 5 and "probe_diameter" in sim
+    assert inputs["engine"]["seed"] == 5 and inputs["argv"][0] == "sparkmpi-dl"
+    assert summary["pixel_size_m"] > 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["kind"] == "recon" and run["config"]["seed"] == 5
+
+
+def test_object_png_in_microns_with_probe_and_truth(tmp_path):
+    from recon_env.engine import Reconstructor
+    from recon_env.plots import save_object_png
+    from recon_env.simulate import simulate
+
+    data = simulate(n_frames=16, frame_size=32, probe_diameter=10, photons=1e6, seed=1)
+    rec = Reconstructor(data)
+    rec.step(2)
+    result = rec.result()
+    drawn = save_object_png(result["object"], result["illumination"], tmp_path / "o.png",
+                            pixel_m=data.object_pixel_m, title="DM, 2 iterations",
+                            probe=result["probe"], truth=data.truth_object)
+    assert drawn["unit"] == "µm" and drawn["title"] == "DM, 2 iterations"
+    assert [p.split(" ")[0:2] for p in drawn["panels"]] == [
+        ["object", "phase"], ["object", "amplitude"], ["true", "phase"], ["probe", "(brightness"]]
+    assert (tmp_path / "o.png").stat().st_size > 0
+
+
+def test_out_is_not_overwritten_silently(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["recon", "--simulate", *SMALL, "--iterations", "1", "--out", str(out)]
+    assert _main(*args) == 0
+    first = (out / "summary.json").read_text()
+    capsys.readouterr()
+    assert _main(*args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: --out {out} is not empty; pass --overwrite to replace an earlier "
+                   "recon run there, or choose another --out")
+    assert (out / "summary.json").read_text() == first  # untouched
+    assert _main(*args, "--seed", "9", "--overwrite") == 0
+    assert json.loads((out / "summary.json").read_text())["inputs"]["seed"] == 9
+    (out / "notes.txt").write_text("mine")  # a file no recon run wrote: never deleted
+    capsys.readouterr()
+    assert _main(*args, "--overwrite") == 2
+    assert "notes.txt" in capsys.readouterr().err and (out / "notes.txt").exists()
