@@ -152,3 +152,67 @@ def test_continuous_variant_passes_checker_and_sets_beta():
     assert info["algorithm"] == "raar" and info["beta"] == pytest.approx(0.55)
     _, _, _, _, info = env.step(np.array([1.0, 0.1], np.float32))
     assert info["algorithm"] == "dm" and info["beta"] == pytest.approx(1.0)
+
+
+def test_import_recon_env_registers_the_envs():
+    """A fresh interpreter: `import recon_env` alone makes gym.make(ENV_ID) work."""
+    import subprocess
+    import sys
+
+    code = ("import gymnasium as gym, recon_env; "
+            "env = gym.make('recon_env/PtychoTuning-v0', iterations_per_step=2, "
+            "iteration_budget=2, generator={'n_frames': 8, 'frame_size': 16}); "
+            "env.reset(seed=0); gym.make('recon_env/PtychoTuningContinuous-v0'); print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_render_rgb_array_is_the_current_phase_image():
+    env = make(render_mode="rgb_array")
+    check_env(env.unwrapped)  # includes Gymnasium's render checks
+    env.reset(seed=4)
+    first = env.render()
+    env.step(1)
+    image = env.render()
+    shape = env.unwrapped.recon.object_shape
+    assert image.shape == (*shape, 3) and image.dtype == np.uint8
+    assert image.std() > 0 and not np.array_equal(image, first)  # it follows the iterations
+
+
+def test_human_render_is_refused_with_a_clear_message():
+    with pytest.raises(ValueError, match="render_mode 'human' is not supported.*rgb_array"):
+        PtychoTuningEnv(render_mode="human")
+    with pytest.raises(ValueError, match="render_mode must be None or one of"):
+        PtychoTuningEnv(render_mode="ansi")
+
+
+def test_true_error_reward_is_the_decrease_of_the_registered_true_phase_error():
+    from recon_env.metrics import compare_objects
+
+    actions = [1, 4, 3, 2]
+    env = make(reward="true_error")
+    _, info = env.reset(seed=11)
+    errors = [info["true_phase_rms"]]
+    rewards = []
+    for a in actions:
+        _, reward, terminated, truncated, info = env.step(a)
+        rewards.append(reward)
+        recon = env.unwrapped.recon
+        result = recon.result()
+        truth = compare_objects(result["object"], recon.data.truth_object,
+                                result["illumination"])["phase_rms"]  # as metrics computes it
+        assert info["true_phase_rms"] == pytest.approx(truth, rel=1e-9)
+        errors.append(truth)
+    np.testing.assert_allclose(rewards, -np.diff(np.log10(errors)), rtol=1e-9)
+    assert truncated and info["truth_phase_rms"] == pytest.approx(errors[-1])
+    # the default reward (measured model error) differs on the same scan and actions
+    measured = [step[1] for step in rollout(make(), 11, actions)[1:]]
+    assert not np.allclose(measured, rewards)
+    assert env.unwrapped.config()["reward"] == "true_error"
+
+
+def test_unknown_reward_is_refused():
+    with pytest.raises(ValueError, match=r"reward must be one of \('model_error', 'true_error'\)"):
+        PtychoTuningEnv(reward="psnr")
