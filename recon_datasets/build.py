@@ -3,6 +3,11 @@
 The driver decides what to build (partitions without a sound final file), runs the Spark
 job in a background thread, and prints progress from the tasks' progress files meanwhile.
 ``DIR`` must be on a file system every executor sees (local disk for ``local[*]``).
+
+Each ``build()`` call is an attempt with its own id (see ``recon_datasets.store``): it takes
+over the folder before listing what to build, and a failed attempt is fenced before
+``build()`` raises, so tasks of a failed job that Spark has not killed yet (it takes 2-4 s)
+can neither land files in the dataset nor disturb the next attempt.
 """
 from __future__ import annotations
 
@@ -16,17 +21,18 @@ from typing import Any, Callable
 from recon_datasets.config import BuildConfig
 from recon_datasets.schema import (SCHEMA_FILE, TMP_DIR, DatasetError, arrow_schema, describe,
                              part_name, read_schema_file, write_json_atomic)
-from recon_datasets.store import check_partition, read_progress
+from recon_datasets.store import check_partition, end_attempt, read_progress, start_attempt
 
 
 class BuildFailed(RuntimeError):
     """A Spark task failed; complete partitions are kept and a rerun resumes."""
 
 
-def build_partition(config: BuildConfig, root: str, partition: int,
+def build_partition(config: BuildConfig, root: str, attempt: str, partition: int,
                     fail_partition: int | None = None) -> tuple[int, int, float]:
     """Spark task body: all scans of one partition -> its committed Parquet file.
 
+    Commits only while ``attempt`` is the folder's current attempt (else StaleAttempt).
     Returns (partition, rows, CPU seconds of this task)."""
     from recon_datasets.scan import reconstruct_scan
     from recon_datasets.store import commit_partition, rows_to_table, write_progress
@@ -36,15 +42,17 @@ def build_partition(config: BuildConfig, root: str, partition: int,
     rows = []
     for scan in config.partition_scans(partition):
         rows.append(reconstruct_scan(config, scan))
-        write_progress(folder, partition, len(rows))
+        write_progress(folder, attempt, partition, len(rows))
     table = rows_to_table(rows, arrow_schema(config))
-    commit_partition(folder, partition, table, config.rows_per_group,
+    commit_partition(folder, attempt, partition, table, config.rows_per_group,
                      crash_before_commit=partition == fail_partition)
     return partition, len(rows), time.process_time() - cpu
 
 
-def _start_or_resume(root: Path, config: BuildConfig, log: Callable[[str], None]) -> list[int]:
-    """Write/compare the schema file; return the partitions still to build."""
+def _start_or_resume(root: Path, config: BuildConfig,
+                     log: Callable[[str], None]) -> tuple[str, list[int]]:
+    """Write/compare the schema file, start a new attempt (fencing any earlier one), then
+    list the partitions still to build; returns (attempt id, partitions to build)."""
     root.mkdir(parents=True, exist_ok=True)
     if (root / SCHEMA_FILE).exists():
         previous = read_schema_file(root)
@@ -57,6 +65,7 @@ def _start_or_resume(root: Path, config: BuildConfig, log: Callable[[str], None]
                                f"or another --out")
     else:
         write_json_atomic(root / SCHEMA_FILE, describe(config, "building"))
+    attempt = start_attempt(root)  # from here no task of an earlier attempt can commit
     todo = []
     for partition in range(config.num_partitions):
         path = root / part_name(partition)
@@ -69,18 +78,24 @@ def _start_or_resume(root: Path, config: BuildConfig, log: Callable[[str], None]
             log(f"dataset: rebuilding partition {partition}: {err}")
             path.unlink()
             todo.append(partition)
-    shutil.rmtree(root / TMP_DIR, ignore_errors=True)  # leftovers of interrupted tasks
-    (root / TMP_DIR).mkdir()
-    return todo
+    for leftover in (root / TMP_DIR).iterdir():  # earlier attempts' temporary files
+        if leftover.name == attempt:
+            continue
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+    return attempt, todo
 
 
-def _progress_line(root: Path, config: BuildConfig, todo: list[int], start: float) -> str:
+def _progress_line(root: Path, config: BuildConfig, attempt: str, todo: list[int],
+                   start: float) -> str:
     done = 0
     for partition in todo:
         if (root / part_name(partition)).exists():
             done += len(config.partition_scans(partition))
         else:
-            done += read_progress(root, partition)
+            done += read_progress(root, attempt, partition)
     total = sum(len(config.partition_scans(p)) for p in todo)
     minutes = (time.monotonic() - start) / 60
     rate = done / minutes if minutes > 0 else 0.0
@@ -100,7 +115,7 @@ def build(config: BuildConfig, out: str | Path, *, spark: Any = None, master: st
 
     config.check()
     root = Path(out).resolve()
-    todo = _start_or_resume(root, config, log)
+    attempt, todo = _start_or_resume(root, config, log)
     partitions = config.num_partitions
     scans_todo = sum(len(config.partition_scans(p)) for p in todo)
     log(f"dataset: {config.scans} scans in {partitions} partitions -> {root}; "
@@ -117,7 +132,8 @@ def build(config: BuildConfig, out: str | Path, *, spark: Any = None, master: st
             try:
                 rdd = sc.parallelize(todo, len(todo))
                 outcome["result"] = rdd.map(
-                    lambda p: build_partition(config, str(root), p, fail_partition)).collect()
+                    lambda p: build_partition(config, str(root), attempt, p,
+                                              fail_partition)).collect()
             except Exception as err:  # noqa: BLE001 - re-raised below in the driver thread
                 outcome["error"] = err
 
@@ -126,8 +142,9 @@ def build(config: BuildConfig, out: str | Path, *, spark: Any = None, master: st
         while thread.is_alive():
             thread.join(progress_s)
             if thread.is_alive():
-                log(_progress_line(root, config, todo, start))
+                log(_progress_line(root, config, attempt, todo, start))
         if "error" in outcome:
+            end_attempt(root, attempt)  # its still-running tasks can no longer commit
             missing = [p for p in todo if not (root / part_name(p)).exists()]
             raise BuildFailed(f"dataset build failed; partition(s) {missing} not written "
                               f"(the others are kept: rerun the same command to resume): "
@@ -135,11 +152,13 @@ def build(config: BuildConfig, out: str | Path, *, spark: Any = None, master: st
         cpu_s = sum(result[2] for result in outcome["result"])
     seconds = time.monotonic() - start
     files = {part_name(p): len(config.partition_scans(p)) for p in range(partitions)}
+    end_attempt(root, attempt)
     write_json_atomic(root / SCHEMA_FILE, describe(config, "complete", files))
     summary = validate(root)  # the row-count check: every scan exactly once
     shutil.rmtree(root / TMP_DIR, ignore_errors=True)
     rate = scans_todo / (seconds / 60) if scans_todo and seconds > 0 else None
-    log(_progress_line(root, config, todo, start) if todo else "dataset: nothing to build")
+    log(_progress_line(root, config, attempt, todo, start) if todo
+        else "dataset: nothing to build")
     log(f"dataset: complete, {summary['rows']} rows = {config.scans} scans in {partitions} "
         f"files, checked; built {scans_todo} scans in {seconds:.1f} s"
         + (f" ({rate:.1f} scans/min)" if rate else ""))

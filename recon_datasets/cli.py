@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
+
+from sparkmpi_dl.flags import add_num_proc, add_out
 
 
 def _range(kind):
@@ -15,6 +18,14 @@ def _range(kind):
             raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got {text!r}") from None
         return low, high
     return parse
+
+
+def _photon_range(text: str) -> tuple[float, float]:
+    """'1e4,1e8' photons per frame -> their log10 (what BuildConfig draws from)."""
+    low, high = _range(float)(text)
+    if low <= 0 or high <= 0:
+        raise argparse.ArgumentTypeError(f"photon counts must be > 0, got {text!r}")
+    return math.log10(low), math.log10(high)
 
 
 def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,8 +44,12 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=_range(int), default=d.iterations,
                         help="LOW,HIGH iterations per scan (drawn, multiples of 5)")
     parser.add_argument("--beta", type=_range(float), default=d.beta, help="LOW,HIGH beta range")
-    parser.add_argument("--photons", dest="log10_photons", type=_range(float),
-                        default=d.log10_photons, help="LOW,HIGH log10 photons per frame")
+    parser.add_argument("--photons", dest="log10_photons", type=_photon_range,
+                        default=d.log10_photons, metavar="LOW,HIGH",
+                        help="photons per frame, drawn log-uniformly from LOW..HIGH "
+                             f"(default: {10 ** d.log10_photons[0]:g},{10 ** d.log10_photons[1]:g})")
+    parser.add_argument("--log10-photons", dest="log10_photons", type=_range(float),
+                        default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # the old spelling
     parser.add_argument("--rows-per-group", type=int, default=d.rows_per_group,
                         help="Parquet row group size (the trainers shard by row group)")
 
@@ -70,7 +85,7 @@ def _validate(args: argparse.Namespace) -> int:
     from recon_datasets.schema import DatasetError
 
     try:
-        summary = validate(args.dir)
+        summary = validate(args.dir, reproduce=args.reproduce)
     except DatasetError as err:
         print(f"sparkmpi-dl dataset validate: error: {err}", file=sys.stderr)
         return 2
@@ -94,7 +109,7 @@ def _train_estimator(args: argparse.Namespace) -> int:
             from sparkmpi_dl.horovod import run
             from sparkmpi_dl.launch.spark import spark_context
 
-            spark = spark_context(master=args.master or f"local[{args.num_proc}]")
+            spark = spark_context(master=args.master, default_master=f"local[{args.num_proc}]")
             result = run(train_estimator, args.num_proc, args=(config,), spark=spark)
     except (ValueError, DatasetError) as err:
         print(f"sparkmpi-dl dataset train-estimator: error: {err}", file=sys.stderr)
@@ -125,29 +140,36 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     add_generator_arguments(build_parser)
     build_parser.set_defaults(func=_build)
 
-    check = sub.add_parser("validate", help="check a dataset: files, schema, every scan once")
-    check.add_argument("dir")
+    check = sub.add_parser("validate", help="check a dataset: files, schema, every scan once, "
+                                            "page checksums and content hash of every column")
+    check.add_argument("dir", help="the dataset directory")
+    check.add_argument("--reproduce", type=int, default=0, metavar="N",
+                       help="also rebuild N scans from the recorded seed and compare the rows "
+                            "(default: %(default)s)")
     check.set_defaults(func=_validate)
 
     est = sub.add_parser("train-estimator", help="train the reconstruction-quality estimator "
                                                  "(Horovod ranks in Spark tasks with -n)")
     est.add_argument("--data", required=True, help="a dataset built by `dataset build`")
-    est.add_argument("--out-dir", default="runs/quality_estimator")
-    est.add_argument("-n", "--num-proc", type=int, default=None,
-                     help="Horovod ranks as Spark barrier tasks (default: this process only)")
-    est.add_argument("--master", default=None, help="Spark master URL (default local[N])")
-    est.add_argument("--epochs", type=int, default=30)
+    add_out(est, dest="out_dir", default="runs/quality_estimator",
+            help="checkpoints and the trained estimator go here")
+    add_num_proc(est, type=int, default=None,
+                 help="Horovod ranks as Spark barrier tasks (default: this process only)")
+    est.add_argument("--master", default=None, help="Spark master URL (default: local[N])")
+    est.add_argument("--epochs", type=int, default=30, help="training epochs")
     est.add_argument("--batch-size", type=int, default=16, help="per rank")
     est.add_argument("--lr", type=float, default=3e-3, help="per rank, scaled by the rank count")
     est.add_argument("--val-every", type=int, default=5,
                      help="scans with scan_index %% N == 0 are the validation set")
-    est.add_argument("--seed", type=int, default=0)
-    est.add_argument("--no-resume", dest="resume", action="store_false")
+    est.add_argument("--seed", type=int, default=0, help="weights and shuffling seed")
+    est.add_argument("--no-resume", dest="resume", action="store_false",
+                     help="start fresh even if --out has a checkpoint")
     est.set_defaults(func=_train_estimator)
 
     bench_parser = bench.add_parser("dataset", help="dataset build throughput, 1 vs 2 Spark tasks")
     bench_parser.add_argument("--repeat", type=int, default=2, help="alternating trials per setting")
-    bench_parser.add_argument("--tasks", type=int, nargs="+", default=[1, 2])
+    bench_parser.add_argument("--tasks", type=int, nargs="+", default=[1, 2],
+                              help="Spark task counts to compare")
     bench_parser.add_argument("--master", default=None, help="default local[max tasks]")
     bench_parser.add_argument("--json", default=None, help="write the figures here")
     add_generator_arguments(bench_parser)

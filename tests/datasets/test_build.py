@@ -3,6 +3,7 @@ import argparse
 import json
 import os
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -10,7 +11,9 @@ import pytest
 from recon_datasets.build import BuildFailed, build
 from recon_datasets.config import BuildConfig
 from recon_datasets.reader import read, to_numpy, validate
-from recon_datasets.schema import DatasetError
+from recon_datasets.schema import DatasetError, arrow_schema
+from recon_datasets.store import (StaleAttempt, commit_partition, end_attempt, rows_to_table,
+                                  start_attempt, write_progress)
 
 from .conftest import SMALL
 
@@ -54,7 +57,7 @@ def test_interrupted_build_resumes_without_duplicates(spark, reference, tmp_path
         build(SMALL, out, spark=spark, progress_s=60, fail_partition=1)
     assert "injected failure in partition 1" in str(err.value)
     # the crashed task's file exists only under its temporary name, never as complete
-    assert list((out / "_tmp").glob("part-00001.*.parquet.tmp"))
+    assert list((out / "_tmp").rglob("part-00001.*.parquet.tmp"))
     assert not (out / "part-00001.parquet").exists()
     with pytest.raises(DatasetError, match="build is not finished.*part-00001"):
         validate(out)
@@ -69,6 +72,79 @@ def test_interrupted_build_resumes_without_duplicates(spark, reference, tmp_path
     assert table.column("scan_index").to_pylist() == list(range(SMALL.scans))
     assert table.equals(read(reference))
     assert not (out / "_tmp").exists()
+
+
+def test_late_task_of_a_failed_build_cannot_land_after_the_resume_listed(spark, reference,
+                                                                         tmp_path):
+    """The interleaving of issue 9 item 3, forced: a task of the failed build (Spark kills
+    them 2-4 s after build() raised) commits just after the resume made its to-do list.
+    Its commit is refused, the resume neither crashes nor gets a stranger's file."""
+    from recon_datasets.scan import reconstruct_scan
+
+    out = tmp_path / "ds"
+    with pytest.raises(BuildFailed):
+        build(SMALL, out, spark=spark, progress_s=60, fail_partition=1)
+    (failed_attempt,) = [d.name for d in (out / "_tmp").iterdir()]
+    # the late task has its rows and waits, right before its commit, for the resume's list
+    listed, committed = threading.Event(), threading.Event()
+    late: dict = {}
+
+    def late_task() -> None:
+        rows = [reconstruct_scan(SMALL, i) for i in SMALL.partition_scans(1)]
+        table = rows_to_table(rows, arrow_schema(SMALL))
+        assert listed.wait(120), "the resume never listed its work"
+        try:
+            write_progress(out, failed_attempt, 1, len(rows))
+            late["path"] = commit_partition(out, failed_attempt, 1, table, SMALL.rows_per_group)
+        except StaleAttempt as err:
+            late["refused"] = str(err)
+        finally:
+            late["part1_after_late_commit"] = (out / "part-00001.parquet").exists()
+            committed.set()
+
+    thread = threading.Thread(target=late_task, daemon=True)
+    thread.start()
+    lines: list[str] = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if "already complete, building" in line:  # the to-do list is made, no task started
+            listed.set()
+            assert committed.wait(120), "the late task never tried its commit"
+
+    summary = build(SMALL, out, spark=spark, progress_s=60, log=log)
+    thread.join(10)
+    assert "refused" in late, f"a task of the failed attempt committed: {late}"
+    assert f"attempt {failed_attempt} has ended; partition 1" in late["refused"]
+    assert late["part1_after_late_commit"] is False
+    assert summary["built_partitions"] >= 1
+    table = read(out)
+    assert table.column("scan_index").to_pylist() == list(range(SMALL.scans))
+    assert table.equals(read(reference))
+    assert not (out / "_tmp").exists() and not (out / "_attempt").exists()
+
+
+def test_stale_attempt_never_commits_nor_recreates_folders(tmp_path):
+    """Attempt-level fencing without Spark: a superseded attempt's commit and progress
+    writes are refused or dropped, and leave nothing behind."""
+    root = tmp_path / "ds"
+    root.mkdir()
+    old = start_attempt(root)
+    table = rows_to_table([], arrow_schema(SMALL))
+    new = start_attempt(root)  # a resume takes over while `old` still has a written file
+    with pytest.raises(StaleAttempt, match=f"attempt {old} has ended"):
+        commit_partition(root, old, 0, table, 2)
+    assert not (root / "part-00000.parquet").exists()
+    assert not list((root / "_tmp" / old).iterdir())  # its temporary file removed
+    shutil.rmtree(root / "_tmp" / old)  # the resume clears the old attempt's folder
+    write_progress(root, old, 0, 3)
+    with pytest.raises(StaleAttempt):
+        commit_partition(root, old, 0, table, 2)
+    assert not (root / "_tmp" / old).exists()  # never recreated: no mkdir race with a resume
+    assert commit_partition(root, new, 0, table, 2).exists()
+    end_attempt(root, new)
+    with pytest.raises(StaleAttempt):  # a failed build is fenced before build() raises
+        commit_partition(root, new, 1, table, 2)
 
 
 def test_resume_rebuilds_a_damaged_partition(spark, reference, tmp_path, capsys):

@@ -115,3 +115,82 @@ def test_image_trainer_reads_a_dataset_as_is(reference):
     table = read(reference)
     assert images.shape == (8, 24, 24, 1) and sorted(labels) == sorted(to_numpy(table, "quality_class"))
     assert np.isclose(np.sort(images.sum(axis=(1, 2, 3))), np.sort(to_numpy(table, "phase").sum(axis=(1, 2)))).all()
+
+
+def _flip_in_column_pages(path, column: str, count: int = 32) -> None:
+    """Flip ``count`` bytes in the middle of one column chunk's pages (first row group)."""
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    chunk = next(meta.column(i) for i in range(meta.num_columns)
+                 if meta.column(i).path_in_schema.split(".")[0] == column)
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    middle = start + chunk.total_compressed_size // 2
+    data = bytearray(path.read_bytes())
+    for i in range(middle, middle + count):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_bytes_in_the_phase_column_are_found(copy, capsys):
+    """Issue 9 item 4: 32 flipped bytes inside the phase column's pages passed validate and
+    read() returned changed values. Now validate names the file and read() raises."""
+    from .test_build import _cli
+
+    path = copy / "part-00001.parquet"
+    _flip_in_column_pages(path, "phase")
+    with pytest.raises(DatasetError, match=r"corrupt data in .*part-00001.parquet \(partition 1"):
+        validate(copy)
+    with pytest.raises(DatasetError, match=r"part-00001.parquet"):
+        read(copy, columns=["phase"])
+    assert _cli(["dataset", "validate", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "part-00001.parquet" in err and len(err.strip().splitlines()) == 1
+
+
+def test_changed_values_with_sound_pages_fail_the_content_hash(copy):
+    """A file rewritten with other values (valid Parquet, the old metadata kept)."""
+    def change(table):
+        phase = table.column("phase").combine_chunks()
+        flat = phase.flatten().to_numpy().copy()
+        flat[7] += 1e-3
+        return table.set_column(table.schema.get_field_index("phase"), table.schema.field("phase"),
+                                pa.FixedSizeListArray.from_arrays(pa.array(flat), phase.type.list_size))
+    _rewrite(copy / "part-00002.parquet", change)
+    with pytest.raises(DatasetError, match=r"part-00002.parquet.*do not match the content hash"):
+        validate(copy)
+
+
+def test_rows_not_drawn_from_the_recorded_seed_are_found(copy):
+    """Rows must be reproducible from the recorded seed: a row from another seed's draw is
+    refused even with a matching content hash."""
+    from recon_datasets.store import HASH_KEY, content_hash
+
+    def other_photons(table):
+        photons = table.column("sim_photons").to_numpy().copy()
+        photons[0] *= 2
+        table = table.set_column(table.schema.get_field_index("sim_photons"), "sim_photons",
+                                 pa.array(photons))
+        return table.replace_schema_metadata({HASH_KEY: content_hash(table).encode()})
+    _rewrite(copy / "part-00000.parquet", other_photons)
+    with pytest.raises(DatasetError, match=r"part-00000.parquet.*scan 0 has parameters "
+                                           r"\['sim_photons'\] other than seed 7 draws"):
+        validate(copy)
+
+
+def test_reproduce_rebuilds_scans_from_the_seed(copy):
+    """--reproduce N: stored rows equal rows rebuilt from the recorded seed; a row whose
+    measured values were swapped (hash and parameters made consistent) is caught."""
+    from recon_datasets.store import HASH_KEY, content_hash
+
+    assert validate(copy, reproduce=2)["reproduced_scans"] == [0, 7]
+
+    def swap_errors(table):
+        values = table.column("model_error").to_numpy().copy()
+        values[0], values[1] = values[1], values[0]
+        table = table.set_column(table.schema.get_field_index("model_error"), "model_error",
+                                 pa.array(values))
+        return table.replace_schema_metadata({HASH_KEY: content_hash(table).encode()})
+    _rewrite(copy / "part-00000.parquet", swap_errors)
+    validate(copy)  # consistent on its own ...
+    with pytest.raises(DatasetError, match=r"part-00000.parquet \(partition 0\): scan 0 rebuilt "
+                                           r"from seed 7 differs in \['model_error'\]"):
+        validate(copy, reproduce=2)  # ... but not what the seed gives
