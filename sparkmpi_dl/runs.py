@@ -80,6 +80,17 @@ def _write(path: Path, record: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def check_run(folder: str | Path, kind: str, config: Mapping[str, Any], *, resume: bool,
+              may_change: Iterable[str] = (), resume_flag: str = "--resume",
+              folder_flag: str = "another folder") -> None:
+    """Raise RunFolderError where :func:`open_run` would; writes nothing.
+
+    For a driver that wants the one-line refusal before it starts ranks, one of which
+    then calls :func:`open_run`.
+    """
+    _open(folder, kind, config, resume, may_change, resume_flag, folder_flag, write=False)
+
+
 def open_run(folder: str | Path, kind: str, config: Mapping[str, Any], *, resume: bool,
              may_change: Iterable[str] = (), resume_flag: str = "--resume",
              folder_flag: str = "another folder") -> RunFolder:
@@ -90,6 +101,12 @@ def open_run(folder: str | Path, kind: str, config: Mapping[str, Any], *, resume
     ``config`` apart from ``may_change`` (whose new values are recorded). ``resume_flag``
     and ``folder_flag`` name the options in the messages (e.g. ``--run-dir``).
     """
+    return _open(folder, kind, config, resume, may_change, resume_flag, folder_flag, write=True)
+
+
+def _open(folder: str | Path, kind: str, config: Mapping[str, Any], resume: bool,
+          may_change: Iterable[str], resume_flag: str, folder_flag: str,
+          write: bool) -> RunFolder:
     path = Path(folder)
     new = _plain(config)
     where = f"another {folder_flag}" if folder_flag.startswith("-") else folder_flag
@@ -103,10 +120,11 @@ def open_run(folder: str | Path, kind: str, config: Mapping[str, Any], *, resume
             raise RunFolderError(
                 f"{path} {held}; a new run would mix with it: pass {resume_flag} to continue "
                 f"it, or choose {where}")
-        path.mkdir(parents=True, exist_ok=True)
         record = {"format": FORMAT, "kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   "resumed": [], "config": new}
-        _write(path / RUN_FILE, record)
+        if write:
+            path.mkdir(parents=True, exist_ok=True)
+            _write(path / RUN_FILE, record)
         return RunFolder(path, False, record)
     if record is None:
         raise RunFolderError(f"{resume_flag}: {path} holds no run to continue (no {RUN_FILE}); "
@@ -120,5 +138,6 @@ def open_run(folder: str | Path, kind: str, config: Mapping[str, Any], *, resume
                              f"{diff}); use the same arguments to resume it, or {where}")
     record = {**record, "config": {**record.get("config", {}), **new},
               "resumed": [*record.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")]}
-    _write(path / RUN_FILE, record)
+    if write:
+        _write(path / RUN_FILE, record)
     return RunFolder(path, True, record)

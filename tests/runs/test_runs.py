@@ -4,10 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from sparkmpi_dl.runs import RUN_FILE, RunFolderError, open_run, read_run
+from sparkmpi_dl.runs import RUN_FILE, RunFolderError, check_run, open_run, read_run
 
 
 def test_new_run_records_its_config_and_refuses_a_used_folder(tmp_path: Path):
+    check_run(tmp_path / "run", "trainer", {"width": 8}, resume=False)
+    assert not (tmp_path / "run").exists()  # a check writes nothing
     folder = open_run(tmp_path / "run", "trainer", {"width": 8, "shape": (4, 4)}, resume=False)
     assert not folder.resumed
     record = json.loads((tmp_path / "run" / RUN_FILE).read_text())
