@@ -44,6 +44,10 @@ true phase RMS from the current image and the measured error curve; ``info`` car
 Divergence (the engine's ``ReconstructionDiverged``, or a non-finite model error) terminates
 the episode with reward ``-divergence_penalty``; it never propagates.
 
+Rendering: ``render_mode="rgb_array"`` makes ``render()`` return the current object phase as
+an H x W x 3 uint8 image; ``"human"`` is refused (compute nodes have no display).
+Registration: ``import recon_env`` registers both env IDs (see recon_env/README.md).
+
 MPI (``comm="mpi"``, ranks launched by ``sparkmpi-dl mpirun`` or Spark tasks): every rank
 builds the env; rank 0 is driven through the Gymnasium API and broadcasts each reset (the
 scan drawn) and step (the action); ranks > 0 call ``env.unwrapped.serve()``, which repeats
