@@ -103,3 +103,14 @@ def test_recon_bad_agent_is_one_line(tmp_path, capsys):
     assert code == 2 and len(err.splitlines()) == 1
     assert err.startswith("error: --agent: agent ") and "no config.json" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_numpy_policy_is_the_trained_dqn_greedy_policy(agent):
+    """Steering acts without TensorFlow; it must pick what agents.dqn's greedy policy picks."""
+    from agents.cli import _load_policy
+    from agents.steer import PRETRAINED
+
+    _, greedy = _load_policy(PRETRAINED)
+    rng = np.random.default_rng(0)
+    observations = rng.normal(0, 1.5, (200, 11)).astype(np.float32)
+    assert [agent.act(o) for o in observations] == [greedy(o) for o in observations]
