@@ -107,7 +107,7 @@ def register(commands, bench) -> None:
 
 def _options(args: argparse.Namespace) -> dict:
     opts = {k: v for k, v in vars(args).items() if k != "func"}
-    opts["argv"] = ["sparkmpi-dl", *sys.argv[1:]]
+    opts["argv"] = ["sparkmpi-dl", *(getattr(args, "argv", None) or sys.argv[1:])]
     if opts.get("frame_size") and not opts.get("probe_diameter"):
         opts["probe_diameter"] = opts["frame_size"] * 40 / 128
     return opts
@@ -300,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = commands.add_parser("bench").add_subparsers(dest="bench", required=True)
     register(commands, bench)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in summary.json
     return int(args.func(args) or 0)
 
 
