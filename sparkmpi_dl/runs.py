@@ -115,7 +115,7 @@ def _open(folder: str | Path, kind: str, config: Mapping[str, Any], resume: bool
     record = read_run(path) if path.is_dir() else None
     if not resume:
         if path.is_dir() and any(path.iterdir()):
-            held = (f"already holds a {record.get('kind')} run" if record is not None
+            held = (f"already holds a run ({record.get('kind')})" if record is not None
                     else "is not empty")
             raise RunFolderError(
                 f"{path} {held}; a new run would mix with it: pass {resume_flag} to continue "
@@ -134,7 +134,7 @@ def _open(folder: str | Path, kind: str, config: Mapping[str, Any], resume: bool
                              f"not {kind!r}; choose {where}")
     diff = config_diff(record.get("config") or {}, new, ignore=may_change)
     if diff:
-        raise RunFolderError(f"{path} holds a {kind} run made with other arguments (differs in "
+        raise RunFolderError(f"{path} holds a run ({kind}) made with other arguments (differs in "
                              f"{diff}); use the same arguments to resume it, or {where}")
     record = {**record, "config": {**record.get("config", {}), **new},
               "resumed": [*record.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")]}

@@ -14,7 +14,7 @@ def test_new_run_records_its_config_and_refuses_a_used_folder(tmp_path: Path):
     assert not folder.resumed
     record = json.loads((tmp_path / "run" / RUN_FILE).read_text())
     assert record["kind"] == "trainer" and record["config"] == {"width": 8, "shape": [4, 4]}
-    with pytest.raises(RunFolderError, match=r"run already holds a trainer run; a new run would "
+    with pytest.raises(RunFolderError, match=r"run already holds a run \(trainer\); a new run would "
                        r"mix with it: pass --resume to continue it, or choose another --out-dir"):
         open_run(tmp_path / "run", "trainer", {"width": 8}, resume=False, folder_flag="--out-dir")
     (tmp_path / "other").mkdir()
