@@ -26,6 +26,10 @@ from agents.evaluate import EvalResult, evaluate
 from agents.replay import ReplayBuffer
 
 CHECKPOINT = "checkpoint.npz"
+RUN_KIND = "dqn"
+# RunConfig fields a resume may change: how long and how chatty, not what is learnt
+RESUMABLE_CHANGES = ("total_steps", "log_every", "eval_every", "eval_episodes",
+                     "final_eval_episodes", "checkpoint_every", "keep_checkpoints")
 
 
 @dataclass
@@ -295,9 +299,33 @@ class Trainer:
         return TrainResult(self.run_dir, p, final, sps, cpu_sps)
 
 
+def run_record(run: RunConfig, cfg: DQNConfig) -> dict[str, Any]:
+    """The config a run folder records (``run.json``): run and DQN fields, flat."""
+    return {**dataclasses.asdict(run), **dataclasses.asdict(cfg)}
+
+
+def open_run_dir(run_dir: Path, run: RunConfig, cfg: DQNConfig, resume: bool,
+                 kind: str = RUN_KIND) -> None:
+    """The run-folder convention (sparkmpi_dl.runs): a new run only into an empty folder,
+    a resume only of the same config; raises RunFolderError (a ValueError) otherwise."""
+    from sparkmpi_dl.runs import open_run
+
+    open_run(run_dir, kind, run_record(run, cfg), resume=resume,
+             may_change=RESUMABLE_CHANGES)
+
+
 def train(run: RunConfig, cfg: DQNConfig, run_dir: Path, resume_from: Path | None = None,
           log: Callable[[str], None] = _log) -> TrainResult:
-    """Train a fresh run, or continue one from a checkpoint file."""
+    """Train a fresh run, or continue one from a checkpoint file.
+
+    ``resume_from`` inside ``run_dir`` continues that run (its recorded config must match);
+    elsewhere it seeds a new run in ``run_dir``, which must then be empty or absent.
+    """
+    run.validate()
+    cfg.validate()
+    same_folder = (resume_from is not None
+                   and Path(resume_from).resolve().parent == Path(run_dir).resolve())
+    open_run_dir(Path(run_dir), run, cfg, resume=same_folder)
     trainer = Trainer(run, cfg, run_dir, log)
     save_run_config(trainer.run_dir, run, cfg)
     if resume_from is not None:

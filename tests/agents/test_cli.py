@@ -41,6 +41,14 @@ def test_train_then_eval_and_resume_longer(tmp_path: Path, capsys):
     assert (tmp_path / "learning_curve.png").is_file() and (tmp_path / "eval.json").is_file()
     code, out = run_cli(capsys, "agent", "eval", "--run-dir", str(tmp_path), "--episodes", "3")
     assert code == 0 and "CartPole-v1: 3 greedy episodes, return" in out
+    # issue 9: a new run into the used folder is refused; nothing of the old run changes
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    code, out = run_cli(capsys, "agent", "train", "--env", "CartPole-v1", "--steps", "300",
+                        "--hidden", "16", *common)
+    assert code == 2 and f"{tmp_path} already holds a run (dqn); a new run would mix with it: " \
+        "pass --resume to continue it, or choose another folder" in out
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 1
     code, out = run_cli(capsys, "agent", "train", "--resume", "--steps", "600", *common)
     assert code == 0 and "resumed from" in out and "done: 600 env steps" in out
     code, out = run_cli(capsys, "agent", "train", "--resume", "--gamma", "0.5", *common)
