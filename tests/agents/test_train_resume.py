@@ -1,11 +1,14 @@
 """Training loop: checkpoint + resume continues bit for bit; truncation is not termination."""
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from agents.checkpoint import load_checkpoint
 from agents.dqn import DQNConfig
 from agents.train import RunConfig, Trainer, train
+from sparkmpi_dl.runs import RunFolderError
 
 QUIET = dict(log=lambda msg: None)
 SMALL = DQNConfig(hidden=(32,), learning_starts=200, train_freq=50, gradient_steps=10,
@@ -27,6 +30,11 @@ def test_resume_from_checkpoint_continues_identically(tmp_path: Path):
     mid_meta, _ = load_checkpoint(mids[0])
     assert 600 <= mid_meta["progress"]["step"] < 1500
     resumed = train(small_run(), SMALL, tmp_path / "b", resume_from=mids[0], **QUIET)
+    with pytest.raises(RunFolderError, match=r"differs in \['gamma'\]"):  # issue 9
+        train(small_run(), replace(SMALL, gamma=0.5), tmp_path / "a",
+              resume_from=tmp_path / "a" / "checkpoint.npz", **QUIET)
+    with pytest.raises(RunFolderError, match="already holds a run"):  # a new run, a used folder
+        train(small_run(), SMALL, tmp_path / "a", **QUIET)
 
     meta_a, arrays_a = load_checkpoint(tmp_path / "a" / "checkpoint.npz")
     meta_b, arrays_b = load_checkpoint(tmp_path / "b" / "checkpoint.npz")
