@@ -1,0 +1,204 @@
+"""Starting Spark the way the user meant: the right master, the right Python, no chatter.
+
+Three things go wrong before any rank starts, and each must end in one clear line:
+
+* the master URL is unparsable or nobody answers there (Spark would print pages of Py4J
+  and retry for a minute): :func:`check_master` refuses it in at most a few seconds;
+* the executors run another Python than the driver. PySpark takes the executors' Python
+  from ``PYSPARK_PYTHON`` *when the context starts* (``spark.pyspark.python`` on the
+  builder is ignored when the driver is a plain Python process), else ``python3`` from the
+  PATH. :func:`choose_interpreter` sets it before the context starts, and
+  :func:`check_interpreter` asks the executors which Python they run before the first job;
+* Spark's INFO/WARN lines drown the job's own output: :func:`quiet_startup` gives the JVM a
+  log4j2 configuration that keeps errors only (``SPARKMPI_DL_VERBOSE=1`` or the CLI's
+  ``--verbose`` brings Spark's defaults back).
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+VERBOSE_ENV = "SPARKMPI_DL_VERBOSE"
+QUIET_LOG4J = Path(__file__).with_name("log4j2-quiet.properties")
+CONNECT_TIMEOUT_S = 5.0
+
+_LOCAL = re.compile(r"local(\[(\*|[1-9]\d*)(,\d+)?\])?|local-cluster\[\d+,\d+,\d+\]")
+_SPARK = re.compile(r"spark://(.+)")
+_OTHER = re.compile(r"yarn|k8s://\S+|mesos://\S+|connect://\S+")
+
+_checked: set[tuple[str, str]] = set()
+
+
+class SparkSetupError(RuntimeError):
+    """Spark could not be started or used as asked; the message is one line for the user."""
+
+
+class BadMaster(SparkSetupError):
+    """The master URL cannot be parsed, or nothing answers at it."""
+
+
+class InterpreterMismatch(SparkSetupError):
+    """The executors run (or cannot start) another Python than the one meant."""
+
+
+def spark_verbose() -> bool:
+    """Whether Spark's own INFO/WARN logging was asked for (``--verbose``)."""
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def set_spark_verbose(on: bool) -> None:
+    """Ask for Spark's own logging in this process and the processes it starts."""
+    if on:
+        os.environ[VERBOSE_ENV] = "1"
+    else:
+        os.environ.pop(VERBOSE_ENV, None)
+
+
+def check_master(url: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse a master URL Spark cannot use, in one line and at most ``timeout`` seconds.
+
+    ``spark://HOST:PORT[,HOST:PORT]`` must resolve and accept a TCP connection (Spark's own
+    client would retry for about a minute); ``local[...]`` must be well formed; YARN,
+    Kubernetes and Spark Connect URLs are passed on unchecked.
+    """
+    if _LOCAL.fullmatch(url) or _OTHER.fullmatch(url):
+        return
+    match = _SPARK.fullmatch(url)
+    if match is None:
+        raise BadMaster(f"--master {url!r} is not a Spark master URL (expected local[N], "
+                        "local[*], spark://HOST:PORT, yarn or k8s://...)")
+    problems = []
+    for hostport in match.group(1).split(","):
+        host, sep, port = hostport.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise BadMaster(f"--master {url!r}: {hostport!r} is not HOST:PORT")
+        problem = _unreachable(host.strip("[]"), int(port), timeout)
+        if problem is None:
+            return
+        problems.append(f"{hostport}: {problem}")
+    raise BadMaster(f"--master {url}: cannot reach the Spark master ({'; '.join(problems)})")
+
+
+def _unreachable(host: str, port: int, timeout: float) -> str | None:
+    """Why a TCP connection to host:port fails, or None if it succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except socket.gaierror:
+        return f"unknown host {host}"
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except OSError as err:
+        return err.strerror or str(err)
+
+
+def meant_interpreter(conf: Mapping[str, str]) -> str:
+    """The executors' Python the user asked for: PYSPARK_PYTHON, else the Spark conf
+    ``spark.pyspark.python``, else this very interpreter (the one with the project)."""
+    return os.environ.get("PYSPARK_PYTHON") or conf.get("spark.pyspark.python") or sys.executable
+
+
+def choose_interpreter(conf: Mapping[str, str]) -> str:
+    """Put the meant interpreter in the environment where PySpark reads it at start-up."""
+    python = meant_interpreter(conf)
+    os.environ["PYSPARK_PYTHON"] = python
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    return python
+
+
+def adopt_interpreter(sc: Any) -> None:
+    """Point a context someone else started at the meant interpreter.
+
+    A context started without ``PYSPARK_PYTHON`` runs ``python3`` from the PATH; its
+    ``pythonExec`` is read for every job, so it can still be corrected.
+    """
+    if "PYSPARK_PYTHON" not in os.environ and sc.pythonExec != sys.executable:
+        sc.pythonExec = meant_interpreter(dict(sc.getConf().getAll()))
+
+
+def quiet_startup() -> None:
+    """Keep Spark's INFO/WARN lines off the console from the JVM's first line on.
+
+    Works only before this process has started its JVM gateway (the gateway's JVM reads
+    ``SPARK_SUBMIT_OPTS``); a driver under spark-submit is quieted by :func:`quiet` later.
+    """
+    from pyspark import SparkContext
+
+    if spark_verbose() or SparkContext._gateway is not None or "PYSPARK_GATEWAY_PORT" in os.environ:
+        return
+    option = f"-Dlog4j2.configurationFile={QUIET_LOG4J.as_uri()}"
+    current = os.environ.get("SPARK_SUBMIT_OPTS", "")
+    if "log4j2.configurationFile" not in current:
+        os.environ["SPARK_SUBMIT_OPTS"] = f"{current} {option}".strip()
+
+
+def quiet(sc: Any) -> None:
+    """Errors only from now on, unless Spark's logging was asked for."""
+    if not spark_verbose():
+        sc.setLogLevel("ERROR")
+
+
+def first_line(err: BaseException) -> str:
+    """The line of a (Py4J) exception that says what went wrong, without Java frames."""
+    text = str(err)
+    for pattern in (r"Cannot run program [^\n]*", r"Could not parse Master URL[^\n]*",
+                    r"\b\w+(?:Error|Exception): [^\n]+"):
+        found = re.search(pattern, text)
+        if found:
+            return found.group(0).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _describe(python: str, version: str, numpy: str | None) -> str:
+    return f"{python} (Python {version}, numpy {numpy or 'missing'})"
+
+
+def check_interpreter(sc: Any, tasks: int = 1) -> None:
+    """Fail at once, naming what they found, if the executors run another Python.
+
+    One tiny job (``tasks`` tasks, once per context and interpreter) reports each
+    executor's ``sys.executable``, Python and numpy versions and whether this project is
+    importable; any difference from the driver would otherwise surface as unpickling
+    errors (``No module named 'numpy._core.numeric'``) deep inside a job.
+    """
+    key = (sc.applicationId, sc.pythonExec)
+    if key in _checked:
+        return
+    meant = sc.pythonExec
+
+    def probe(_partition):  # nested, so cloudpickle ships it by value (no project needed)
+        import importlib.util
+        import socket
+        import sys
+        try:
+            import numpy
+            numpy_version = numpy.__version__
+        except ImportError:
+            numpy_version = None
+        yield (socket.gethostname(), sys.executable, "%d.%d.%d" % sys.version_info[:3],
+               numpy_version, importlib.util.find_spec("sparkmpi_dl") is not None)
+
+    try:
+        found = sc.parallelize(range(tasks), tasks).mapPartitions(probe).collect()
+    except Exception as err:
+        raise InterpreterMismatch(f"the executors at {sc.master} could not run Python {meant}: "
+                                  f"{first_line(err)}; set PYSPARK_PYTHON to a Python that "
+                                  "exists on every worker") from None
+    import numpy
+
+    mine = ("%d.%d.%d" % sys.version_info[:3], numpy.__version__)
+    for host, python, version, numpy_version, has_project in found:
+        wrong_path = os.path.isabs(meant) and os.path.normpath(python) != os.path.normpath(meant)
+        if wrong_path or (version, numpy_version) != mine or not has_project:
+            why = ("cannot import sparkmpi_dl" if (version, numpy_version) == mine and not wrong_path
+                   else f"not {_describe(meant if os.path.isabs(meant) else sys.executable, *mine)}")
+            raise InterpreterMismatch(
+                f"the executor on {host} runs {_describe(python, version, numpy_version)}, {why}: "
+                "set PYSPARK_PYTHON (or spark.pyspark.python) to the Python with this "
+                "project installed on every worker")
+    _checked.add(key)
