@@ -15,6 +15,11 @@ psi_j followed by psi_j = P * O_j.
 
 Frames are split over MPI ranks; the object/probe sums and the errors are combined with
 Allreduce, so every rank holds the same object and probe.
+
+Views: with fractional positions (positions.py) or K probe modes (modes.py) every frame
+has K "views", each with its own probe (the mode, Fourier-shifted by the frame's
+sub-pixel offset), cached as one (frames x K, N, N) array and passed to the same batched
+kernels; whole-pixel, single-mode data keep the shared probe (the original path).
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import numpy as np
 from .comm import SerialComm
 from .data import PtychoData
 from .errors import ReconstructionDiverged
+from .positions import bound_steps, ramp_block, shift_ramps, solve_shifts, split_positions
 
 ALGORITHMS = ("dm", "raar")
 
@@ -45,6 +51,11 @@ class EngineConfig:
     host_frames: bool | None = None   # GPU: keep psi/amplitudes in host memory and stream
                                       # blocks (None: only when they do not fit the GPU)
     seed: int = 0
+    subpixel: bool | None = None      # fractional positions (None: when the data have them)
+    probe_modes: int = 1              # mixed-state probe modes (incoherent sum)
+    refine_positions: bool = False    # refine each frame's position (implies subpixel)
+    position_start: int = 15          # first iteration (0-based) that refines positions
+    position_step_max: float = 0.3    # px: bound on one frame's shift per iteration
 
     def check(self) -> None:
         if self.overlap_iterations < 1:
@@ -64,6 +75,15 @@ class EngineConfig:
             raise ValueError(f"block_frames must be >= 1, got {self.block_frames}")
         if self.host_frames not in (None, True, False):
             raise ValueError(f"host_frames must be None, True or False, got {self.host_frames!r}")
+        if not isinstance(self.probe_modes, (int, np.integer)) or not 1 <= self.probe_modes <= 16:
+            raise ValueError(f"probe_modes must be an integer in 1..16, got {self.probe_modes!r}")
+        if self.refine_positions and self.subpixel is False:
+            raise ValueError("refine_positions needs sub-pixel positions (subpixel=False given)")
+        if self.position_start < 0:
+            raise ValueError(f"position_start must be >= 0, got {self.position_start}")
+        if not 0 < self.position_step_max <= 4:
+            raise ValueError(
+                f"position_step_max must be in (0, 4] px, got {self.position_step_max}")
 
 
 def check_parameters(algorithm: str, beta: float, gamma1: float, gamma2: float) -> None:
@@ -106,7 +126,8 @@ def frame_range(n_frames: int, rank: int, size: int) -> tuple[int, int]:
 
 
 class _Work:
-    """One thread's block buffers (exit waves / |F| buffers only where the backend uses them)."""
+    """One thread's block buffers (exit waves / |F| buffers only where the backend uses them);
+    ``block`` counts views (frames x probe modes)."""
 
     def __init__(self, xp, block: int, n: int, host: bool) -> None:
         shape = (block, n, n)
@@ -154,19 +175,38 @@ class Reconstructor:
         else:
             start, stop = frame_range(data.n_frames, self.comm.rank, self.comm.size)
         self.frames = (start, stop)
+        # where this rank's frames sit in the whole scan (for gathering refined positions)
+        meta_frames = data.meta.get("frames") if local else None
+        self._offset = int(meta_frames[0]) if meta_frames else start
+        self._total = int(data.meta.get("total_frames", data.n_frames)) if local else data.n_frames
         xp = self.ops.xp
         self.xp = xp
-        pos = np.round(data.positions[start:stop]).astype(np.int32)
-        self.iy_host, self.ix_host = pos[:, 0].copy(), pos[:, 1].copy()
-        self.iy, self.ix = self.ops.asarray(self.iy_host), self.ops.asarray(self.ix_host)
+        self.K = int(self.config.probe_modes)
+        pos = np.asarray(data.positions[start:stop], dtype=np.float64)
+        self.initial_positions = pos.copy()
+        fractional = float(np.any(np.abs(pos - np.round(pos)) > 1e-6))
+        fractional = self.comm.allreduce_scalars([fractional])[0] > 0  # same on every rank
+        sub = self.config.subpixel
+        self.subpixel = bool(fractional or self.config.refine_positions) if sub is None else sub
+        self.plain = self.K == 1 and not self.subpixel
+        self._limit = np.array(data.object_shape, dtype=np.float64) - n
+        self._set_positions(pos)
         mask = np.fft.ifftshift(data.mask)
         self.maskf = None if mask.all() else self.ops.asarray(mask, dtype=np.float32)
         self.notmask = None if mask.all() else self.ops.asarray(~mask, dtype=np.float32)
         self.local_frames = stop - start
         # frames per block, and whether psi/amplitudes live on the host (GPU streaming)
-        self.block, self.streaming = self.ops.plan(n, max(1, self.local_frames),
-                                                   self.config.block_frames,
-                                                   self.config.host_frames)
+        # views per frame and the per-view probe cache count against the memory plan
+        factor = 1 if self.plain else 2 * self.K
+        block_frames = self.config.block_frames
+        units, self.streaming = self.ops.plan(n, max(1, self.local_frames) * factor,
+                                              None if block_frames is None
+                                              else block_frames * factor,
+                                              self.config.host_frames)
+        self.block = max(1, units // factor)
+        if self.streaming and not self.plain:
+            raise ValueError("sub-pixel positions and probe modes need this rank's frames "
+                             "resident on the GPU: use more ranks or fewer frames per rank")
         # amplitudes in FFT order, zero at masked pixels; computed where they will live
         amx = np if self.streaming else xp
         amp = amx.asarray(data.intensities[start:stop], dtype=np.float32)
@@ -183,14 +223,61 @@ class Reconstructor:
         self._buffers()
         self.reset()
 
+    # ------------------------------------------------------------ positions and views
+    def _set_positions(self, pos: np.ndarray) -> None:
+        """Whole-pixel windows per view, sub-pixel ramps per frame; drops cached views."""
+        self.positions = np.asarray(pos, dtype=np.float64)
+        whole, frac = split_positions(self.positions, self.subpixel)
+        self.iyf_host, self.ixf_host = whole[:, 0].copy(), whole[:, 1].copy()
+        self.iy_host = np.repeat(self.iyf_host, self.K)
+        self.ix_host = np.repeat(self.ixf_host, self.K)
+        self.iy, self.ix = self.ops.asarray(self.iy_host), self.ops.asarray(self.ix_host)
+        if self.K == 1:
+            self.iyf, self.ixf = self.iy, self.ix
+        else:
+            self.iyf, self.ixf = self.ops.asarray(self.iyf_host), self.ops.asarray(self.ixf_host)
+        self._ramps = shift_ramps(self.xp, frac, self.n) if self.subpixel else None
+        self._views = None
+        self._obj_den = None
+
+    def _probe_arg(self, s: int, e: int):
+        """The probe argument of the kernels for frames [s, e): the shared probe, or the
+        block's per-view probes."""
+        if self.plain:
+            return self.probe
+        if self._views is None:
+            self._views = self._compute_views()
+        return self._views[s * self.K:e * self.K]
+
+    def _all_views(self):
+        return self._probe_arg(0, self.local_frames)
+
+    def _compute_views(self):
+        """(frames x K, N, N): mode k Fourier-shifted by frame j's sub-pixel offset."""
+        xp, n, k = self.xp, self.n, self.K
+        probes = self.probe if k > 1 else self.probe[None]
+        views = xp.empty((self.local_frames * k, n, n), dtype=xp.complex64)
+        if not self.subpixel:
+            views.reshape(self.local_frames, k, n, n)[...] = probes[None]
+            return views
+        spec = self.ops.fft2(probes)
+        ry, rx = self._ramps
+        for s, e in self._blocks():  # one batched inverse FFT per block of frames
+            ramp = ramp_block(ry[s:e], rx[s:e])
+            views[s * k:e * k] = self.ops.ifft2((ramp[:, None] * spec[None]).reshape(-1, n, n))
+        return views
+
+    def _vs(self, s: int, e: int) -> slice:
+        return slice(s * self.K, e * self.K)
+
     # ------------------------------------------------------------ state
     def _buffers(self) -> None:
-        xp, n, b = self.xp, self.n, self.block
+        xp, n, b = self.xp, self.n, self.block * self.K
         host = self.ops.name == "numpy"  # the CuPy kernels need no exit-wave/abs buffers
         self._work = [_Work(xp, b, n, host) for _ in range(self._threads)]
         if self.streaming:  # device copies of one block of psi and amplitudes
             self._psi_dev = xp.empty((b, n, n), dtype=xp.complex64)
-            self._amp_dev = xp.empty((b, n, n), dtype=xp.float32)
+            self._amp_dev = xp.empty((self.block, n, n), dtype=xp.float32)
 
     def _map_blocks(self, init, fn) -> list:
         """fn(work, s, e, acc) over all blocks of frames; returns each thread's acc.
@@ -199,6 +286,8 @@ class Reconstructor:
         blocks and its own buffers and accumulator (init()); the caller sums the accumulators
         in thread order, so results are deterministic for a given T.
         """
+        if not self.plain and self._views is None:  # before the threads share them
+            self._views = self._compute_views()
         blocks = list(self._blocks())
         shares = [blocks[len(blocks) * t // self._threads: len(blocks) * (t + 1) // self._threads]
                   for t in range(self._threads)]
@@ -243,15 +332,22 @@ class Reconstructor:
                              + 1j * rng.standard_normal(self.object_shape))).astype(np.complex64)
         self.object = self.ops.asarray(obj)
         probe = self._initial_probe()
+        if self.K > 1:
+            from .modes import initial_modes
+
+            probe = initial_modes(probe, self.K)
         self.probe = self.ops.asarray(probe)
         if self._support is not None:
             self.probe *= self._support
-        shape = (self.local_frames, self.n, self.n)
+        self._views = None
+        shape = (self.local_frames * self.K, self.n, self.n)
         self.psi = (self.ops.host_array(np.empty(shape, np.complex64)) if self.streaming
                     else xp.empty(shape, dtype=xp.complex64))
         def start(work, s, e, acc):
             psi = self._psi(s, e, load=False)
-            self.ops.gather_product(self.object, self.probe, self.iy[s:e], self.ix[s:e], psi)
+            v = self._vs(s, e)
+            self.ops.gather_product(self.object, self._probe_arg(s, e), self.iy[v], self.ix[v],
+                                    psi)
             self._store(s, e, psi)
 
         self._map_blocks(lambda: None, start)
@@ -268,16 +364,17 @@ class Reconstructor:
     # Frames [s, e) of psi / amplitudes on the compute device: views when resident, copies
     # into one block buffer when streaming from host memory (then _store writes psi back).
     def _psi(self, s: int, e: int, load: bool = True):
+        v = self._vs(s, e)
         if not self.streaming:
-            return self.psi[s:e]
-        dev = self._psi_dev[: e - s]
+            return self.psi[v]
+        dev = self._psi_dev[: v.stop - v.start]
         if load:
-            dev.set(self.psi[s:e])
+            dev.set(self.psi[v])
         return dev
 
     def _store(self, s: int, e: int, dev) -> None:
         if self.streaming:
-            dev.get(out=self.psi[s:e])
+            dev.get(out=self.psi[self._vs(s, e)])
 
     def _amp(self, s: int, e: int):
         if not self.streaming:
@@ -292,6 +389,7 @@ class Reconstructor:
                 "object": self.ops.to_host(self.object).copy(),
                 "probe": self.ops.to_host(self.probe).copy(),
                 "iteration": self.iteration,
+                "positions": self.positions.copy(),
                 "history": {k: list(v) for k, v in self.history.items()}}
 
     def restore(self, state: dict) -> None:
@@ -303,21 +401,26 @@ class Reconstructor:
         self.probe = self.ops.asarray(state["probe"]).copy()
         self.iteration = int(state["iteration"])
         self.history = {k: list(v) for k, v in state["history"].items()}
+        if "positions" in state and not np.array_equal(state["positions"], self.positions):
+            self._set_positions(np.array(state["positions"], dtype=np.float64))
+        self._views = None
         self._obj_den = None
 
     # ------------------------------------------------------------ eq. 4 and 5
     def _object_denominator(self):
         xp = self.xp
         den = xp.zeros(self.object_shape, dtype=xp.float32)
-        self.ops.scatter_power(den, self.probe, self.iy, self.ix)
+        self.ops.scatter_power(den, self.probe if self.plain else self._all_views(),
+                               self.iy, self.ix)
         return self.comm.allreduce(den)
 
-    def _object_numerator(self, probe):
+    def _object_numerator(self):
         xp = self.xp
 
         def add(work, s, e, num):
-            self.ops.scatter_conj_probe(num, self._psi(s, e), probe, self.iy[s:e],
-                                        self.ix[s:e], work.f[: e - s])
+            v = self._vs(s, e)
+            self.ops.scatter_conj_probe(num, self._psi(s, e), self._probe_arg(s, e), self.iy[v],
+                                        self.ix[v], work.f[: v.stop - v.start])
 
         num = self._sum(self._map_blocks(
             lambda: xp.zeros(self.object_shape, dtype=xp.complex64), add))
@@ -325,7 +428,7 @@ class Reconstructor:
 
     def _update_object(self) -> None:
         """Eq. 4 with a little inertia (keeps unlit pixels at their old value)."""
-        num = self._object_numerator(self.probe)
+        num = self._object_numerator()
         if self._obj_den is None:
             self._obj_den = self._object_denominator()
         den = self._obj_den
@@ -334,6 +437,9 @@ class Reconstructor:
 
     def _update_probe(self) -> None:
         """Eq. 5 with inertia, then the support constraint."""
+        if not self.plain:
+            self._update_probe_views()
+            return
         xp, n = self.xp, self.n
 
         def add(work, s, e, acc):
@@ -352,6 +458,66 @@ class Reconstructor:
             probe *= self._support
         self.probe = probe.astype(xp.complex64)
         self._obj_den = None  # the eq. 4 denominator depends on the probe
+
+    def _update_probe_views(self) -> None:
+        """Eq. 5 for K modes at sub-pixel positions: per mode k, sum_j S_-f_j[conj(O_j)
+        psi_jk] / sum_j |O|^2(r + p_j) (S_f: Fourier shift by f, summed in Fourier space so
+        one forward FFT per view and one inverse at the end; the object power, not
+        periodic over a window, is sampled bilinearly instead); modes re-orthogonalised."""
+        xp, ops, n, k_modes = self.xp, self.ops, self.n, self.K
+        objc = xp.conj(self.object)
+        power = (self.object.real ** 2 + self.object.imag ** 2).astype(xp.complex64)
+        power = xp.pad(power, ((0, 1), (0, 1)), mode="edge")  # room for the +1 corner
+        ones = xp.ones((n, n), dtype=xp.complex64)
+        sub = self.subpixel
+        corners = self._bilinear() if sub else None
+
+        def add(work, s, e, acc):
+            k, v = e - s, self._vs(s, e)
+            t = ops.gather_product(objc, self._psi(s, e), self.iy[v], self.ix[v],
+                                   work.f[: k * k_modes])
+            if sub:
+                back = xp.conj(ramp_block(self._ramps[0][s:e], self._ramps[1][s:e]))
+                acc[0] += (ops.fft2(t).reshape(k, k_modes, n, n) * back[:, None]).sum(axis=0)
+                for cy, cx, wgt in corners:
+                    d = ops.gather_product(power, ones, cy[s:e], cx[s:e], work.x[:k])
+                    acc[1] += (d.real * wgt[s:e, None, None]).sum(axis=0)
+            else:
+                d = ops.gather_product(power, ones, self.iyf[s:e], self.ixf[s:e], work.x[:k])
+                acc[0] += t.reshape(k, k_modes, n, n).sum(axis=0)
+                acc[1] += d.real.sum(axis=0)
+
+        parts = self._map_blocks(lambda: [xp.zeros((k_modes, n, n), dtype=xp.complex64),
+                                          xp.zeros((n, n), dtype=xp.float32)], add)
+        num = self.comm.allreduce(self._sum([p[0] for p in parts]))
+        den = self.comm.allreduce(self._sum([p[1] for p in parts]))
+        if sub:
+            num = ops.ifft2(num)
+        probes = self.probe if k_modes > 1 else self.probe[None]
+        reg = self.config.probe_inertia * float(den.max())
+        new = ((num + reg * probes) / (den + reg + 1e-30)).astype(xp.complex64)
+        if self._support is not None:
+            new *= self._support
+        if k_modes > 1:
+            from .modes import orthogonalize
+
+            new = orthogonalize(xp, new)
+        self.probe = new if k_modes > 1 else new[0]
+        self._views = None
+        self._obj_den = None
+
+    def _bilinear(self) -> list:
+        """[(iy, ix, weight)] for the four whole-pixel windows around each frame's exact
+        position (device arrays, one weight per frame)."""
+        pos = self.positions
+        base = np.floor(pos).astype(np.int32)
+        t = (pos - base).astype(np.float32)
+        out = []
+        for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            wgt = (t[:, 0] if dy else 1 - t[:, 0]) * (t[:, 1] if dx else 1 - t[:, 1])
+            out.append((self.ops.asarray(base[:, 0] + dy), self.ops.asarray(base[:, 1] + dx),
+                        self.ops.asarray(wgt)))
+        return out
 
     def _overlap_update(self) -> None:
         """Eq. 4-5 by alternating updates: (probe, object) x overlap_iterations.
@@ -376,12 +542,13 @@ class Reconstructor:
         extra_obj = None
         if coef[5] != 0.0:  # generalised DM with gamma1 != -1: P_O(P_F psi), linear in psi
             def project(work, s, e, num):
-                k = e - s
+                v = self._vs(s, e)
+                k = v.stop - v.start
                 proj, _ = ops.fourier_project(self._psi(s, e), self._amp(s, e), self.maskf,
                                               self.notmask, pb, work.x[:k], work.cut("abs", k),
-                                              work.dev[:k])
-                ops.scatter_conj_probe(num, proj, self.probe, self.iy[s:e], self.ix[s:e],
-                                       work.f[:k])
+                                              work.dev[:k], modes=self.K)
+                ops.scatter_conj_probe(num, proj, self._probe_arg(s, e), self.iy[v],
+                                       self.ix[v], work.f[:k])
 
             num = self._sum(self._map_blocks(
                 lambda: xp.zeros(self.object_shape, dtype=xp.complex64), project))
@@ -390,16 +557,18 @@ class Reconstructor:
             reg = self.config.object_inertia * float(den.max())
             extra_obj = (num + reg * self.object) / (den + reg + 1e-30)
         def update(work, s, e, acc):
-            k = e - s
-            iy, ix = self.iy[s:e], self.ix[s:e]
-            po = ops.exit_waves(self.object, self.probe, iy, ix, work.cut("po", k))
+            v = self._vs(s, e)
+            k = v.stop - v.start
+            iy, ix = self.iy[v], self.ix[v]
+            probe = self._probe_arg(s, e)
+            po = ops.exit_waves(self.object, probe, iy, ix, work.cut("po", k))
             extra = None
             if extra_obj is not None:
-                extra = ops.exit_waves(extra_obj, self.probe, iy, ix, work.x[:k])
+                extra = ops.exit_waves(extra_obj, probe, iy, ix, work.x[:k])
             psi = self._psi(s, e)
             err, dchange = ops.fourier_update(
                 psi, po, self._amp(s, e), self.maskf, self.notmask, coef, pb, work.f[:k],
-                work.cut("abs", k), work.dev[:k], extra)
+                work.cut("abs", k), work.dev[:k], extra, modes=self.K)
             self._store(s, e, psi)
             acc[0] += float(err.sum())
             acc[1] += dchange
@@ -407,6 +576,8 @@ class Reconstructor:
         parts = self._map_blocks(lambda: [0.0, 0.0], update)
         totals = self.comm.allreduce_scalars([sum(p[0] for p in parts),
                                               sum(p[1] for p in parts)])
+        if self.config.refine_positions and self.iteration >= self.config.position_start:
+            self._refine_positions()
         self.iteration += 1
         # both relative to the measured power sum A^2 (~ sum |psi|^2)
         return totals[0] / self.amp_norm, totals[1] / self.amp_norm
@@ -447,11 +618,12 @@ class Reconstructor:
         (|FFT(P O_j)| - A)^2 / sum A^2 (one extra FFT pass; the per-iteration
         fourier_error is that of the wave fed to the modulus projection, as ptypy reports)."""
         def add(work, s, e, acc):
-            k = e - s
-            waves = self.ops.gather_product(self.object, self.probe, self.iy[s:e], self.ix[s:e],
-                                            work.f[:k])
+            v = self._vs(s, e)
+            k = v.stop - v.start
+            waves = self.ops.gather_product(self.object, self._probe_arg(s, e), self.iy[v],
+                                            self.ix[v], work.f[:k])
             err = self.ops.fourier_error(waves, self._amp(s, e), self.maskf, work.cut("abs", k),
-                                         work.dev[:k])
+                                         work.dev[:k], modes=self.K)
             acc[0] += float(err.sum())
 
         total = sum(p[0] for p in self._map_blocks(lambda: [0.0], add))
@@ -478,12 +650,96 @@ class Reconstructor:
         return self.ops.to_host(den).astype(np.float64)
 
     def result(self) -> dict:
-        """Host copies of the object, the probe and the illumination map."""
-        return {"object": self.ops.to_host(self.object).copy(),
-                "probe": self.ops.to_host(self.probe).copy(),
-                "illumination": self.illumination(),
-                "iteration": self.iteration,
-                "config": asdict(self.config)}
+        """Host copies of the object, the probe (the strongest mode), the illumination map
+        and the positions of all frames (refined ones with refine_positions: then every rank
+        must call result(), it gathers them; None for an un-refined share of a scan); with
+        K > 1 also ``probe_modes`` and ``mode_fractions``."""
+        probe = self.ops.to_host(self.probe).copy()
+        out = {"object": self.ops.to_host(self.object).copy(),
+               "probe": probe if self.K == 1 else probe[0].copy(),
+               "illumination": self.illumination(),
+               "iteration": self.iteration,
+               "positions": self.global_positions() if self.config.refine_positions
+               else (self.positions.copy() if self._total == self.local_frames else None),
+               "config": asdict(self.config)}
+        if self.K > 1:
+            from .modes import power_fractions
+
+            out["probe_modes"] = probe
+            out["mode_fractions"] = power_fractions(probe)
+        return out
+
+    def global_positions(self) -> np.ndarray:
+        """(all frames, 2) current positions (y, x) in object pixels, gathered over ranks."""
+        if self.comm.size == 1 and self._total == self.local_frames:
+            return self.positions.copy()
+        buf = np.zeros((self._total, 2), dtype=np.float64)
+        buf[self._offset:self._offset + self.local_frames] = self.positions
+        return self.ops.to_host(self.comm.allreduce(self.ops.asarray(buf))).astype(np.float64)
+
+    # ------------------------------------------------------------ position refinement
+    def _refine_positions(self) -> None:
+        """One bounded Gauss-Newton step of every frame's position (positions.py), then
+        the mean shift over all frames removed; frames whose whole-pixel window changes
+        restart from P O_j."""
+        xp, ops, km = self.xp, self.ops, self.K
+        obj = self.object
+        grad_y = 0.5 * (xp.roll(obj, -1, axis=0) - xp.roll(obj, 1, axis=0))
+        grad_x = 0.5 * (xp.roll(obj, -1, axis=1) - xp.roll(obj, 1, axis=1))
+
+        def add(work, s, e, acc):
+            v = self._vs(s, e)
+            k, kv = e - s, v.stop - v.start
+            probe, iy, ix = self._probe_arg(s, e), self.iy[v], self.ix[v]
+            w = ops.gather_product(obj, probe, iy, ix, work.f[:kv])
+            proj, _ = ops.fourier_project(w, self._amp(s, e), self.maskf, self.notmask, None,
+                                          work.x[:kv], work.cut("abs", kv), work.dev[:kv],
+                                          modes=km)
+            delta = (proj - w).reshape(k, -1)
+            gy = ops.gather_product(grad_y, probe, iy, ix, xp.empty_like(w)).reshape(k, -1)
+            gx = ops.gather_product(grad_x, probe, iy, ix, xp.empty_like(w)).reshape(k, -1)
+            sums = xp.stack([(gy.real ** 2 + gy.imag ** 2).sum(axis=1),
+                             (gx.real ** 2 + gx.imag ** 2).sum(axis=1),
+                             (gy.conj() * gx).real.sum(axis=1),
+                             (gy.conj() * delta).real.sum(axis=1),
+                             (gx.conj() * delta).real.sum(axis=1)])
+            acc.append((s, ops.to_host(sums).astype(np.float64)))
+
+        sums = np.zeros((5, self.local_frames))
+        for part in self._map_blocks(list, add):
+            for s, block in part:
+                sums[:, s:s + block.shape[1]] = block
+        steps = bound_steps(solve_shifts(*sums), self.config.position_step_max)
+        new = self.positions + steps
+        moved = new - self.initial_positions
+        total = self.comm.allreduce_scalars([moved[:, 0].sum(), moved[:, 1].sum(),
+                                             float(self.local_frames)])
+        new -= total[:2] / max(total[2], 1.0)  # global drift constraint
+        new = np.clip(new, 0.0, self._limit)
+        old_y, old_x = self.iyf_host.copy(), self.ixf_host.copy()
+        self._set_positions(new)
+        changed = (self.iyf_host != old_y) | (self.ixf_host != old_x)
+        if changed.any():
+            self._restart_frames(changed)
+
+    def _restart_frames(self, changed: np.ndarray) -> None:
+        """psi_j = P_j O_j for the frames flagged in ``changed`` (host bool per frame)."""
+        xp, km = self.xp, self.K
+
+        def reset(work, s, e, acc):
+            rows = np.repeat(changed[s:e], km)
+            if not rows.any():
+                return
+            v = self._vs(s, e)
+            kv = v.stop - v.start
+            fresh = self.ops.gather_product(self.object, self._probe_arg(s, e), self.iy[v],
+                                            self.ix[v], work.f[:kv])
+            psi = self._psi(s, e)
+            sel = self.ops.asarray(rows)
+            psi[sel] = fresh[sel]
+            self._store(s, e, psi)
+
+        self._map_blocks(lambda: None, reset)
 
     def quality(self, threshold: float = 0.5) -> dict:
         """Ground-truth errors (needs data.truth_object); see metrics.compare_objects."""

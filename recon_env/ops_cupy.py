@@ -4,6 +4,9 @@ No Python loop over frames: every kernel covers a whole block of frames (by defa
 of this rank's frames). Object sums use float atomics, so the summation order (and the
 last bits of the result) can vary from run to run; NumPy is the bitwise-deterministic path.
 Imported only when backend="cupy" is asked for.
+
+``probe`` arguments are one (n, n) probe or one per view (views, n, n): the kernels read
+probe[j * ps + p] with ps = 0 or n * n (sub-pixel shifted probes, probe modes).
 """
 from __future__ import annotations
 
@@ -24,22 +27,24 @@ _INDEX = """
 """
 
 _gather_product = cp.ElementwiseKernel(
-    "raw complex64 obj, raw complex64 probe, raw int32 iy, raw int32 ix, int32 n, int32 W",
-    "complex64 out", _INDEX + "out = probe[p] * obj[o];", "recon_gather_product")
+    "raw complex64 obj, raw complex64 probe, raw int32 iy, raw int32 ix, int32 n, int32 W, "
+    "int32 ps", "complex64 out", _INDEX + "out = probe[j * ps + p] * obj[o];",
+    "recon_gather_product")
 
 _scatter_conj = cp.ElementwiseKernel(
-    "raw complex64 psi, raw complex64 probe, raw int32 iy, raw int32 ix, int32 n, int32 W",
-    "raw float32 target",
+    "raw complex64 psi, raw complex64 probe, raw int32 iy, raw int32 ix, int32 n, int32 W, "
+    "int32 ps", "raw float32 target",
     _INDEX + """
-    const complex<float> v = conj(probe[p]) * psi[i];
+    const complex<float> v = conj(probe[j * ps + p]) * psi[i];
     atomicAdd(&target[2 * o], v.real());
     atomicAdd(&target[2 * o + 1], v.imag());
     """, "recon_scatter_conj")
 
 _scatter_power = cp.ElementwiseKernel(
-    "raw complex64 probe, raw int32 iy, raw int32 ix, int32 n, int32 W", "raw float32 target",
+    "raw complex64 probe, raw int32 iy, raw int32 ix, int32 n, int32 W, int32 ps",
+    "raw float32 target",
     _INDEX + """
-    const complex<float> v = probe[p];
+    const complex<float> v = probe[j * ps + p];
     atomicAdd(&target[o], v.real() * v.real() + v.imag() * v.imag());
     """, "recon_scatter_power")
 
@@ -75,8 +80,8 @@ extern "C" __global__ void recon_probe_sums(
 # (read through L2) and the probe, which saves a full write + read of the frames.
 _mix = cp.ElementwiseKernel(
     "raw complex64 obj, raw complex64 pr, raw int32 iy, raw int32 ix, int32 n, int32 W, "
-    "complex64 psi, float32 a, float32 b", "complex64 f",
-    _INDEX + "f = a * (pr[p] * obj[o]) + b * psi;", "recon_mix")
+    "int32 ps, complex64 psi, float32 a, float32 b", "complex64 f",
+    _INDEX + "f = a * (pr[j * ps + p] * obj[o]) + b * psi;", "recon_mix")
 
 _frame_error = cp.ReductionKernel(
     "complex64 f, float32 amp, float32 m", "float32 err",
@@ -93,10 +98,10 @@ _project = cp.ElementwiseKernel(
 
 _update = cp.ElementwiseKernel(
     "complex64 fp, raw complex64 obj, raw complex64 xobj, raw complex64 pr, raw int32 iy, "
-    "raw int32 ix, int32 n, int32 W, float32 d, float32 e, float32 c1, float32 g",
+    "raw int32 ix, int32 n, int32 W, int32 ps, float32 d, float32 e, float32 c1, float32 g",
     "complex64 psi, float32 change",
     _INDEX + """
-    const complex<float> P = pr[p];
+    const complex<float> P = pr[j * ps + p];
     const complex<float> delta = d * fp + e * (P * obj[o]) + c1 * psi + g * (P * xobj[o]);
     psi = psi + delta;
     change = delta.real() * delta.real() + delta.imag() * delta.imag();
@@ -181,9 +186,21 @@ class CupyOps:
     def _dims(obj, frames):
         return np.int32(frames.shape[-1]), np.int32(obj.shape[1])
 
+    @staticmethod
+    def _ps(probe):
+        """Probe stride per view: 0 for one shared probe, n * n for per-view probes."""
+        return np.int32(probe.shape[-1] * probe.shape[-2] if probe.ndim == 3 else 0)
+
+    def fft2(self, a):
+        """Orthonormal 2-D FFT over the last two axes (a new array)."""
+        return cufft.fft2(a, axes=(-2, -1), norm="ortho")
+
+    def ifft2(self, a):
+        return cufft.ifft2(a, axes=(-2, -1), norm="ortho")
+
     def gather_product(self, obj, probe, iy, ix, out):
         n, w = self._dims(obj, out)
-        _gather_product(obj, probe, iy, ix, n, w, out)
+        _gather_product(obj, probe, iy, ix, n, w, self._ps(probe), out)
         return out
 
     def exit_waves(self, obj, probe, iy, ix, out=None):
@@ -192,11 +209,17 @@ class CupyOps:
 
     def scatter_conj_probe(self, target, psi, probe, iy, ix, buf) -> None:
         n, w = self._dims(target, psi)
-        _scatter_conj(psi, probe, iy, ix, n, w, target.view(cp.float32), size=psi.size)
+        _scatter_conj(psi, probe, iy, ix, n, w, self._ps(probe), target.view(cp.float32),
+                      size=psi.size)
 
     def scatter_power(self, target, probe, iy, ix) -> None:
         """target += sum_j window_j(|P|^2), as a float64 FFT convolution of the scan
-        positions with |P|^2 (a few object-sized FFTs instead of frames x N^2 atomics)."""
+        positions with |P|^2 (a few object-sized FFTs instead of frames x N^2 atomics);
+        per-view probes are scattered directly."""
+        if probe.ndim == 3:
+            n, w = self._dims(target, probe)
+            _scatter_power(probe, iy, ix, n, w, self._ps(probe), target, size=probe.size)
+            return
         h, w = target.shape
         n = probe.shape[0]
         comb = cp.zeros((h, w), dtype=cp.float64)
@@ -222,11 +245,14 @@ class CupyOps:
             self._ones[n] = cp.ones((n, n), dtype=cp.float32)
         return self._ones[n]
 
-    def _modulus(self, f, amp, maskf, pbound):
-        """Returns (P_F(f), per-frame errors); f is transformed in place when cuFFT can."""
+    def _modulus(self, f, amp, maskf, pbound, modes=1):
+        """Returns (P_F(f), per-frame errors); f is transformed in place when cuFFT can.
+        With ``modes`` > 1, f holds that many views per frame whose intensities add."""
         n = f.shape[-1]
         m = self._maskf(maskf, n)
         big = cufft.fft2(f, axes=(-2, -1), norm="ortho", overwrite_x=True)
+        if modes > 1:
+            return self._modulus_modes(big, amp, m, pbound, modes)
         err = _frame_error(big, amp, m, axis=(1, 2))
         if pbound is None:
             r = cp.zeros(big.shape[0], dtype=cp.float32)
@@ -236,25 +262,49 @@ class CupyOps:
         _project(amp, m, r, np.int32(n * n), big)
         return cufft.ifft2(big, axes=(-2, -1), norm="ortho", overwrite_x=True), err
 
+    @staticmethod
+    def _modulus_modes(big, amp, m, pbound, modes):
+        """Mixed-state modulus projection: one factor sqrt(I)/sqrt(sum_k |F_k|^2) per pixel."""
+        frames, n = big.shape[0] // modes, big.shape[-1]
+        b4 = big.reshape(frames, modes, n, n)
+        mag = cp.sqrt((b4.real ** 2 + b4.imag ** 2).sum(axis=1))
+        err = (m * (mag - amp) ** 2).sum(axis=(1, 2))
+        if pbound is None:
+            r = cp.zeros((frames, 1, 1), dtype=cp.float32)
+        else:
+            lim = pbound * float(m.sum())
+            r = cp.where(err > lim, cp.sqrt(lim / cp.maximum(err, 1e-30)), 1.0)
+            r = r.astype(cp.float32)[:, None, None]
+        factor = cp.where(m > 0, (1 - r) * amp / cp.maximum(mag, 1e-30) + r, 1.0)
+        b4 *= factor.astype(cp.float32)[:, None]
+        return cufft.ifft2(big, axes=(-2, -1), norm="ortho", overwrite_x=True), err
+
     def fourier_update(self, psi, po, amp, maskf, notmask, coef, pbound, fbuf, absbuf, devbuf,
-                       extra=None):
+                       extra=None, modes=1):
         """psi <- c psi + d P_F(a PO + b psi) + e PO + g extra; PO, extra are _ExitWaves."""
         a, b, c, d, e, g = (np.float32(v) for v in coef)
         n, w = np.int32(psi.shape[-1]), np.int32(po.obj.shape[1])
-        _mix(po.obj, po.probe, po.iy, po.ix, n, w, psi, a, b, fbuf)
-        proj, err = self._modulus(fbuf, amp, maskf, pbound)
+        ps = self._ps(po.probe)
+        _mix(po.obj, po.probe, po.iy, po.ix, n, w, ps, psi, a, b, fbuf)
+        proj, err = self._modulus(fbuf, amp, maskf, pbound, modes)
         xobj = po.obj if extra is None else extra.obj
         if extra is None:
             g = np.float32(0.0)
-        _update(proj, po.obj, xobj, po.probe, po.iy, po.ix, n, w, d, e, np.float32(c - 1.0), g,
-                psi, devbuf)
+        _update(proj, po.obj, xobj, po.probe, po.iy, po.ix, n, w, ps, d, e, np.float32(c - 1.0),
+                g, psi, devbuf)
         return err, float(devbuf.sum(dtype=cp.float64))
 
-    def fourier_error(self, waves, amp, maskf, absbuf, devbuf):
+    def fourier_error(self, waves, amp, maskf, absbuf, devbuf, modes=1):
         """Per-frame sum over valid pixels of (|FFT(waves)| - A)^2; waves is overwritten."""
         big = cufft.fft2(waves, axes=(-2, -1), norm="ortho", overwrite_x=True)
-        return _frame_error(big, amp, self._maskf(maskf, waves.shape[-1]), axis=(1, 2))
+        m = self._maskf(maskf, waves.shape[-1])
+        if modes > 1:
+            n = big.shape[-1]
+            b4 = big.reshape(-1, modes, n, n)
+            mag = cp.sqrt((b4.real ** 2 + b4.imag ** 2).sum(axis=1))
+            return (m * (mag - amp) ** 2).sum(axis=(1, 2))
+        return _frame_error(big, amp, m, axis=(1, 2))
 
-    def fourier_project(self, psi, amp, maskf, notmask, pbound, fbuf, absbuf, devbuf):
+    def fourier_project(self, psi, amp, maskf, notmask, pbound, fbuf, absbuf, devbuf, modes=1):
         cp.copyto(fbuf, psi)
-        return self._modulus(fbuf, amp, maskf, pbound)
+        return self._modulus(fbuf, amp, maskf, pbound, modes)

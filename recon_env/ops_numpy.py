@@ -65,11 +65,23 @@ class NumpyOps:
         return max(1, min(n_frames, (512 << 10) // (8 * n * n)))
 
     # ------------------------------------------------------------ overlap
+    def fft2(self, a):
+        """Orthonormal 2-D FFT over the last two axes (a new array)."""
+        return fft2(a.copy(), self.workers)
+
+    def ifft2(self, a):
+        return ifft2(a.copy(), self.workers)
+
     def gather_product(self, obj, probe, iy, ix, out):
-        """out[j] = probe * object window j (the exit wave P * O_j), one pass per frame."""
-        n = probe.shape[0]
+        """out[j] = probe * object window j (the exit wave P * O_j), one pass per frame.
+
+        ``probe`` is one (n, n) probe or one per view (frames, n, n): sub-pixel shifted
+        probes and probe modes are separate views."""
+        n = probe.shape[-1]
+        per_view = probe.ndim == 3
         for j in range(out.shape[0]):
-            np.multiply(obj[iy[j]:iy[j] + n, ix[j]:ix[j] + n], probe, out=out[j])
+            np.multiply(obj[iy[j]:iy[j] + n, ix[j]:ix[j] + n], probe[j] if per_view else probe,
+                        out=out[j])
         return out
 
     def exit_waves(self, obj, probe, iy, ix, out):
@@ -90,9 +102,9 @@ class NumpyOps:
     def scatter_power(self, target, probe, iy, ix) -> None:
         """target += sum_j window_j(|P|^2): the denominator of eq. 4."""
         power = (probe.real**2 + probe.imag**2).astype(target.dtype)
-        n = probe.shape[0]
+        n = probe.shape[-1]
         for j in range(len(iy)):
-            target[iy[j]:iy[j] + n, ix[j]:ix[j] + n] += power
+            target[iy[j]:iy[j] + n, ix[j]:ix[j] + n] += power[j] if power.ndim == 3 else power
 
     def probe_sums(self, obj, psi, iy, ix, num, den, buf, rbuf) -> None:
         """num += sum_j conj(O_j) psi_j, den += sum_j |O_j|^2: eq. 5 numerator/denominator.
@@ -111,16 +123,24 @@ class NumpyOps:
             den += r
 
     # ------------------------------------------------------------ Fourier
-    def _modulus(self, f, amp, maskf, notmask, pbound, absbuf, devbuf):
+    def _modulus(self, f, amp, maskf, notmask, pbound, absbuf, devbuf, modes=1):
         """f <- IFFT(modulus-constrained FFT(f)) (may return a new array); per-frame errors.
 
         ``amp`` is 0 at masked pixels, ``maskf``/``notmask`` are None when every pixel is
         valid; masked pixels keep their propagated value. With a power bound p (mean
         squared deviation per valid pixel) a frame's deviation is only shrunk to p instead
-        of 0 (Fourier relaxation).
+        of 0 (Fourier relaxation). With ``modes`` > 1, f holds ``modes`` consecutive views
+        per frame whose intensities add (mixed states); all are scaled by one factor.
         """
         big = fft2(f, self.workers)
-        np.abs(big, out=absbuf)
+        frames = big.shape[0] // modes
+        absbuf, devbuf = absbuf[:frames], devbuf[:frames]
+        if modes == 1:
+            np.abs(big, out=absbuf)
+        else:
+            b4 = big.reshape(frames, modes, *big.shape[1:])
+            np.sum(b4.real**2 + b4.imag**2, axis=1, out=absbuf)
+            np.sqrt(absbuf, out=absbuf)
         np.subtract(absbuf, amp, out=devbuf)
         if maskf is not None:
             devbuf *= maskf
@@ -138,11 +158,14 @@ class NumpyOps:
             r3 = r[:, None, None]
             absbuf *= 1.0 - r3
             absbuf += r3 if notmask is None else r3 + (1.0 - r3) * notmask
-        _scale(big, absbuf)
+        if modes == 1:
+            _scale(big, absbuf)
+        else:
+            _scale(b4, absbuf[:, None])
         return ifft2(big, self.workers), err
 
     def fourier_update(self, psi, po, amp, maskf, notmask, coef, pbound, fbuf, absbuf, devbuf,
-                       extra=None):
+                       extra=None, modes=1):
         """psi <- c psi + d P_F(a po + b psi) + e po + g extra; returns (err_j, change).
 
         One kernel covers DM, generalised DM and RAAR (engine.update_coefficients); the
@@ -154,7 +177,7 @@ class NumpyOps:
             fbuf -= psi
         elif b != 0.0:
             fbuf += b * psi
-        delta, err = self._modulus(fbuf, amp, maskf, notmask, pbound, absbuf, devbuf)
+        delta, err = self._modulus(fbuf, amp, maskf, notmask, pbound, absbuf, devbuf, modes)
         if d != 1.0:
             delta *= d
         if e == -1.0:  # DM: one pass instead of two
@@ -172,16 +195,22 @@ class NumpyOps:
         psi += delta
         return err, change
 
-    def fourier_error(self, waves, amp, maskf, absbuf, devbuf):
+    def fourier_error(self, waves, amp, maskf, absbuf, devbuf, modes=1):
         """Per-frame sum over valid pixels of (|FFT(waves)| - A)^2; waves is overwritten."""
         big = fft2(waves, self.workers)
-        np.abs(big, out=absbuf)
+        frames = big.shape[0] // modes
+        absbuf, devbuf = absbuf[:frames], devbuf[:frames]
+        if modes == 1:
+            np.abs(big, out=absbuf)
+        else:
+            b4 = big.reshape(frames, modes, *big.shape[1:])
+            np.sqrt(np.sum(b4.real**2 + b4.imag**2, axis=1), out=absbuf)
         np.subtract(absbuf, amp, out=devbuf)
         if maskf is not None:
             devbuf *= maskf
         return np.einsum("jyx,jyx->j", devbuf, devbuf)
 
-    def fourier_project(self, psi, amp, maskf, notmask, pbound, fbuf, absbuf, devbuf):
+    def fourier_project(self, psi, amp, maskf, notmask, pbound, fbuf, absbuf, devbuf, modes=1):
         """Returns (P_F(psi), per-frame errors); psi untouched."""
         np.copyto(fbuf, psi)
-        return self._modulus(fbuf, amp, maskf, notmask, pbound, absbuf, devbuf)
+        return self._modulus(fbuf, amp, maskf, notmask, pbound, absbuf, devbuf, modes)

@@ -2,7 +2,10 @@
 
 Everything is deterministic for a given ``seed`` (built-in objects use their own fixed
 seed, so the same object comes back whatever the noise seed). Positions are whole object
-pixels: the forward model and the engine use the same integer windows.
+pixels unless ``subpixel=True``: then each frame sees the object window Fourier-shifted by
+its fractional offset (an object-side model, independent of the engine's probe-side one).
+``mode_powers`` makes a partially coherent probe: orthogonal modes with those power
+fractions whose far-field intensities add.
 
 Photon count = expected photons per frame *incident* on the sample (sum |probe|^2); the
 object's absorption lowers what reaches the detector. ``photons=None`` gives noise-free data.
@@ -44,6 +47,8 @@ class SimulationConfig:
     energy_ev: float = 8000.0
     distance_m: float = 2.0
     detector_pixel_m: float = 75e-6
+    subpixel: bool = False            # keep fractional positions (object Fourier-shifted)
+    mode_powers: tuple[float, ...] | None = None  # probe mode power fractions (sum 1)
 
     def check(self) -> None:
         if self.n_frames < 1:
@@ -68,12 +73,36 @@ class SimulationConfig:
             raise ValueError("jitter and beamstop must be >= 0")
         if not 0 < self.amplitude_min <= 1:
             raise ValueError(f"amplitude_min must be in (0, 1], got {self.amplitude_min}")
+        if self.mode_powers is not None:
+            powers = np.asarray(self.mode_powers, dtype=np.float64)
+            if (powers.ndim != 1 or not 1 <= powers.size <= 8 or np.any(powers <= 0)
+                    or abs(powers.sum() - 1.0) > 1e-3):
+                raise ValueError("mode_powers must be 1 to 8 positive fractions summing to 1, "
+                                 f"got {self.mode_powers!r}")
 
 
 # ---------------------------------------------------------------- probes
 def _radius2(n: int) -> np.ndarray:
     y, x = np.indices((n, n)) - n // 2
     return (y * y + x * x).astype(np.float64)
+
+
+def make_probe_modes(probe: np.ndarray, powers) -> np.ndarray:
+    """Orthogonal modes (K, n, n) with the given power fractions of the probe's power:
+    mode 0 is the probe, mode k the probe times a low-order Hermite pattern (what a
+    partially coherent focus looks like), Gram-Schmidt orthogonalised."""
+    n = probe.shape[0]
+    y, x = (np.indices((n, n)) - n / 2 + 0.5) / (n / 8)
+    patterns = [np.ones((n, n)), x, y, x * y, x * x - y * y, x * (y * y - 1), y * (x * x - 1),
+                x * x + y * y - 2]
+    total = float(np.sum(np.abs(probe) ** 2))
+    modes: list[np.ndarray] = []
+    for k, frac in enumerate(powers):
+        m = probe.astype(np.complex128) * patterns[k]
+        for prev in modes:
+            m = m - np.vdot(prev, m) / np.vdot(prev, prev) * prev
+        modes.append(m * np.sqrt(frac * total / np.sum(np.abs(m) ** 2)))
+    return np.stack(modes)
 
 
 def make_probe(kind: str, n: int, diameter: float, defocus: float = 0.0) -> np.ndarray:
@@ -259,7 +288,8 @@ def simulate(config: SimulationConfig | None = None, frame_range: tuple[int, int
     rng = np.random.default_rng(cfg.seed)
     step = (1.0 - cfg.overlap) * cfg.probe_diameter
     centres = scan_positions(cfg.scan, cfg.n_frames, step, cfg.jitter, rng)
-    positions = np.round(centres).astype(np.float64)  # top-left corners, whole pixels
+    # top-left corners; whole pixels unless sub-pixel positions are asked for
+    positions = centres.astype(np.float64) if cfg.subpixel else np.round(centres)
     margin = n // 8
     positions += margin
     obj_shape = (int(positions[:, 0].max()) + n + margin, int(positions[:, 1].max()) + n + margin)
@@ -277,8 +307,13 @@ def simulate(config: SimulationConfig | None = None, frame_range: tuple[int, int
     start, stop = (0, cfg.n_frames) if frame_range is None else frame_range
     if not 0 <= start <= stop <= cfg.n_frames:
         raise ValueError(f"frame_range {frame_range} outside 0..{cfg.n_frames}")
+    modes = None if cfg.mode_powers is None else make_probe_modes(probe, cfg.mode_powers)
+    if gpu and (cfg.subpixel or modes is not None):
+        raise ValueError("gpu simulation supports whole-pixel, single-mode probes only "
+                         "(drop subpixel / mode_powers or simulate on the CPU)")
     forward = _diffraction_gpu if gpu else _diffraction
-    intensities = forward(obj, probe.astype(np.complex64), positions[start:stop], cfg, start)
+    intensities = forward(obj, (probe if modes is None else modes).astype(np.complex64),
+                          positions[start:stop], cfg, start)
     intensities *= mask  # a masked pixel carries no signal
 
     # the experimenter's guess: a flat-phase Gaussian with the focus size (intensity FWHM)
@@ -288,25 +323,54 @@ def simulate(config: SimulationConfig | None = None, frame_range: tuple[int, int
         intensities=intensities, positions=positions[start:stop], mask=mask,
         energy_ev=cfg.energy_ev, distance_m=cfg.distance_m, detector_pixel_m=cfg.detector_pixel_m,
         probe_guess=guess.astype(np.complex64), truth_object=obj.astype(np.complex64),
-        truth_probe=probe.astype(np.complex64), object_shape=obj_shape,
+        truth_probe=(probe if modes is None else modes[0]).astype(np.complex64),
+        object_shape=obj_shape,
         meta={"simulation": dict(cfg.__dict__), "frames": (start, stop),
-              "total_frames": cfg.n_frames})
+              "total_frames": cfg.n_frames,
+              **({} if modes is None else {"truth_probe_modes": modes.astype(np.complex64),
+                                           "mode_powers": list(cfg.mode_powers)})})
+
+
+SHIFT_PAD = 8  # px of object around a window that a sub-pixel Fourier shift may wrap
+
+
+def object_windows(obj: np.ndarray, positions: np.ndarray, n: int) -> np.ndarray:
+    """(F, n, n) object windows O(r + p_j) for (y, x) positions p_j: whole-pixel crops,
+    Fourier-shifted by the fractional part on a padded crop (exact for a band-limited
+    object; the padding takes the wrap-around). Whole-pixel positions are plain crops."""
+    whole = np.floor(positions).astype(int)
+    frac = positions - whole
+    if not np.any(frac):
+        return np.stack([obj[y:y + n, x:x + n] for y, x in whole])
+    pad = SHIFT_PAD
+    padded = np.pad(obj, pad, mode="edge")
+    m = n + 2 * pad
+    crops = np.stack([padded[y:y + m, x:x + m] for y, x in whole])
+    k = np.fft.fftfreq(m)
+    ry = np.exp(2j * np.pi * np.outer(frac[:, 0], k))[:, :, None]
+    rx = np.exp(2j * np.pi * np.outer(frac[:, 1], k))[:, None, :]
+    moved = np.fft.ifft2(np.fft.fft2(crops) * ry * rx)
+    return moved[:, pad:pad + n, pad:pad + n]
 
 
 def _diffraction(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
                  cfg: SimulationConfig, first: int) -> np.ndarray:
-    """|FFT(P * O_j)|^2 (centred), Poisson-sampled per frame with seed (cfg.seed, j)."""
+    """sum_k |FFT(P_k * O_j)|^2 (centred; one k for a coherent probe), Poisson-sampled per
+    frame with seed (cfg.seed, j)."""
     from .ops_numpy import fft2
 
-    n = probe.shape[0]
+    modes = probe if probe.ndim == 3 else probe[None]
+    n = modes.shape[-1]
     obj64 = obj.astype(np.complex64)
-    iy, ix = positions[:, 0].astype(int), positions[:, 1].astype(int)
     out = np.empty((len(positions), n, n), dtype=np.float32)
     for j0 in range(0, len(positions), 64):  # blocks keep the temporaries small
         j1 = min(j0 + 64, len(positions))
-        waves = np.stack([probe * obj64[iy[j]:iy[j] + n, ix[j]:ix[j] + n] for j in range(j0, j1)])
-        far = fft2(waves, workers=os.cpu_count() or 1)
-        inten = np.fft.fftshift(far.real**2 + far.imag**2, axes=(-2, -1))
+        windows = object_windows(obj64, positions[j0:j1], n).astype(np.complex64)
+        inten = np.zeros((j1 - j0, n, n), dtype=np.float32)
+        for mode in modes:
+            far = fft2(windows * mode, workers=os.cpu_count() or 1)
+            inten += far.real**2 + far.imag**2
+        inten = np.fft.fftshift(inten, axes=(-2, -1))
         if cfg.photons is not None:
             for j in range(j1 - j0):
                 frame_rng = np.random.default_rng([cfg.seed, first + j0 + j])
