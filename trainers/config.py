@@ -26,7 +26,7 @@ class TrainConfig:
     seed: int = 1234
     width: int = 8
     threads: int = 1                   # TensorFlow intra-op threads per rank
-    resume: bool = True
+    resume: bool = False               # continue the run in out_dir (sparkmpi_dl.runs rules)
     fail_at_step: int | None = None    # fault injection: raise at this global step
     fail_rank: int = 0
     verbose: bool = True
@@ -82,8 +82,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--seed", type=int, default=d.seed)
     train.add_argument("--width", type=int, default=d.width, help="filters of the first conv layer")
     train.add_argument("--threads", type=int, default=d.threads, help="TF intra-op threads per rank")
+    train.add_argument("--resume", dest="resume", action="store_true", default=d.resume,
+                       help="continue the run in the output folder from its last checkpoint "
+                            "(same arguments; --epochs may grow)")
     train.add_argument("--no-resume", dest="resume", action="store_false",
-                       help="start fresh even if --out-dir has checkpoints")
+                       help="start a new run (the default; the output folder must be empty)")
     train.add_argument("--fail-at-step", type=int, default=None,
                        help="fault injection (tests): raise at this global step")
     train.add_argument("--fail-rank", type=int, default=d.fail_rank)
