@@ -2,17 +2,31 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def _train(args: argparse.Namespace) -> int:
+    """`sparkmpi-dl train` and the trainer script: check the run folder, train, summarise.
+
+    The run folder is checked here, before any rank starts (one line, exit code 2), unless
+    another launcher already made this process a rank: then rank 0 checks it in train().
+    """
+    from sparkmpi_dl.runs import RunFolderError
     from trainers.config import config_from_args
-    from trainers.launch import run_training, summary_line
+    from trainers.launch import launched_size, run_training, summary_line
+    from trainers.train import check_run_folder
 
     try:
         config = config_from_args(args)
     except ValueError as err:
         args.parser.error(str(err))
-    result = run_training(config, args.num_proc, args.controller, args.master, args.local)
+    try:
+        if launched_size() is None:  # under another launcher, rank 0 checks (and says which)
+            check_run_folder(config)
+        result = run_training(config, args.num_proc, args.controller, args.master, args.local)
+    except RunFolderError as err:
+        print(f"sparkmpi-dl train: error: {err}", file=sys.stderr)
+        return 2
     if result["rank"] == 0:
         print(summary_line(result), flush=True)
     return 0

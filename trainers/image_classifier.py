@@ -5,8 +5,9 @@
     sparkmpi-dl mpirun -n 2 -- python trainers/image_classifier.py --synthetic
     mpiexec -n 2 python trainers/image_classifier.py --synthetic          # or horovodrun -np 2
 
-Rank 0 prints the progress bar, writes checkpoints (a rerun resumes from the last one),
-TensorBoard logs and metrics.jsonl under --out-dir, and a final JSON summary line.
+Rank 0 prints the progress bar, writes checkpoints (--resume continues from the last one),
+TensorBoard logs and metrics.jsonl under --out-dir, and a final JSON summary line. A new
+run goes only into an empty folder; see sparkmpi_dl/runs.py.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script (spark-submit, mpiexec): find the project
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainers.config import add_train_arguments, config_from_args  # noqa: E402
-from trainers.launch import add_launch_arguments, run_training, summary_line  # noqa: E402
+from trainers.config import add_train_arguments  # noqa: E402
+from trainers.launch import add_launch_arguments  # noqa: E402
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -29,16 +30,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def main(argv: list[str] | None = None) -> int:
+    from trainers.cli import _train
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except ValueError as err:
-        parser.error(str(err))
-    result = run_training(config, args.num_proc, args.controller, args.master, args.local)
-    if result["rank"] == 0:
-        print(summary_line(result), flush=True)
-    return 0
+    args.parser = parser
+    return _train(args)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 Runs the same under any launcher that gives Horovod its rank (mpiexec, horovodrun,
 `sparkmpi-dl mpirun`, Spark barrier tasks through `sparkmpi_dl.horovod.run`). Every rank
-builds the same seeded model; rank 0 restores the last checkpoint if there is one and its
-state is broadcast to all ranks before the first step, so a rerun continues exactly where
-the last finished epoch left off.
+builds the same seeded model; with ``resume`` rank 0 restores the last checkpoint and its
+state is broadcast to all ranks before the first step, so the run continues exactly where
+the last finished epoch left off. Rank 0 opens the run folder first (sparkmpi_dl.runs): a
+new run only into an empty folder, a resume only with the recorded arguments.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -171,12 +173,37 @@ def train(config: TrainConfig) -> dict:
     return result
 
 
+RUN_KIND = "image-classifier"
+# TrainConfig fields that do not decide the result (or may grow on a resume: epochs)
+_NOT_RECORDED = ("out_dir", "resume", "threads", "fail_at_step", "fail_rank", "verbose")
+
+
+def run_record(config: TrainConfig) -> dict:
+    """What the run folder records (``run.json``) and a resume must match."""
+    record = {k: v for k, v in asdict(config).items() if k not in _NOT_RECORDED}
+    record["data"] = str(Path(config.data).resolve()) if config.data else None
+    return record
+
+
+def check_run_folder(config: TrainConfig, write: bool = False) -> None:
+    """The run-folder convention (sparkmpi_dl.runs): a new run only into an empty
+    --out-dir, --resume only with the recorded arguments (--epochs may change).
+
+    Raises RunFolderError (a ValueError) with one line; ``write`` opens the folder
+    (rank 0), else it only checks (the driver, before it starts ranks).
+    """
+    from sparkmpi_dl.runs import check_run, open_run
+
+    (open_run if write else check_run)(config.out_dir, RUN_KIND, run_record(config),
+                                       resume=config.resume, may_change=("epochs",))
+
+
 def _train_rank(config: TrainConfig, rank: int, size: int) -> dict:
     from trainers.callbacks import LossLog
 
     out = Path(config.out_dir)
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+        check_run_folder(config, write=True)
     steps = steps_per_epoch(config, _shard_rows(config, size))
     images, labels = load_rank_data(config, rank, size)
     model, optimizer = _compiled_model(config, size)

@@ -69,7 +69,7 @@ def test_failing_rank_ends_the_job_fast_and_a_rerun_resumes(reference, tmp_path,
     assert ended - raised < 10, f"job took {ended - raised:.1f} s to end after the failure"
     assert (tmp_path / "checkpoints" / "ckpt-1.index").exists()
 
-    resumed = run(train, 2, args=(replace(failing, fail_at_step=None),), local=True)
+    resumed = run(train, 2, args=(replace(failing, fail_at_step=None, resume=True),), local=True)
     assert resumed["first_epoch"] == 1
     np.testing.assert_allclose(resumed["step_losses"], reference[3:], rtol=1e-6)
 
