@@ -57,11 +57,14 @@ def train_distributed(run, cfg, run_dir: Path, ranks: int, local: bool = True,
     """Launch ``ranks`` Horovod ranks through sparkmpi_dl (local processes or Spark tasks)."""
     if ranks < 1:
         raise ValueError(f"--ranks must be >= 1, got {ranks}")
+    from agents.train import open_run_dir
     from sparkmpi_dl.horovod import run as horovod_run
+
+    # the run-folder convention (sparkmpi_dl.runs), before any Spark or rank starts
+    open_run_dir(Path(run_dir), run, cfg, resume=False, kind="dqn-distributed")
 
     if not local:  # Spark workers need this interpreter (TF, Horovod); a cluster sets its own
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
     return horovod_run(train_rank, ranks, controller=controller, local=local, return_all=True,
                        kwargs={"run": dataclasses.asdict(run), "dqn": dataclasses.asdict(cfg),
                                "run_dir": str(run_dir)})
