@@ -68,6 +68,9 @@ def test_distributed_training_keeps_ranks_identical(tmp_path: Path, capsys):
     sums = [line.rsplit(" ", 1)[1] for line in out.splitlines() if "weights checksum" in line]
     assert len(sums) == 2 and sums[0] == sums[1]  # averaged gradients: one network
     assert (tmp_path / "rank1" / "checkpoint.npz").is_file()
+    code, out = run_cli(capsys, "agent", "train", "--env", "CartPole-v1", "--run-dir",
+                        str(tmp_path), "--ranks", "2", "--steps", "400")
+    assert code == 2 and "already holds a run (dqn-distributed)" in out
     code, out = run_cli(capsys, "agent", "train", "--run-dir", str(tmp_path), "--ranks", "2",
                         "--resume")
     assert code == 2 and "not supported" in out
