@@ -94,7 +94,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _train_estimator(args: argparse.Namespace) -> int:
-    from recon_datasets.estimator import EstimatorConfig, train_estimator
+    from recon_datasets.estimator import EstimatorConfig, check_run_folder, train_estimator
+    from recon_datasets.reader import load_config
     from recon_datasets.schema import DatasetError
 
     config = EstimatorConfig(data=str(Path(args.data).resolve()),
@@ -103,6 +104,8 @@ def _train_estimator(args: argparse.Namespace) -> int:
                              seed=args.seed, resume=args.resume)
     try:
         config.check()
+        load_config(config.data)  # a missing dataset is named first
+        check_run_folder(config)  # one line before any rank starts
         if args.num_proc is None:
             result = train_estimator(config)
         else:
@@ -162,8 +165,11 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     est.add_argument("--val-every", type=int, default=5,
                      help="scans with scan_index %% N == 0 are the validation set")
     est.add_argument("--seed", type=int, default=0, help="weights and shuffling seed")
+    est.add_argument("--resume", dest="resume", action="store_true", default=False,
+                     help="continue the run in the output folder from its last checkpoint "
+                          "(same arguments; --epochs may grow)")
     est.add_argument("--no-resume", dest="resume", action="store_false",
-                     help="start fresh even if --out has a checkpoint")
+                     help="start a new run (the default; the output folder must be empty)")
     est.set_defaults(func=_train_estimator)
 
     bench_parser = bench.add_parser("dataset", help="dataset build throughput, 1 vs 2 Spark tasks")

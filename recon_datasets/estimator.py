@@ -35,7 +35,7 @@ class EstimatorConfig:
     val_every: int = 5            # scans with scan_index % val_every == 0 are validation
     seed: int = 0
     threads: int = 1
-    resume: bool = True
+    resume: bool = False          # continue the run in out_dir (sparkmpi_dl.runs rules)
 
     def check(self) -> None:
         for name in ("epochs", "batch_size", "threads"):
@@ -46,6 +46,21 @@ class EstimatorConfig:
                              f"got {self.val_every}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+RUN_KIND = "quality-estimator"
+
+
+def check_run_folder(config: EstimatorConfig, write: bool = False) -> None:
+    """The run-folder convention (sparkmpi_dl.runs): a new run only into an empty out_dir,
+    a resume only with the recorded arguments (epochs may grow). Raises RunFolderError
+    (a ValueError); ``write`` opens the folder (rank 0), else it only checks (a driver)."""
+    from sparkmpi_dl.runs import check_run, open_run
+
+    record = {k: v for k, v in asdict(config).items() if k not in ("out_dir", "resume", "threads")}
+    record["data"] = str(Path(config.data).resolve())
+    (open_run if write else check_run)(config.out_dir, RUN_KIND, record, resume=config.resume,
+                                       may_change=("epochs",))
 
 
 def features(columns: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -151,6 +166,7 @@ def train_estimator(config: EstimatorConfig) -> dict[str, Any]:
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
     if rank == 0:
+        check_run_folder(config, write=True)
         validate(config.data)  # whole-dataset check (metadata + scan_index only)
     build_config, _ = load_config(config.data)
     shard = plan_shards(config.data, size)[rank]
@@ -166,8 +182,6 @@ def train_estimator(config: EstimatorConfig) -> dict[str, Any]:
     batch = min(config.batch_size, min(counts))
 
     out = Path(config.out_dir)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
     model = build_model(build_config.crop, build_config.max_iterations)
     optimizer = hvd.DistributedOptimizer(tf.keras.optimizers.legacy.Adam(config.lr * size))
     model.compile(optimizer=optimizer, loss="mse", metrics=["mae"])

@@ -49,8 +49,14 @@ def test_training_loss_falls_and_resumes(reference, tmp_path):
     for name in ("model.keras", "result.json", "estimator_validation.png"):
         assert (tmp_path / "est" / name).exists()
     assert list((tmp_path / "est" / "tensorboard").rglob("events.out.tfevents.*"))
-    more = train_estimator(EstimatorConfig(**{**json.loads(
-        (tmp_path / "est" / "result.json").read_text())["config"], "epochs": 9}))
+    recorded = json.loads((tmp_path / "est" / "result.json").read_text())["config"]
+    with pytest.raises(ValueError, match=r"est already holds a run \(quality-estimator\); a new "
+                                          r"run would mix with it: pass --resume"):
+        train_estimator(EstimatorConfig(**recorded))  # issue 9: never mixed into an old run
+    with pytest.raises(ValueError, match=r"other arguments \(differs in \['lr'\]\); use the "
+                                          r"same arguments to resume it, or another folder"):
+        train_estimator(EstimatorConfig(**{**recorded, "resume": True, "lr": 1e-2}))
+    more = train_estimator(EstimatorConfig(**{**recorded, "epochs": 9, "resume": True}))
     assert more["first_epoch"] == 8 and len(more["epoch_losses"]) == 1
 
     estimator = QualityEstimator(tmp_path / "est" / "model.keras")
