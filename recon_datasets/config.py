@@ -97,22 +97,24 @@ class BuildConfig:
 
 
 def draw_scan(config: BuildConfig, index: int) -> dict[str, Any]:
-    """Simulation and reconstruction parameters of scan ``index`` (pure in (seed, index))."""
+    """Simulation and reconstruction parameters of scan ``index`` (pure in (seed, index)).
+
+    The simulation part is drawn by the tuning env's ``ScanGenerator`` (one scan
+    distribution for the project), with the dataset's ranges and no optional parts, so its
+    keys are exactly the ``sim_*`` columns and earlier datasets still validate."""
+    from recon_env.tuning_env import ScanGenerator  # the one scan distribution
+
     rng = np.random.default_rng([config.seed, index])
+    generator = ScanGenerator(objects=OBJECTS, probes=PROBES, scans=SCANS,
+                              n_frames=config.n_frames, frame_size=config.frame_size,
+                              probe_diameter_frac=config.probe_diameter_frac,
+                              overlap=config.overlap, log10_photons=config.log10_photons,
+                              phase_max=config.phase_max)
+    sim = generator.draw(rng)
 
     def uniform(bounds: tuple[float, float]) -> float:
         return float(rng.uniform(*bounds))
 
-    sim = {
-        "n_frames": config.n_frames, "frame_size": config.frame_size,
-        "object": str(rng.choice(OBJECTS)), "probe": str(rng.choice(PROBES)),
-        "scan": str(rng.choice(SCANS)),
-        "probe_diameter": uniform(config.probe_diameter_frac) * config.frame_size,
-        "overlap": uniform(config.overlap),
-        "photons": 10.0 ** uniform(config.log10_photons),
-        "phase_max": uniform(config.phase_max),
-        "seed": int(rng.integers(2**31 - 1)),
-    }
     lo, hi = (math.ceil(config.iterations[0] / CHUNK), config.max_iterations // CHUNK)
     chunks = int(rng.integers(lo, hi + 1))
     recon = {

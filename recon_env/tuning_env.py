@@ -54,7 +54,8 @@ scan drawn) and step (the action); ranks > 0 call ``env.unwrapped.serve()``, whi
 them on their share of the frames until rank 0 calls ``close()``.
 
 ``reset(seed=...)`` draws a scan from ``ScanGenerator`` (object, probe, scan pattern,
-photon count, overlap, noise seed) with the env's seeded RNG: the same seed gives the same
+photon count, overlap, probe defocus, position errors, noise seed; presets "toy", "train",
+"heldout") with the env's seeded RNG: the same seed gives the same
 scan and, the engine being deterministic, the same episode. ``info`` holds the measured
 errors of the step and, at the end of an episode of a simulated scan, ground-truth metrics
 (``truth_phase_nrmse`` ...) for evaluation only.
@@ -78,15 +79,29 @@ CONTINUOUS_ENV_ID = "recon_env/PtychoTuningContinuous-v0"
 REWARDS = ("model_error", "true_error")
 RENDER_MODES = ("rgb_array",)
 __all__ = ["ALGORITHMS", "BETAS", "CLIP", "CONTINUOUS_ENV_ID", "ENV_ID", "OBS_SIZE", "REWARDS",
-           "PtychoTuningContinuousEnv", "PtychoTuningEnv", "ScanGenerator", "register_envs"]
+           "PtychoTuningContinuousEnv", "PtychoTuningEnv", "ScanGenerator", "register_envs",
+           "simulate_scan"]
 
 
 @dataclass
 class ScanGenerator:
-    """The distribution reset() draws scans from (small defaults: an episode takes seconds)."""
+    """The distribution reset() draws scans from; the one scan draw of the project
+    (``recon_datasets.config.draw_scan`` uses it too).
+
+    The defaults are the small toy scans (48 frames of 32x32: an episode takes seconds);
+    ``ScanGenerator.preset("train")`` (96 frames of 64x64) and ``preset("heldout")`` (512
+    frames of 128x128) have the realistic spread: 1e4-1e8 photons per frame, overlap
+    0.5-0.85, focused, Gaussian and strongly defocused probes (curved, quadratic phase),
+    four object types and scan-position errors.
+
+    Draw order is fixed (object, probe, scan, probe diameter, overlap, photons, phase, seed,
+    then the optional defocus and position error): a generator without the optional parts
+    draws exactly what it drew before they existed, so stored datasets still validate.
+    """
 
     objects: tuple[str, ...] = ("mixed", "cells", "rings")
-    probes: tuple[str, ...] = ("airy", "gaussian")
+    probes: tuple[str, ...] = ("airy", "gaussian")  # and "defocused": an Airy probe far
+    # out of focus (defocus drawn from ``strong_defocus``)
     scans: tuple[str, ...] = ("fermat", "raster", "concentric")
     n_frames: int = 48
     frame_size: int = 32
@@ -94,28 +109,88 @@ class ScanGenerator:
     overlap: tuple[float, float] = (0.6, 0.8)
     log10_photons: tuple[float, float] = (5.0, 8.0)  # per frame, log-uniform
     phase_max: tuple[float, float] = (0.5, 1.5)
+    defocus: tuple[float, float] | None = None  # rad of quadratic probe phase at the edge;
+    # None: the simulator's default (3 rad), not drawn
+    strong_defocus: tuple[float, float] = (8.0, 16.0)  # rad, probe "defocused"
+    position_error: tuple[float, float] = (0.0, 0.0)  # px, std of the errors in the
+    # positions the engine is given (drawn per scan; whole pixels unless ``subpixel``)
+    subpixel: bool = False  # sub-pixel true positions and errors (slower engine)
+
+    PRESETS = {
+        "toy": {},
+        "train": {"objects": ("mixed", "cells", "rings", "siemens"),
+                  "probes": ("airy", "gaussian", "defocused"), "n_frames": 96,
+                  "frame_size": 64, "overlap": (0.5, 0.85), "log10_photons": (4.0, 8.0),
+                  "phase_max": (0.3, 1.5), "defocus": (0.0, 4.0),
+                  "position_error": (0.0, 1.0)},
+    }
+    PRESETS["heldout"] = {**PRESETS["train"], "n_frames": 512, "frame_size": 128}
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "ScanGenerator":
+        """A named distribution ("toy", "train", "heldout") with fields overridden."""
+        if name not in cls.PRESETS:
+            raise ValueError(f"ScanGenerator: unknown preset {name!r}; one of "
+                             f"{sorted(cls.PRESETS)}")
+        values = {**cls.PRESETS[name], **overrides}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    @classmethod
+    def from_spec(cls, spec: "ScanGenerator | dict | str | None") -> "ScanGenerator":
+        """A generator from the env option: an instance, a preset name, or a dict of fields
+        (with an optional ``"preset"`` key the fields override)."""
+        if isinstance(spec, cls):
+            return spec
+        if spec is None:
+            return cls()
+        if isinstance(spec, str):
+            return cls.preset(spec)
+        if isinstance(spec, dict):
+            fields = dict(spec)
+            name = fields.pop("preset", "toy")
+            known = set(cls.__dataclass_fields__)
+            unknown = sorted(set(fields) - known)
+            if unknown:
+                raise ValueError(f"ScanGenerator: unknown field(s) {unknown}; known: "
+                                 f"{sorted(known)}")
+            return cls.preset(name, **fields)
+        raise ValueError(f"ScanGenerator: generator must be a preset name, a dict or a "
+                         f"ScanGenerator, got {type(spec).__name__}")
 
     def check(self) -> None:
         for name in ("objects", "probes", "scans"):
             if not getattr(self, name):
                 raise ValueError(f"ScanGenerator.{name} must not be empty")
-        for name in ("probe_diameter_frac", "overlap", "log10_photons", "phase_max"):
-            lo, hi = getattr(self, name)
-            if lo > hi:
+        bad = [p for p in self.probes if p not in PROBE_KINDS]
+        if bad:
+            raise ValueError(f"ScanGenerator.probes: unknown probe(s) {bad}; one of {PROBE_KINDS}")
+        for name in ("probe_diameter_frac", "overlap", "log10_photons", "phase_max",
+                     "defocus", "strong_defocus", "position_error"):
+            bounds = getattr(self, name)
+            if bounds is None:
+                continue
+            if len(bounds) != 2 or bounds[0] > bounds[1]:
+                lo, hi = (tuple(bounds) + (None, None))[:2]
                 raise ValueError(f"ScanGenerator.{name}: low {lo} > high {hi}")
+        if self.position_error[0] < 0:
+            raise ValueError(f"ScanGenerator.position_error must be >= 0 px, got "
+                             f"{self.position_error}")
         if self.n_frames < 1:
             raise ValueError(f"ScanGenerator.n_frames must be >= 1, got {self.n_frames}")
 
     def draw(self, rng: np.random.Generator) -> dict[str, Any]:
-        """Parameters of one scan for ``recon_env.simulate.SimulationConfig``."""
+        """Parameters of one scan: ``recon_env.simulate.SimulationConfig`` fields, plus
+        ``position_error`` (px) when the generator has position errors (see
+        ``simulate_scan``)."""
 
         def uniform(bounds: tuple[float, float]) -> float:
             return float(rng.uniform(*bounds))
 
-        return {
+        obj = str(rng.choice(list(self.objects)))
+        probe = str(rng.choice(list(self.probes)))
+        scan = {
             "n_frames": self.n_frames, "frame_size": self.frame_size,
-            "object": str(rng.choice(list(self.objects))),
-            "probe": str(rng.choice(list(self.probes))),
+            "object": obj, "probe": probe,
             "scan": str(rng.choice(list(self.scans))),
             "probe_diameter": uniform(self.probe_diameter_frac) * self.frame_size,
             "overlap": uniform(self.overlap),
@@ -123,6 +198,42 @@ class ScanGenerator:
             "phase_max": uniform(self.phase_max),
             "seed": int(rng.integers(2**31 - 1)),
         }
+        # order above is fixed (see the class docstring); optional parts after it
+        if probe == "defocused":
+            scan.update(probe="airy", probe_defocus=uniform(self.strong_defocus))
+        elif self.defocus is not None:
+            scan["probe_defocus"] = uniform(self.defocus)
+        if self.position_error[1] > 0:
+            scan["position_error"] = uniform(self.position_error)
+        if self.subpixel:
+            scan["subpixel"] = True
+        return scan
+
+
+PROBE_KINDS = ("airy", "gaussian", "defocused")
+
+
+def simulate_scan(scan: dict[str, Any]) -> Any:
+    """Simulate a drawn scan (``ScanGenerator.draw``): the data are made at the true
+    positions, the engine is handed positions with errors of ``position_error`` px std
+    (whole pixels unless the scan is sub-pixel), drawn from the scan's seed, kept inside
+    the object. ``meta["true_positions"]`` keeps the truth."""
+    from recon_env.simulate import simulate
+
+    params = dict(scan)
+    sigma = float(params.pop("position_error", 0.0))
+    data = simulate(**params)
+    if sigma > 0:
+        true = np.asarray(data.positions, np.float64)
+        rng = np.random.default_rng([int(params["seed"]), 7])
+        error = rng.normal(0.0, sigma, true.shape)
+        if not params.get("subpixel", False):
+            error = np.round(error)
+        n = data.intensities.shape[-1]
+        limit = np.asarray(data.object_shape, np.float64) - n
+        data.meta["true_positions"] = true.copy()
+        data.positions = np.clip(true + error, 0.0, limit)
+    return data
 
 
 class PtychoTuningEnv(gym.Env):
@@ -133,7 +244,7 @@ class PtychoTuningEnv(gym.Env):
     def __init__(self, iterations_per_step: int = 5, iteration_budget: int = 60,
                  betas: tuple[float, ...] = BETAS,
                  initial_beta: float = 1.0, initial_algorithm: str = "dm",
-                 divergence_penalty: float = 2.0, generator: ScanGenerator | dict | None = None,
+                 divergence_penalty: float = 2.0, generator: ScanGenerator | dict | str | None = None,
                  engine: dict[str, Any] | None = None, backend: str = "numpy",
                  truth_metrics: bool = True, comm: str = "serial",
                  estimator: str | None = None, estimator_weight: float = 1.0,
@@ -157,10 +268,7 @@ class PtychoTuningEnv(gym.Env):
         if divergence_penalty < 0:
             raise ValueError(f"PtychoTuningEnv: divergence_penalty must be >= 0, "
                              f"got {divergence_penalty}")
-        if isinstance(generator, dict):
-            generator = ScanGenerator(**{k: tuple(v) if isinstance(v, list) else v
-                                         for k, v in generator.items()})
-        self.generator = generator or ScanGenerator()
+        self.generator = ScanGenerator.from_spec(generator)
         self.generator.check()
         self.k = int(iterations_per_step)
         self.budget = int(iteration_budget)
@@ -217,10 +325,9 @@ class PtychoTuningEnv(gym.Env):
 
     def _start(self, scan: dict[str, Any]):
         from recon_env.engine import EngineConfig, Reconstructor
-        from recon_env.simulate import simulate
 
         self.scan = scan
-        data = simulate(**self.scan)
+        data = simulate_scan(self.scan)
         self.recon = Reconstructor(data, EngineConfig(**self.engine_kwargs), backend=self.backend,
                                    comm=self.comm)
         self._track = MeasuredTrack()
