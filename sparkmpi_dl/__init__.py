@@ -4,6 +4,7 @@
     results = sparkmpi_dl.run(fn, num_proc=4)          # Spark barrier tasks as MPI ranks
     sparkmpi_dl.run_command(["./allreduce"], 4)         # a compiled MPI program
     sparkmpi_dl.run_local(fn, 4)                        # same, without Spark
+    sparkmpi_dl.run(fn, data=df)                        # one rank per partition (dataplane)
 
 Heavy imports (pyspark) happen on first use so that ``import sparkmpi_dl`` stays cheap.
 """
@@ -11,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["run", "run_command", "run_local", "mpirun", "JobFailed", "NotEnoughSlots"]
+__all__ = ["run", "run_command", "run_local", "mpirun", "map_in_mpi", "JobFailed", "NotEnoughSlots"]
 
 _EXPORTS = {
     "run": "sparkmpi_dl.launch.spark", "run_command": "sparkmpi_dl.launch.spark",
-    "NotEnoughSlots": "sparkmpi_dl.launch.spark",
+    "NotEnoughSlots": "sparkmpi_dl.launch.spark", "map_in_mpi": "sparkmpi_dl.dataplane.driver",
     "run_local": "sparkmpi_dl.launch.local", "mpirun": "sparkmpi_dl.launch.local",
     "JobFailed": "sparkmpi_dl.launch.local",
 }

@@ -144,8 +144,11 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def run_rank(spec: RankSpec, rank: int, epoch: int,
-             extra_env: dict[str, str] | None = None) -> bytes | None:
+             extra_env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()) -> bytes | None:
     """Run one rank to completion; returns the pickled result in function mode.
+
+    ``pass_fds`` are descriptors the rank inherits under the same numbers (the data plane's
+    partition file, named in ``SPARKMPI_DATA`` as ``/dev/fd/N``).
 
     ``extra_env`` holds what only the task knows (e.g. the GPUs Spark assigned it).
     """
@@ -165,7 +168,7 @@ def run_rank(spec: RankSpec, rank: int, epoch: int,
             env.pop("PMI_PORT", None)
             env.pop("PMI_ID", None)
             try:
-                proc = subprocess.Popen(argv, env=env, cwd=spec.cwd, pass_fds=(pmi_fd,),
+                proc = subprocess.Popen(argv, env=env, cwd=spec.cwd, pass_fds=(pmi_fd, *pass_fds),
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, start_new_session=True,
                                         preexec_fn=_die_with_parent)

@@ -125,7 +125,10 @@ def _stage_retries(sc: SparkContext, stage_retries: int | None) -> int:
 
 def _launch(sc: SparkContext, spec_for: Callable[[JobService], RankSpec], num_proc: int,
             env_provider: EnvProvider | None, output: OutputSink | None, bind_host: str | None,
-            start_timeout: float, slot_wait_s: float, stage_retries: int | None) -> list[bytes | None]:
+            start_timeout: float, slot_wait_s: float, stage_retries: int | None,
+            timeout: float | None = None, stage: Callable[[RankSpec], Any] | None = None) -> Any:
+    """Run the barrier stage (``stage(spec)``; default: ``num_proc`` ranks over ``range``)
+    while the job service lives; its value, or the per-rank results ordered by rank."""
     require_slots(sc, num_proc, slot_wait_s)
     group = f"sparkmpi-{uuid.uuid4().hex[:8]}"
     retries = _stage_retries(sc, stage_retries)
@@ -145,6 +148,8 @@ def _launch(sc: SparkContext, spec_for: Callable[[JobService], RankSpec], num_pr
         spec = spec_for(service)
         sc.setJobGroup(group, f"sparkmpi-dl job {service.job_id} ({num_proc} ranks)", True)
         try:
+            if stage is not None:  # the data plane's stage over the data's own partitions
+                return stage(spec)
             ranks = sc.parallelize(range(num_proc), num_proc).barrier().mapPartitions(_barrier_task(spec))
             # Spark retries a failed barrier stage only when it is a shuffle-map stage, so the
             # ranks' (tiny) results go through a one-partition shuffle before collect().
@@ -158,7 +163,7 @@ def _launch(sc: SparkContext, spec_for: Callable[[JobService], RankSpec], num_pr
     return [result for _, result in sorted(pairs, key=lambda pair: pair[0])]
 
 
-def run(fn: Callable[..., Any], num_proc: int, *, args: Sequence[Any] = (),
+def run(fn: Callable[..., Any], num_proc: int | None = None, *, data: Any = None, args: Sequence[Any] = (),
         kwargs: dict[str, Any] | None = None, spark: SparkSession | SparkContext | None = None,
         master: str | None = None, env: dict[str, str] | None = None,
         env_provider: EnvProvider | None = None, output: OutputSink | None = None,
@@ -171,7 +176,19 @@ def run(fn: Callable[..., Any], num_proc: int, *, args: Sequence[Any] = (),
     and carrying its traceback) if a rank fails. ``stage_retries`` (default: the Spark conf
     ``spark.sparkmpi.stageRetries``, else 0) lets Spark retry the whole stage that many
     times after a failure, each attempt a fresh PMI epoch.
+
+    ``data`` (a DataFrame or RDD) runs one rank per partition (``num_proc`` ranks if given,
+    coalescing or repartitioning), calling ``fn(partition, *args, **kwargs)`` with a
+    ``pyarrow.Table`` or a list of records: see :mod:`sparkmpi_dl.dataplane`.
     """
+    if data is not None:
+        from sparkmpi_dl.dataplane.driver import run_on_data
+        return run_on_data(fn, None, data, num_proc, args=args, kwargs=kwargs, spark=spark,
+                           master=master, env=env, env_provider=env_provider, output=output,
+                           bind_host=bind_host, start_timeout=start_timeout,
+                           slot_wait_s=slot_wait_s, stage_retries=stage_retries)
+    if num_proc is None:
+        raise ValueError("run needs num_proc (the number of ranks), or data= for one rank per partition")
     sc = spark_context(spark, master)
     payload = cloudpickle.dumps((fn, tuple(args), dict(kwargs or {})))
     results = _launch(sc, lambda s: RankSpec(s.address, s.secret, s.job_id, payload=payload,
@@ -181,14 +198,27 @@ def run(fn: Callable[..., Any], num_proc: int, *, args: Sequence[Any] = (),
     return [cloudpickle.loads(r) for r in results]
 
 
-def run_command(argv: Sequence[str], num_proc: int, *, spark: SparkSession | SparkContext | None = None,
+def run_command(argv: Sequence[str], num_proc: int | None = None, *, data: Any = None, spark: SparkSession | SparkContext | None = None,
                 master: str | None = None, env: dict[str, str] | None = None,
                 env_provider: EnvProvider | None = None, output: OutputSink | None = None,
                 cwd: str | None = None, bind_host: str | None = None, start_timeout: float = 60.0,
                 slot_wait_s: float = 15.0, stage_retries: int | None = None) -> None:
-    """Run ``argv`` as ``num_proc`` MPI ranks in Spark barrier tasks; raises on failure."""
+    """Run ``argv`` as ``num_proc`` MPI ranks in Spark barrier tasks; raises on failure.
+
+    With ``data`` (a DataFrame or RDD), one rank per partition, each finding its partition
+    at ``$SPARKMPI_DATA`` (an Arrow IPC file; docs/ENVIRONMENT.md).
+    """
     if not argv:
         raise ValueError("run_command needs a command to run")
+    if data is not None:
+        from sparkmpi_dl.dataplane.driver import run_on_data
+        run_on_data(None, argv, data, num_proc, spark=spark, master=master, env=env,
+                    env_provider=env_provider, output=output, cwd=cwd, bind_host=bind_host,
+                    start_timeout=start_timeout, slot_wait_s=slot_wait_s,
+                    stage_retries=stage_retries)
+        return
+    if num_proc is None:
+        raise ValueError("run_command needs num_proc (the number of ranks), or data= for one rank per partition")
     sc = spark_context(spark, master)
     _launch(sc, lambda s: RankSpec(s.address, s.secret, s.job_id, argv=tuple(argv),
                                    env=dict(env or {}), cwd=cwd),

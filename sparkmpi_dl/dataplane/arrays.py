@@ -1,0 +1,109 @@
+"""Array columns as contiguous NumPy arrays, without a per-row Python loop.
+
+Spark has no fixed-size array type: an ``array<float>`` column reaches Arrow as a
+``list<float>`` column (an offsets buffer plus one flat buffer of all rows' values) and a
+``binary`` column as offsets plus one flat byte buffer. When every row holds the same
+number of values, the flat buffer *is* the ``(rows, *shape)`` array, so it can be viewed
+in place: zero-copy for a one-chunk column, one ``np.concatenate`` for a table read from
+several record batches.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+
+class ColumnShapeError(ValueError):
+    """The column cannot be viewed as ``(rows, *shape)`` values of the given dtype."""
+
+
+def column_as_array(table: pa.Table | pa.RecordBatch, column: str, shape: Sequence[int] = (),
+                    dtype: np.dtype | type | str | None = None) -> np.ndarray:
+    """Column ``column`` as one ``(rows, *shape)`` array, viewed from Arrow's value buffers.
+
+    Works for list / large-list / fixed-size-list columns (e.g. Spark ``array<float>``),
+    binary columns (e.g. ``ndarray.tobytes()`` per row; ``dtype`` required) and plain
+    numeric columns. Every row must hold ``prod(shape)`` values and none may be null.
+    The result is read-only when it is a view of a memory-mapped partition.
+    """
+    if column not in table.column_names:
+        raise KeyError(f"no column {column!r}; the table has {table.column_names}")
+    data = table.column(column)
+    chunks = data.chunks if isinstance(data, pa.ChunkedArray) else [data]
+    per_row = int(np.prod(shape)) if len(shape) else 1
+    parts = [_chunk_values(chunk, column, per_row, dtype) for chunk in chunks if len(chunk)]
+    if not parts:
+        target = np.dtype(dtype) if dtype is not None else _value_dtype(data.type, column)
+        return np.empty((0, *shape), dtype=target)
+    flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return flat.reshape((-1, *shape))
+
+
+def _chunk_values(chunk: pa.Array, column: str, per_row: int,
+                  dtype: np.dtype | type | str | None) -> np.ndarray:
+    if chunk.null_count:
+        raise ColumnShapeError(f"column {column!r} has {chunk.null_count} null rows; "
+                               "fill or filter them before viewing it as an array")
+    kind = chunk.type
+    if pa.types.is_fixed_size_list(kind):
+        if kind.list_size != per_row:
+            raise ColumnShapeError(f"column {column!r} holds {kind.list_size} values per row, "
+                                   f"shape asks for {per_row}")
+        values = chunk.flatten()
+    elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        offsets = chunk.offsets.to_numpy()
+        lengths = np.diff(offsets)
+        if lengths.size and (lengths.min() != per_row or lengths.max() != per_row):
+            raise ColumnShapeError(
+                f"column {column!r} holds {lengths.min()}..{lengths.max()} values per row, "
+                f"shape asks for {per_row}")
+        values = chunk.flatten()
+    elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
+        return _binary_values(chunk, column, per_row, dtype)
+    elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        if per_row != 1:
+            raise ColumnShapeError(f"column {column!r} is a scalar {kind} column; shape must be ()")
+        values = chunk
+    else:
+        raise ColumnShapeError(f"column {column!r} has type {kind}, which is not an array of numbers")
+    if values.null_count:
+        raise ColumnShapeError(f"column {column!r} has null values inside its arrays")
+    array = values.to_numpy(zero_copy_only=True)
+    if dtype is not None and array.dtype != np.dtype(dtype):
+        raise ColumnShapeError(f"column {column!r} holds {array.dtype} values, not {np.dtype(dtype)} "
+                               f"(cast it in Spark, e.g. .cast('array<float>'))")
+    return array
+
+
+def _binary_values(chunk: pa.Array, column: str, per_row: int,
+                   dtype: np.dtype | type | str | None) -> np.ndarray:
+    if dtype is None:
+        raise ColumnShapeError(f"column {column!r} is binary: say which dtype its bytes hold")
+    target = np.dtype(dtype)
+    row_bytes = per_row * target.itemsize
+    if pa.types.is_fixed_size_binary(chunk.type):
+        width = chunk.type.byte_width
+        if width != row_bytes:
+            raise ColumnShapeError(f"column {column!r} holds {width} bytes per row, "
+                                   f"shape and dtype ask for {row_bytes}")
+        buffer, start = chunk.buffers()[1], chunk.offset * width
+    else:
+        offset_type = np.int64 if pa.types.is_large_binary(chunk.type) else np.int32
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=offset_type)[chunk.offset:chunk.offset + len(chunk) + 1]
+        lengths = np.diff(offsets)
+        if lengths.min() != row_bytes or lengths.max() != row_bytes:
+            raise ColumnShapeError(f"column {column!r} holds {lengths.min()}..{lengths.max()} bytes "
+                                   f"per row, shape and dtype ask for {row_bytes}")
+        buffer, start = chunk.buffers()[2], int(offsets[0])
+    return np.frombuffer(buffer, dtype=target, count=len(chunk) * per_row, offset=start)
+
+
+def _value_dtype(kind: pa.DataType, column: str) -> np.dtype:
+    while pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        kind = kind.value_type
+    try:
+        return np.dtype(kind.to_pandas_dtype())
+    except (NotImplementedError, TypeError):
+        raise ColumnShapeError(f"column {column!r}: say which dtype to use") from None
