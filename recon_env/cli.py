@@ -57,6 +57,35 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="with --backend cupy: simulate the data on the GPU (large benchmarks)")
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    """'0.7,0.2,0.1' -> (0.7, 0.2, 0.1)."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from err
+
+
+def _add_issue14(p: argparse.ArgumentParser) -> None:
+    """Sub-pixel positions, position refinement and probe modes."""
+    p.add_argument("--subpixel", action=argparse.BooleanOptionalAction, default=None,
+                   help="simulation: fractional scan positions; reconstruction: model them "
+                   "(default: on when the positions are fractional; --no-subpixel rounds)")
+    p.add_argument("--position-error", dest="position_error", type=float, metavar="PX",
+                   help="simulation: RMS error (px) of the recorded positions")
+    p.add_argument("--refine-positions", dest="refine_positions", action="store_const",
+                   const=True, help="refine every frame's position (written to recon.cxi, "
+                   "drawn in positions.png)")
+    p.add_argument("--position-start", dest="position_start", type=int, metavar="N",
+                   help="first iteration that refines positions (default: the engine's)")
+    p.add_argument("--position-step", dest="position_step_max", type=float, metavar="PX",
+                   help="largest position change per frame and iteration (default: the engine's)")
+    p.add_argument("--probe-modes", dest="probe_modes", type=_positive_int, metavar="K",
+                   help="reconstruct K incoherent probe modes (power fractions in "
+                   "summary.json and modes.png)")
+    p.add_argument("--mode-powers", dest="mode_powers", type=_fractions, metavar="F1,F2,..",
+                   help="simulation: a partially coherent probe with these mode power fractions")
+
+
 def register(commands, bench) -> None:
     p = commands.add_parser("recon", help="ptychographic reconstruction (DM / RAAR)",
                             description="Reconstruct a ptychography scan from a CXI file or "
@@ -79,6 +108,7 @@ def register(commands, bench) -> None:
     p.add_argument("--bad-pixels", dest="bad_pixels", type=float)
     p.add_argument("--probe-support", dest="probe_support", type=float)
     p.add_argument("--power-bound", dest="fourier_power_bound", type=float)
+    _add_issue14(p)
     p.add_argument("--save-simulation", metavar="FILE", help="also write the simulated data as CXI")
     p.add_argument("--report-every", dest="report_every", type=_positive_int, default=10)
     p.add_argument("--out", default="recon-out",

@@ -74,9 +74,25 @@ def _write_image(f, result: dict, history: dict | None, pixel_m: float) -> None:
     proc["final_illumination"] = np.asarray(result["probe"], dtype=np.complex64)
     if "illumination" in result:
         proc["illumination_map"] = np.asarray(result["illumination"], dtype=np.float32)
+    if result.get("positions") is not None:  # the positions the reconstruction ended with
+        proc["translation"] = _translation(result["positions"], pixel_m)
+        proc["translation"].attrs["refined"] = bool(
+            result.get("config", {}).get("refine_positions", False))
+    if result.get("probe_modes") is not None:
+        proc["probe_modes"] = np.asarray(result["probe_modes"], dtype=np.complex64)
+        proc["probe_modes"].attrs["power_fractions"] = np.asarray(result["mode_fractions"])
     for key, values in (history or {}).items():
         if len(values) and isinstance(values[0], (int, float, np.floating)):
             proc[key] = np.asarray(values, dtype=np.float64)
+
+
+def _translation(positions: np.ndarray, pixel_m: float) -> np.ndarray:
+    """(F, 2) (y, x) object pixels -> CXI (F, 3) x, y, z translations in metres."""
+    positions = np.asarray(positions, dtype=np.float64)
+    trans = np.zeros((len(positions), 3))
+    trans[:, 0] = positions[:, 1] * pixel_m
+    trans[:, 1] = positions[:, 0] * pixel_m
+    return trans
 
 
 def write_result_cxi(path: str | Path, result: dict, history: dict | None, pixel_m: float,
@@ -89,17 +105,28 @@ def write_result_cxi(path: str | Path, result: dict, history: dict | None, pixel
         f.create_group("/entry_1")
         f["/entry_1"].attrs["input"] = source
         _write_image(f, result, history, pixel_m)
+        if result.get("positions") is not None:  # refined positions at the standard path
+            f[GEOM + "/translation"] = _translation(result["positions"], pixel_m)
 
 
 def read_result_cxi(path: str | Path) -> dict:
-    """Object, probe and error history written by write_cxi/write_result_cxi."""
+    """Object, probe and error history written by write_cxi/write_result_cxi (plus the final
+    positions in object pixels and the probe modes, when written)."""
     filename = str(path)
     with _open(path) as f:
         obj = _get(f, filename, "/entry_1/image_1/data", ndim=2)[()]
         probe = _get(f, filename, "/entry_1/image_1/process_1/final_illumination", ndim=2)[()]
         proc = f["/entry_1/image_1/process_1"]
         history = {k: proc[k][()].tolist() for k in proc if proc[k].ndim == 1}
-    return {"object": obj, "probe": probe, "history": history}
+        out = {"object": obj, "probe": probe, "history": history}
+        pixel = f["/entry_1/image_1/data"].attrs.get("pixel_size_m")
+        if "translation" in proc and pixel:
+            trans = proc["translation"][()]
+            out["positions"] = np.stack([trans[:, 1], trans[:, 0]], axis=1) / float(pixel)
+        if "probe_modes" in proc:
+            out["probe_modes"] = proc["probe_modes"][()]
+            out["mode_fractions"] = proc["probe_modes"].attrs["power_fractions"].tolist()
+    return out
 
 
 def _open(path: str | Path):

@@ -20,9 +20,12 @@ from .engine import EngineConfig, Reconstructor, frame_range
 from .errors import NegativeIntensityWarning
 
 SIM_KEYS = ("n_frames", "frame_size", "probe", "probe_diameter", "probe_defocus", "object",
-            "scan", "overlap", "jitter", "photons", "bad_pixels", "beamstop", "seed")
+            "scan", "overlap", "jitter", "photons", "bad_pixels", "beamstop", "seed",
+            "subpixel", "position_error", "mode_powers")
 ENGINE_KEYS = ("overlap_iterations", "probe_update_start", "probe_support", "object_inertia",
-               "probe_inertia", "fourier_power_bound", "block_frames", "host_frames", "seed")
+               "probe_inertia", "fourier_power_bound", "block_frames", "host_frames", "seed",
+               "subpixel", "probe_modes", "refine_positions", "position_start",
+               "position_step_max")
 
 
 def source_name(options: dict) -> str:
@@ -162,6 +165,9 @@ def run_recon(options: dict) -> dict:
     if schedule is not None:
         summary["schedule"] = schedule
     result = rec.result()
+    from .refine_outputs import summary_entries
+
+    summary.update(summary_entries(rec, data, result))
     if data.truth_object is not None:
         summary["quality"] = rec.quality()
     if comm.rank == 0:
@@ -228,6 +234,9 @@ def _write_outputs(out: Path, data, result, history, summary, options) -> None:
                     pixel_m=data.object_pixel_m, title=title, probe=result["probe"],
                     truth=data.truth_object)
     save_errors_png(history, out / "errors.png", schedule=summary.get("schedule"), title=title)
+    from .refine_outputs import save_figures
+
+    save_figures(out, data, result, summary)  # positions.png, modes.png when they apply
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
 
 

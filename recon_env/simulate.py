@@ -49,6 +49,8 @@ class SimulationConfig:
     detector_pixel_m: float = 75e-6
     subpixel: bool = False            # keep fractional positions (object Fourier-shifted)
     mode_powers: tuple[float, ...] | None = None  # probe mode power fractions (sum 1)
+    position_error: float = 0.0       # px RMS (vector length) of errors in the reported
+                                      # positions; the true ones go to meta["true_positions"]
 
     def check(self) -> None:
         if self.n_frames < 1:
@@ -71,6 +73,8 @@ class SimulationConfig:
             raise ValueError(f"bad_pixels must be a fraction in [0, 1), got {self.bad_pixels}")
         if self.jitter < 0 or self.beamstop < 0:
             raise ValueError("jitter and beamstop must be >= 0")
+        if not 0 <= self.position_error <= 20:
+            raise ValueError(f"position_error must be in [0, 20] px, got {self.position_error}")
         if not 0 < self.amplitude_min <= 1:
             raise ValueError(f"amplitude_min must be in (0, 1], got {self.amplitude_min}")
         if self.mode_powers is not None:
@@ -316,17 +320,25 @@ def simulate(config: SimulationConfig | None = None, frame_range: tuple[int, int
                           positions[start:stop], cfg, start)
     intensities *= mask  # a masked pixel carries no signal
 
+    reported = positions[start:stop]
+    extra_meta: dict = {}
+    if cfg.position_error > 0:  # what a positioner with errors would have recorded
+        err_rng = np.random.default_rng([cfg.seed, 7919])
+        errors = err_rng.normal(0.0, cfg.position_error / np.sqrt(2), positions.shape)
+        limit = np.array(obj_shape, dtype=np.float64) - n - 1
+        reported = np.clip(positions + errors, 0.0, limit)[start:stop]
+        extra_meta["true_positions"] = positions[start:stop].copy()
     # the experimenter's guess: a flat-phase Gaussian with the focus size (intensity FWHM)
     fwhm = cfg.probe_diameter * (0.42 if cfg.probe == "airy" else 1.0)
     guess = make_probe("gaussian", n, fwhm, 0.0) * np.sqrt(power)
     return PtychoData(
-        intensities=intensities, positions=positions[start:stop], mask=mask,
+        intensities=intensities, positions=reported, mask=mask,
         energy_ev=cfg.energy_ev, distance_m=cfg.distance_m, detector_pixel_m=cfg.detector_pixel_m,
         probe_guess=guess.astype(np.complex64), truth_object=obj.astype(np.complex64),
         truth_probe=(probe if modes is None else modes[0]).astype(np.complex64),
         object_shape=obj_shape,
         meta={"simulation": dict(cfg.__dict__), "frames": (start, stop),
-              "total_frames": cfg.n_frames,
+              "total_frames": cfg.n_frames, **extra_meta,
               **({} if modes is None else {"truth_probe_modes": modes.astype(np.complex64),
                                            "mode_powers": list(cfg.mode_powers)})})
 
