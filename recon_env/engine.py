@@ -501,10 +501,27 @@ class Reconstructor:
         if k_modes > 1:
             from .modes import orthogonalize
 
-            new = orthogonalize(xp, new)
+            new, unitary = orthogonalize(xp, new)
+            self._mix_modes(unitary)
         self.probe = new if k_modes > 1 else new[0]
         self._views = None
         self._obj_den = None
+
+    def _mix_modes(self, unitary: np.ndarray) -> None:
+        """psi_j <- U psi_j over the mode axis: the exit waves follow the re-orthogonalised
+        modes (the summed intensities do not change)."""
+        if np.allclose(unitary, np.eye(self.K), atol=1e-7):
+            return
+        km, nn = self.K, self.n * self.n
+
+        def mix(work, s, e, acc):
+            psi = self._psi(s, e)
+            u = self.ops.asarray(unitary) if not isinstance(psi, np.ndarray) else unitary
+            p3 = psi.reshape(e - s, km, nn)
+            p3[...] = u @ p3
+            self._store(s, e, psi)
+
+        self._map_blocks(lambda: None, mix)
 
     def _bilinear(self) -> list:
         """[(iy, ix, weight)] for the four whole-pixel windows around each frame's exact

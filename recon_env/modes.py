@@ -13,15 +13,17 @@ import numpy as np
 
 
 def orthogonalize(xp, modes):
-    """Modes (K, n, n) -> orthogonal modes with the same density matrix, by decreasing power."""
+    """Modes (K, n, n) -> (orthogonal modes with the same density matrix, by decreasing
+    power; the K x K unitary U with new = U @ old, which the exit waves must follow)."""
     k = modes.shape[0]
     flat = modes.reshape(k, -1)
     gram = np.asarray(xp.asnumpy(flat.conj() @ flat.T) if hasattr(xp, "asnumpy")
                       else flat.conj() @ flat.T, dtype=np.complex128)
     evals, evecs = np.linalg.eigh(gram)  # gram = V diag(e) V^H, ascending
     order = np.argsort(evals)[::-1]
-    evecs = evecs[:, order].astype(np.complex64)
-    return (xp.asarray(evecs.T) @ flat).reshape(modes.shape).astype(xp.complex64)
+    unitary = evecs[:, order].T.astype(np.complex64)
+    new = (xp.asarray(unitary) @ flat).reshape(modes.shape).astype(xp.complex64)
+    return new, unitary
 
 
 def power_fractions(modes) -> list[float]:
