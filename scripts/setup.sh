@@ -20,6 +20,19 @@ fi
 command -v java >/dev/null || { echo "setup: Java (17+) is needed by Spark; install e.g. 'apt-get install openjdk-17-jre-headless'" >&2; exit 1; }
 command -v "$PY" >/dev/null || { echo "setup: $PY not found; Python 3.11 is required (TensorFlow 2.15 supports <=3.11)" >&2; exit 1; }
 
+# The live-reconstruction broker (sparkmpi_dl/stream): Debian's redis-server, started on a
+# free loopback port by `make demo`/`make test`/the CLI. Skipped when already on PATH.
+if ! command -v redis-server >/dev/null; then
+  echo "setup: installing redis-server (the live-reconstruction broker)"
+  if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+    apt-get install -y -q redis-server >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null; } \
+      || echo "setup: could not install redis-server; 'stream' commands need --broker redis://HOST:PORT" >&2
+  else
+    echo "setup: redis-server not found; install it (apt-get install redis-server) or give 'stream' commands --broker redis://HOST:PORT" >&2
+  fi
+fi
+
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
 export PATH="$PWD/$VENV/bin:$PATH"
 pip() { "$VENV/bin/python" -m pip "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2); }
@@ -28,7 +41,7 @@ echo "setup: [1/5] base stack (TensorFlow, MPICH, mpi4py, pyspark, gymnasium)"
 pip install -q --upgrade pip wheel setuptools
 pip install -q "numpy<2" "tensorflow-cpu==2.15.1" "mpich==4.3.2" "mpi4py>=4.1,<4.2" \
   "pyspark>=4.0,<4.1" "gymnasium>=1.0,<2" "cmake<4" cloudpickle h5py scipy matplotlib "pyarrow<26" pandas tqdm \
-  pytest pytest-timeout
+  pytest pytest-timeout redis
 
 echo "setup: [2/5] Horovod 0.28.1 (built from source once, ~6 min on 2 cores; pip caches the wheel)"
 if ! "$VENV/bin/python" -c "import horovod.tensorflow" 2>/dev/null; then
