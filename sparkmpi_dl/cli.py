@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "agents.cli",
     "trainers.cli",
     "recon_datasets.cli",
+    "sparkmpi_dl.stream.cli",
 )
 
 

@@ -1,0 +1,221 @@
+"""``sparkmpi-dl stream publish | recon | broker`` and ``sparkmpi-dl bench stream``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .records import DEFAULT_MAX_LEN, DEFAULT_PREFIX
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}")
+    return value
+
+
+def _add_broker(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", metavar="redis://HOST:PORT",
+                   help="a running Redis; default: the broker an earlier 'stream' command "
+                        "started and recorded, or a new embedded one (left running)")
+    p.add_argument("--prefix", default=DEFAULT_PREFIX,
+                   help=f"stream name prefix (default {DEFAULT_PREFIX}): streams PREFIX:frames:K")
+
+
+def _add_simulation(p: argparse.ArgumentParser) -> None:
+    from recon_env.cli import _shape
+
+    g = p.add_argument_group("simulation (with --simulate)")
+    g.add_argument("--frames", dest="n_frames", type=_positive_int, default=512)
+    g.add_argument("--shape", dest="frame_size", type=_shape, default=128)
+    g.add_argument("--photons", type=float, default=1e8)
+    g.add_argument("--scan", choices=("fermat", "raster", "concentric"))
+    g.add_argument("--probe", choices=("airy", "gaussian"))
+    g.add_argument("--object", help="built-in (mixed, siemens, cells, rings, flat) or image file")
+    g.add_argument("--overlap", type=float)
+    g.add_argument("--jitter", type=float)
+    g.add_argument("--seed", type=int, default=0)
+
+
+def simulation_options(args: argparse.Namespace) -> dict:
+    """SimulationConfig fields from the CLI flags (probe size scaled like `recon`)."""
+    sim = {k: getattr(args, k) for k in ("n_frames", "frame_size", "photons", "scan", "probe",
+                                         "object", "overlap", "jitter", "seed")
+           if getattr(args, k, None) is not None}
+    sim["probe_diameter"] = sim["frame_size"] * 40 / 128
+    return sim
+
+
+def register(commands, bench) -> None:
+    stream = commands.add_parser("stream", help="live reconstruction: publish frames to a "
+                                 "broker, reconstruct them as they arrive (Spark streaming + MPI)")
+    sub = stream.add_subparsers(dest="stream_command", metavar="STREAM_COMMAND", required=True)
+
+    p = sub.add_parser("publish", help="publish a scan (CXI file or simulation) at a frame rate",
+                       description="Publish one scan to K Redis streams: a start record (probe, "
+                       "geometry, frame count), the frames with their positions (frame i to "
+                       "stream i %% K) at --rate frames/s, then an end-of-scan record. Frames "
+                       "are never dropped: at --max-len unconsumed entries in a stream the "
+                       "publisher waits for the consumer.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--cxi", metavar="FILE", help="CXI file to publish")
+    src.add_argument("--simulate", action="store_true", help="simulate the scan (see below)")
+    p.add_argument("--rate", type=float, default=100.0, metavar="FRAMES_PER_S",
+                   help="frames per second (default 100; 0 = as fast as the broker takes them)")
+    p.add_argument("--streams", type=_positive_int, default=2, metavar="K",
+                   help="streams (topics) the frames are spread over by frame index (default 2)")
+    p.add_argument("--max-len", dest="max_len", type=_positive_int, default=DEFAULT_MAX_LEN,
+                   help=f"unconsumed entries per stream at which the publisher waits "
+                        f"(default {DEFAULT_MAX_LEN})")
+    p.add_argument("--scan-id", dest="scan_id", help="scan id (default: scan-<time>-<random>)")
+    p.add_argument("--backlog-timeout", dest="backlog_timeout", type=_seconds, default=600.0,
+                   help="fail if the consumer takes nothing for this long at the bound")
+    _add_broker(p)
+    _add_simulation(p)
+    p.set_defaults(func=publish_command)
+
+    r = sub.add_parser("recon", help="reconstruct the published scan live (Spark streaming "
+                       "micro-batches handed to MPI ranks)",
+                       description="A Spark streaming query reads the scan's frames from the "
+                       "broker; every micro-batch goes to the MPI ranks, which continue the "
+                       "reconstruction with the new frames. Writes a phase PNG, TensorBoard "
+                       "events and a line per batch, then after the end-of-scan record the "
+                       "final iterations, recon.cxi, object.png, errors.png and summary.json. "
+                       "Run the same command again after a crash to resume.")
+    r.add_argument("--ranks", type=_positive_int, default=2, help="MPI ranks (default 2)")
+    r.add_argument("--trigger", type=_seconds, default=2.0, metavar="SECONDS",
+                   help="micro-batch interval (default 2)")
+    r.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder; it also holds the checkpoint a restart resumes from")
+    r.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    r.add_argument("--agent", metavar="RUN_DIR",
+                   help="a trained tuning agent ('agent train' run folder, or 'pretrained') "
+                        "picks algorithm and beta for each batch's iterations")
+    r.add_argument("--agent-every", dest="agent_every", type=_positive_int, metavar="K",
+                   help="iterations between the agent's decisions (default: its training's)")
+    r.add_argument("--iterations-per-batch", dest="iterations_per_batch", type=_count, default=5)
+    r.add_argument("--final-iterations", dest="final_iterations", type=_count, default=50)
+    r.add_argument("--end-timeout", dest="end_timeout", type=_seconds, default=120.0,
+                   metavar="S", help="give up (saving the partial result) when no data came "
+                   "for S seconds and no end-of-scan record (default 120)")
+    r.add_argument("--algorithm", choices=("dm", "raar"), default="dm",
+                   help="without --agent: the algorithm of every iteration")
+    r.add_argument("--beta", type=float, help="without --agent: the relaxation beta")
+    r.add_argument("--threads", type=_positive_int, default=1, help="threads per rank (numpy)")
+    r.add_argument("--master", help="Spark master (default local[max(ranks, cores)])")
+    _add_broker(r)
+    r.set_defaults(func=recon_command)
+
+    b = sub.add_parser("broker", help="the embedded Redis broker: start, stop, status")
+    b.add_argument("action", choices=("start", "stop", "status"))
+    b.set_defaults(func=broker_command)
+
+    bb = bench.add_parser("stream", help="live pipeline: sustained ingest, end-of-scan "
+                          "latency, empty-batch overhead")
+    from .bench import add_arguments
+
+    add_arguments(bb)
+
+
+def _error(text: str, code: int = 2) -> int:
+    print(f"error: {text}", file=sys.stderr, flush=True)
+    return code
+
+
+def publish_command(args: argparse.Namespace) -> int:
+    from recon_env.errors import CXIFormatError
+
+    from .broker import BrokerError, resolve
+    from .publish import BacklogTimeout, PublishOptions, cxi_scan, publish, simulated_scan
+
+    opts = PublishOptions(streams=args.streams, rate=args.rate or None, prefix=args.prefix,
+                          max_len=args.max_len, backlog_timeout_s=args.backlog_timeout)
+    try:
+        opts.check()
+        broker = resolve(args.broker)
+        scan = (cxi_scan(args.cxi, args.scan_id) if args.cxi
+                else simulated_scan(simulation_options(args), args.scan_id))
+        print(f"publishing scan {scan.start.scan}: {scan.start.n_frames} frames "
+              f"{scan.start.frame_shape[0]}x{scan.start.frame_shape[1]} {scan.start.dtype} to "
+              f"{args.streams} streams at {broker.url}"
+              f"{f' at {args.rate:g} frames/s' if args.rate else ''}", flush=True)
+        stats = publish(broker.client(), scan, opts)
+    except (BrokerError, CXIFormatError, ValueError) as err:
+        return _error(str(err))
+    except BacklogTimeout as err:
+        return _error(str(err), 3)
+    except KeyboardInterrupt:
+        return _error("interrupted: the scan has no end-of-scan record", 130)
+    print(f"published {stats['frames']} frames of scan {stats['scan']} in {stats['seconds']:.1f} s "
+          f"({stats['frames_per_s']:.0f} frames/s; waited {stats['waited_s']:.1f} s for the "
+          f"consumer, max backlog {stats['max_backlog']})", flush=True)
+    return 0
+
+
+def recon_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sparkmpi_dl.runs import RunFolderError
+
+    from .broker import BrokerError, resolve
+    from .recon import ReconOptions, StreamReconError, run_recon
+
+    opts = ReconOptions(out=Path(args.out), ranks=args.ranks, trigger=args.trigger,
+                        broker=args.broker, prefix=args.prefix, backend=args.backend,
+                        agent=args.agent, agent_every=args.agent_every,
+                        iterations_per_batch=args.iterations_per_batch,
+                        final_iterations=args.final_iterations, end_timeout=args.end_timeout,
+                        algorithm=args.algorithm, beta=args.beta, threads=args.threads,
+                        master=args.master)
+    try:
+        if args.agent:
+            from agents.steer import load_agent
+
+            load_agent(args.agent)  # a wrong --agent fails here, before Spark starts
+        if args.beta is not None:
+            from recon_env.engine import check_parameters
+
+            check_parameters(args.algorithm, args.beta, -1.0 / args.beta, 1.0 / args.beta)
+        broker = resolve(args.broker)
+        code, _ = run_recon(opts, broker.url)
+        return code
+    except (BrokerError, RunFolderError, StreamReconError, ValueError) as err:
+        return _error(str(err), 1)
+    except KeyboardInterrupt:
+        return _error("interrupted; run the same command again to resume", 130)
+
+
+def broker_command(args: argparse.Namespace) -> int:
+    from .broker import BrokerError, broker_home, find_recorded, resolve, stop_recorded
+
+    try:
+        if args.action == "start":
+            broker = resolve(None)
+            print(broker.url)
+        elif args.action == "stop":
+            stopped = stop_recorded()
+            print(f"stopped broker {stopped.url}" if stopped else
+                  f"no running broker recorded in {broker_home()}")
+        else:
+            found = find_recorded()
+            print(json.dumps({"url": found.url, "pid": found.pid, "data_dir": found.data_dir})
+                  if found else f"no running broker recorded in {broker_home()}")
+            return 0 if found else 1
+    except BrokerError as err:
+        return _error(str(err), 1)
+    return 0
