@@ -9,7 +9,10 @@ Modules, one job each (importing this package imports nothing heavy):
     evaluate    greedy evaluation episodes with their own seeds
     envs        gym.make plus space checks; registers recon_env/PtychoTuning-v0 on demand
     distributed data-parallel training on Horovod ranks launched through sparkmpi_dl
-    compare     trained agent vs best fixed beta vs plain DM on held-out scans
+    compare     agents vs best fixed, ptypy defaults, a hand schedule and per-scan BO,
+                scored by the true phase RMS on held-out scans
+    bo          the small Gaussian-process Bayesian optimiser of baseline (d)
+    steer       NumPy greedy policy steering a Reconstructor (recon --agent)
     plot        learning-curve and comparison PNGs
     cli         `sparkmpi-dl agent train|eval|compare`, `sparkmpi-dl bench agent-cartpole`
 """

@@ -113,15 +113,33 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     ev.add_argument("--threads", type=int, default=1)
     ev.set_defaults(func=_eval)
 
-    cmp_ = sub.add_parser("compare", help="trained agent vs best fixed beta vs plain DM on "
-                          "held-out scans (recon_env/PtychoTuning-v0 runs)")
-    cmp_.add_argument("--run-dir", type=Path, required=True, help="a trained tuning-env run")
-    cmp_.add_argument("--out", type=Path, help="default RUN_DIR/compare")
-    cmp_.add_argument("--train-scans", type=int, default=12, help="scans for the beta grid search")
-    cmp_.add_argument("--test-scans", type=int, default=12, help="held-out scans")
-    cmp_.add_argument("--test-objects", default="siemens",
-                      help="comma-separated objects of the held-out generator")
-    cmp_.add_argument("--threads", type=int, default=1)
+    cmp_ = sub.add_parser("compare", help="trained agents vs best fixed, ptypy defaults, a hand "
+                          "schedule and per-scan Bayesian optimisation on held-out scans",
+                          description="Scores every method by the true phase RMS after "
+                          "registration on held-out simulated scans (same budget); writes "
+                          "OUT/comparison.{json,md,png}. See agents/compare.py.")
+    cmp_.add_argument("--agent", dest="agents", action="append", default=[],
+                      metavar="RUN_DIR|pretrained", help="an agent to compare (repeat for "
+                      "several: seeds); 'pretrained' is the shipped one")
+    cmp_.add_argument("--run-dir", dest="agents", action="append", help=argparse.SUPPRESS)
+    cmp_.add_argument("--out", type=Path, default=Path("runs/agent-compare"),
+                      help="output folder (default runs/agent-compare)")
+    cmp_.add_argument("--generator", default="train",
+                      help="scan distribution: a ScanGenerator preset (toy, train, heldout) "
+                           "or a JSON object of its fields (default train: 96 frames of 64x64)")
+    cmp_.add_argument("--heldout-objects", default="",
+                      help="comma-separated objects of the held-out scans (default: the "
+                           "generator's; held-out scans always use other seeds)")
+    cmp_.add_argument("--train-scans", type=int, default=8,
+                      help="training scans of the (algorithm, beta) grid search")
+    cmp_.add_argument("--test-scans", type=int, default=24, help="held-out scans")
+    cmp_.add_argument("--iterations", type=int, default=60, help="iteration budget per method")
+    cmp_.add_argument("--bo-trials", type=int, default=20,
+                      help="trials of the full-budget per-scan BO")
+    cmp_.add_argument("--bo-budget-trials", type=int, default=4,
+                      help="trials of the same-budget BO (each ITERATIONS/N iterations)")
+    cmp_.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
+                      help="reconstruction backend")
     cmp_.set_defaults(func=_compare)
 
     cp = bench.add_parser("agent-cartpole", help="DQN on CartPole-v1, several seeds, one at a "
@@ -232,26 +250,29 @@ def _load_policy(run_dir: Path, checkpoint: Path | None = None):
 
 
 def _compare(args: argparse.Namespace) -> int:
-    _set_threads(args.threads)
-    from agents.compare import compare
+    from agents.compare import CompareConfig, compare
+    from agents.steer import load_agent
 
     try:
-        run, policy = _load_policy(args.run_dir)
-        if run.env_id.partition("/")[0] != "recon_env":
-            raise ValueError(f"compare needs a recon_env run, {args.run_dir} trained on "
-                             f"{run.env_id!r}")
-        if args.train_scans <= 0 or args.test_scans <= 0:
-            raise ValueError("--train-scans and --test-scans must be > 0")
-        objects = [o for o in args.test_objects.split(",") if o]
-        test_kwargs = dict(run.env_kwargs)
-        test_kwargs["generator"] = {**test_kwargs.get("generator", {}), "objects": objects}
-        compare(policy, run.env_id, run.env_kwargs, test_kwargs,
-                train_seeds=[100_000 + i for i in range(args.train_scans)],
-                test_seeds=[200_000 + i for i in range(args.test_scans)],
-                out_dir=args.out or args.run_dir / "compare")
-    except ValueError as err:
+        if not args.agents:
+            raise ValueError("give at least one --agent RUN_DIR (or --agent pretrained)")
+        agents = {}
+        for spec in args.agents:
+            name = "pretrained" if spec == "pretrained" else Path(spec).name
+            agents[name if name not in agents else spec] = load_agent(spec)
+        generator = args.generator
+        if generator.lstrip().startswith("{"):
+            generator = _parse_json_dict(generator)
+        config = CompareConfig(
+            generator=generator, test_scans=args.test_scans, train_scans=args.train_scans,
+            iterations=args.iterations, bo_trials=args.bo_trials,
+            bo_budget_trials=args.bo_budget_trials, backend=args.backend,
+            heldout_objects=tuple(o for o in args.heldout_objects.split(",") if o) or None)
+        compare(agents, config, args.out)
+    except (ValueError, argparse.ArgumentTypeError) as err:
         print(f"agent compare: error: {err}")
         return 2
+    print(f"agent compare: wrote {args.out}/comparison.json, comparison.md, comparison.png")
     return 0
 
 

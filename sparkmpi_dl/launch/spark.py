@@ -138,12 +138,12 @@ def _launch(sc: SparkContext, spec_for: Callable[[JobService], RankSpec], num_pr
         # Spark resubmits a failed barrier stage up to spark.stage.maxConsecutiveAttempts
         # times; past the retries asked for, cancel so a deterministic failure fails fast.
         failed_epochs.append(failure)
-        if len(failed_epochs) > retries:
+        if len(failed_epochs) > retries or failure.rank < 0:  # rank -1: the job's timeout
             sc.cancelJobGroup(group)
 
     service = JobService(num_proc, host=_driver_host(sc, bind_host), env_provider=env_provider,
                          output=output or print_prefixed, start_timeout=start_timeout,
-                         on_failure=on_failure)
+                         on_failure=on_failure, timeout=timeout)
     with service:
         spec = spec_for(service)
         sc.setJobGroup(group, f"sparkmpi-dl job {service.job_id} ({num_proc} ranks)", True)
@@ -168,14 +168,16 @@ def run(fn: Callable[..., Any], num_proc: int | None = None, *, data: Any = None
         master: str | None = None, env: dict[str, str] | None = None,
         env_provider: EnvProvider | None = None, output: OutputSink | None = None,
         bind_host: str | None = None, start_timeout: float = 60.0,
-        slot_wait_s: float = 15.0, stage_retries: int | None = None) -> list[Any]:
+        slot_wait_s: float = 15.0, stage_retries: int | None = None,
+        timeout: float | None = None) -> list[Any]:
     """Call ``fn(*args, **kwargs)`` in ``num_proc`` Spark barrier tasks as MPI ranks.
 
     Returns the per-rank results ordered by rank. Raises :class:`NotEnoughSlots` before
     starting anything if the cluster is too small, and :class:`JobFailed` (naming the rank
     and carrying its traceback) if a rank fails. ``stage_retries`` (default: the Spark conf
     ``spark.sparkmpi.stageRetries``, else 0) lets Spark retry the whole stage that many
-    times after a failure, each attempt a fresh PMI epoch.
+    times after a failure, each attempt a fresh PMI epoch. ``timeout`` (seconds, counted
+    from when the job service starts) ends the job, killing every rank, with JobFailed.
 
     ``data`` (a DataFrame or RDD) runs one rank per partition (``num_proc`` ranks if given,
     coalescing or repartitioning), calling ``fn(partition, *args, **kwargs)`` with a
@@ -194,7 +196,7 @@ def run(fn: Callable[..., Any], num_proc: int | None = None, *, data: Any = None
     results = _launch(sc, lambda s: RankSpec(s.address, s.secret, s.job_id, payload=payload,
                                              env=dict(env or {})),
                       num_proc, env_provider, output, bind_host, start_timeout, slot_wait_s,
-                      stage_retries)
+                      stage_retries, timeout=timeout)
     return [cloudpickle.loads(r) for r in results]
 
 
@@ -202,7 +204,8 @@ def run_command(argv: Sequence[str], num_proc: int | None = None, *, data: Any =
                 master: str | None = None, env: dict[str, str] | None = None,
                 env_provider: EnvProvider | None = None, output: OutputSink | None = None,
                 cwd: str | None = None, bind_host: str | None = None, start_timeout: float = 60.0,
-                slot_wait_s: float = 15.0, stage_retries: int | None = None) -> None:
+                slot_wait_s: float = 15.0, stage_retries: int | None = None,
+                timeout: float | None = None) -> None:
     """Run ``argv`` as ``num_proc`` MPI ranks in Spark barrier tasks; raises on failure.
 
     With ``data`` (a DataFrame or RDD), one rank per partition, each finding its partition
@@ -222,4 +225,5 @@ def run_command(argv: Sequence[str], num_proc: int | None = None, *, data: Any =
     sc = spark_context(spark, master)
     _launch(sc, lambda s: RankSpec(s.address, s.secret, s.job_id, argv=tuple(argv),
                                    env=dict(env or {}), cwd=cwd),
-            num_proc, env_provider, output, bind_host, start_timeout, slot_wait_s, stage_retries)
+            num_proc, env_provider, output, bind_host, start_timeout, slot_wait_s, stage_retries,
+            timeout=timeout)
