@@ -11,6 +11,9 @@ def _add_launch_options(parser: argparse.ArgumentParser) -> None:
                         help="number of MPI ranks")
     parser.add_argument("--start-timeout", type=float, default=60.0, metavar="S",
                         help="fail if not every rank has joined within S seconds (default 60)")
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="end the job, killing every rank, once it has run SECONDS "
+                             "(exit code 124; default: no limit)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the job service's events")
     parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...",
                         help="the program each rank runs")
@@ -22,6 +25,8 @@ def _command(args: argparse.Namespace) -> list[str]:
         raise SystemExit("sparkmpi-dl: give the command to run after '--'")
     if args.num_proc < 1:
         raise SystemExit(f"sparkmpi-dl: -n must be at least 1, got {args.num_proc}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise SystemExit(f"sparkmpi-dl: --timeout must be a positive number of seconds, got {args.timeout:g}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="sparkmpi-dl: %(message)s")
     return cmd
@@ -29,7 +34,8 @@ def _command(args: argparse.Namespace) -> list[str]:
 
 def _mpirun(args: argparse.Namespace) -> int:
     from sparkmpi_dl.launch.local import mpirun
-    return mpirun(_command(args), args.num_proc, start_timeout=args.start_timeout)
+    return mpirun(_command(args), args.num_proc, start_timeout=args.start_timeout,
+                  timeout=args.timeout)
 
 
 def _spark_run(args: argparse.Namespace) -> int:
@@ -46,7 +52,7 @@ def _spark_run(args: argparse.Namespace) -> int:
     sc = spark_context(master=args.master, conf=conf)
     try:
         run_command(cmd, args.num_proc, spark=sc, start_timeout=args.start_timeout,
-                    bind_host=args.bind)
+                    bind_host=args.bind, timeout=args.timeout)
     except NotEnoughSlots as err:
         print(f"sparkmpi-dl: {err}", file=sys.stderr)
         return 2

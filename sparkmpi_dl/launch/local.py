@@ -59,22 +59,26 @@ def _settled_outcome(service: JobService, timeout: float = 10.0):
 
 
 def _service(num_proc: int, env_provider: EnvProvider | None, output: OutputSink | None,
-             start_timeout: float) -> JobService:
+             start_timeout: float, timeout: float | None) -> JobService:
     return JobService(num_proc, host="127.0.0.1", env_provider=env_provider,
-                      output=output or print_prefixed, start_timeout=start_timeout)
+                      output=output or print_prefixed, start_timeout=start_timeout,
+                      timeout=timeout)
 
 
 def mpirun(argv: Sequence[str], num_proc: int, *, env: dict[str, str] | None = None,
            env_provider: EnvProvider | None = None, output: OutputSink | None = None,
-           start_timeout: float = 60.0, cwd: str | None = None) -> int:
+           start_timeout: float = 60.0, cwd: str | None = None,
+           timeout: float | None = None) -> int:
     """Run ``argv`` as ``num_proc`` MPI ranks on this host; the first failing rank's exit code.
 
     Exit code conventions follow mpiexec: 0 when every rank exits 0, else the failing
-    rank's code (128 + signal number for a rank killed by a signal).
+    rank's code (128 + signal number for a rank killed by a signal; 1 for a rank that
+    left without MPI_Finalize while others were still in MPI). ``timeout`` (seconds) ends
+    the job, killing every rank, with exit code 124.
     """
     if not argv:
         raise ValueError("mpirun needs a command to run")
-    with _service(num_proc, env_provider, output, start_timeout) as service:
+    with _service(num_proc, env_provider, output, start_timeout, timeout) as service:
         spec = RankSpec(service.address, service.secret, service.job_id, argv=tuple(argv),
                         env=dict(env or {}), cwd=cwd)
         try:
@@ -91,10 +95,12 @@ def mpirun(argv: Sequence[str], num_proc: int, *, env: dict[str, str] | None = N
 def run_local(fn: Callable[..., Any], num_proc: int, *, args: Sequence[Any] = (),
               kwargs: dict[str, Any] | None = None, env: dict[str, str] | None = None,
               env_provider: EnvProvider | None = None, output: OutputSink | None = None,
-              start_timeout: float = 60.0) -> list[Any]:
-    """Call ``fn(*args, **kwargs)`` in ``num_proc`` local MPI ranks; results ordered by rank."""
+              start_timeout: float = 60.0, timeout: float | None = None) -> list[Any]:
+    """Call ``fn(*args, **kwargs)`` in ``num_proc`` local MPI ranks; results ordered by rank.
+
+    Raises :class:`JobFailed` if a rank fails or the job runs past ``timeout`` seconds."""
     payload = cloudpickle.dumps((fn, tuple(args), dict(kwargs or {})))
-    with _service(num_proc, env_provider, output, start_timeout) as service:
+    with _service(num_proc, env_provider, output, start_timeout, timeout) as service:
         spec = RankSpec(service.address, service.secret, service.job_id, payload=payload,
                         env=dict(env or {}))
         results, errors = _run_ranks(spec, num_proc)

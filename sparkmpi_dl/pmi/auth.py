@@ -70,7 +70,12 @@ def mac(secret: str, nonce: str, hello: Hello) -> str:
 
 
 def mac_matches(secret: str, nonce: str, hello: Hello, presented: str) -> bool:
-    return hmac.compare_digest(mac(secret, nonce, hello), presented)
+    """Constant-time check of a presented MAC; any text (non-ASCII included) is just wrong.
+
+    ``hmac.compare_digest`` raises TypeError for a str with non-ASCII characters, so both
+    sides are compared as bytes."""
+    expected = mac(secret, nonce, hello).encode()
+    return hmac.compare_digest(expected, presented.encode("utf-8", "surrogateescape"))
 
 
 def _read_line(sock: socket.socket, limit: int = 4096) -> str:

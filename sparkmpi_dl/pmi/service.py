@@ -8,6 +8,11 @@ lines, its exit status, and the order to kill the rank when another one failed.
 
 With ``allow_plain_pmi=True`` a bare MPICH client started with ``PMI_PORT``/``PMI_ID`` may
 join without a secret (for MPI programs started outside the project's launchers).
+
+The port is open to anyone who can reach it, so what an unauthenticated peer can cost is
+bounded: at most ``max_unauthenticated`` connections may wait in the handshake (a newer one
+pushes out the oldest, so a flood cannot lock out a rank that answers at once), and refusals
+go to a bounded, rate-limited :class:`~sparkmpi_dl.pmi.refusals.RefusalLog`.
 """
 from __future__ import annotations
 
@@ -18,11 +23,13 @@ import logging
 import socket
 import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
 from sparkmpi_dl.pmi import auth
 from sparkmpi_dl.pmi.mapping import local_ranks
+from sparkmpi_dl.pmi.refusals import RefusalLog
 from sparkmpi_dl.pmi.session import PmiSession, ProtocolViolation
 from sparkmpi_dl.pmi.state import EpochState, RankFailure
 from sparkmpi_dl.pmi.wire import MAX_MESSAGE_BYTES, WireError, format_v1, parse_v1
@@ -36,6 +43,15 @@ OutputSink = Callable[[int, str, str], None]
 
 HANDSHAKE_TIMEOUT_S = 10.0
 CTL_LINE_LIMIT = 1 << 20
+MIN_UNAUTHENTICATED = 128
+"""Default cap on connections waiting in the handshake: this, or 4 per rank if more."""
+NO_FINALIZE_GRACE_S = 5.0
+"""How long a rank whose PMI connection closed before MPI_Finalize has to report its exit."""
+TIMEOUT_EXIT_CODE = 124
+"""Exit code of a job ended by its timeout (as GNU timeout reports one)."""
+PLAIN_PMI_REFUSAL = ("plain PMI_PORT clients are not enabled for this job: ranks started by "
+                     "sparkmpi-dl mpirun/spark-run get an authenticated PMI_FD; a job service "
+                     "for programs started elsewhere needs JobService(..., allow_plain_pmi=True)")
 
 
 def base_rank_env(job: str, epoch: int, rank: int, hosts: list[str]) -> dict[str, str]:
@@ -82,9 +98,12 @@ class JobService:
                  env_provider: EnvProvider | None = None, output: OutputSink | None = None,
                  allow_plain_pmi: bool = False, allow_wildcard: bool = False,
                  start_timeout: float = 60.0,
-                 on_failure: Callable[[RankFailure], None] | None = None) -> None:
+                 on_failure: Callable[[RankFailure], None] | None = None,
+                 timeout: float | None = None, max_unauthenticated: int | None = None) -> None:
         if size < 1:
             raise ValueError(f"a job needs at least one rank, got size={size}")
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"a job timeout must be a positive number of seconds, got {timeout!r}")
         check_bind_host(host, allow_wildcard)
         self.size, self.host, self.port = size, host, port
         self.secret = secret or auth.new_secret()
@@ -92,8 +111,12 @@ class JobService:
         self.env_provider, self.output = env_provider, output
         self.allow_plain_pmi, self.start_timeout = allow_plain_pmi, start_timeout
         self.on_failure = on_failure
+        self.timeout = timeout
+        self.max_unauthenticated = max_unauthenticated or max(MIN_UNAUTHENTICATED, 4 * size)
         self.published_names: dict[str, str] = {}
-        self.refusals: list[str] = []
+        self.refusals = RefusalLog(log, f"job {self.job_id}")
+        self._pending: OrderedDict[asyncio.Task, object] = OrderedDict()  # task -> peer
+        self._expired: RankFailure | None = None
         self.epochs: dict[int, EpochState] = {}
         self.current: EpochState | None = None
         self._loop = asyncio.new_event_loop()
@@ -115,6 +138,8 @@ class JobService:
         self._server = await asyncio.start_server(self._on_connect, self.host, self.port,
                                                   limit=MAX_MESSAGE_BYTES, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.timeout is not None:
+            self._spawn(self._job_deadline(self.timeout))
 
     @property
     def address(self) -> tuple[str, int]:
@@ -134,6 +159,7 @@ class JobService:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
+        self.refusals.flush()
 
     def __enter__(self) -> "JobService":
         return self.start()
@@ -150,8 +176,8 @@ class JobService:
     def outcome(self) -> JobOutcome | None:
         state = self.current
         if state is None:
-            return None
-        return JobOutcome(state.epoch, dict(state.exits), state.failure)
+            return JobOutcome(-1, {}, self._expired) if self._expired else None
+        return JobOutcome(state.epoch, dict(state.exits), state.failure or self._expired)
 
     def abort(self, reason: str) -> None:
         """Stop every rank of the current epoch (e.g. on Ctrl-C)."""
@@ -165,7 +191,7 @@ class JobService:
 
     def failure_of(self, epoch: int | None = None) -> RankFailure | None:
         state = self.current if epoch is None else self.epochs.get(epoch)
-        return state.failure if state else None
+        return state.failure if state and state.failure else self._expired
 
     # ---- epochs --------------------------------------------------------------------
     def _epoch(self, epoch: int) -> EpochState | None:
@@ -204,16 +230,35 @@ class JobService:
         return task
 
     # ---- failure -------------------------------------------------------------------
+    async def _job_deadline(self, timeout: float) -> None:
+        """End the job, whatever it is doing, once it has run for ``timeout`` seconds."""
+        await asyncio.sleep(timeout)
+        state = self.current
+        if state is not None and state.finished:
+            return
+        reason = f"timed out after {timeout:g} s (the job's timeout); every rank was stopped"
+        self._expired = RankFailure(-1, reason, TIMEOUT_EXIT_CODE)
+        if state is not None:
+            await self.fail(state, -1, reason, TIMEOUT_EXIT_CODE)
+            return
+        log.error("job %s: %s (no rank had joined)", self.job_id, reason)  # e.g. tasks never scheduled
+        self._finished.set()
+        if self.on_failure is not None:
+            self._loop.run_in_executor(None, self.on_failure, self._expired)
+
     async def fail(self, state: EpochState, rank: int, reason: str, exit_code: int) -> None:
-        """Record the epoch's first failure and stop every other rank of it."""
+        """Record the epoch's first failure and stop every other rank of it.
+
+        ``rank`` is -1 for a failure of the whole job (timeout, interruption)."""
         if state.failure is not None:
             return
         tail = tuple(state.stderr_tail(rank)) if rank >= 0 else ()
         state.failure = RankFailure(rank, reason, exit_code, tail)
-        log.error("job %s epoch %d: rank %d %s", self.job_id, state.epoch, rank, reason)
+        what = f"rank {rank} {reason}" if rank >= 0 else reason
+        log.error("job %s epoch %d: %s", self.job_id, state.epoch, what)
         for other, channel in state.ctl.items():
             if other != rank:
-                await channel.send({"t": "kill", "reason": f"rank {rank} {reason}"})
+                await channel.send({"t": "kill", "reason": what})
         for session in state.pmi.values():
             session.writer.close()
         self._finished.set()
@@ -222,6 +267,8 @@ class JobService:
             self._loop.run_in_executor(None, self.on_failure, state.failure)
 
     def _refuse_reason(self, hello: auth.Hello, state: EpochState | None) -> str | None:
+        if self._expired is not None:
+            return f"the job is over: {self._expired.reason}"
         if hello.job != self.job_id:
             return f"unknown job {hello.job!r}"
         if state is None:
@@ -241,6 +288,7 @@ class JobService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         peer = writer.get_extra_info("peername")
+        self._admit(task, peer)
         try:
             first = await asyncio.wait_for(reader.readline(), HANDSHAKE_TIMEOUT_S)
             msg = parse_v1(first.decode(errors="replace"))
@@ -249,8 +297,7 @@ class JobService:
             elif msg.cmd == "initack" and self.allow_plain_pmi:
                 await self._join_plain(msg, reader, writer, peer)
             elif msg.cmd == "initack":
-                await self._refuse(writer, peer, "plain PMI_PORT clients are not enabled for this "
-                                   "job (start it with allow_plain_pmi / --allow-plain-pmi)")
+                await self._refuse(writer, peer, PLAIN_PMI_REFUSAL)
             else:
                 await self._refuse(writer, peer, f"expected {auth.HELLO}, got cmd={msg.cmd}")
         except asyncio.TimeoutError:
@@ -260,16 +307,31 @@ class JobService:
         except (ValueError, asyncio.LimitOverrunError):
             await self._refuse(writer, peer, f"handshake line longer than {MAX_MESSAGE_BYTES} bytes")
         except ProtocolViolation as err:
-            log.warning("job %s: closing connection from %s: %s", self.job_id, peer, err)
-            self.refusals.append(str(err))
+            self.refusals.record(f"closed: {err}", peer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass  # peer went away, or the service is shutting down
+            pass  # peer went away, pushed out by newer connections, or the service is stopping
         finally:
+            self._pending.pop(task, None)
             writer.close()
 
+    def _admit(self, task: asyncio.Task, peer: object) -> None:
+        """Count a new unauthenticated connection; past the cap, drop the oldest one waiting.
+
+        Dropping the oldest (not refusing the newest) keeps the service usable in a flood:
+        a rank's launcher completes its handshake within milliseconds of connecting."""
+        self._pending[task] = peer
+        while len(self._pending) > self.max_unauthenticated:
+            oldest, oldest_peer = self._pending.popitem(last=False)
+            self.refusals.record(f"dropped: more than {self.max_unauthenticated} connections "
+                                 "were waiting to authenticate", oldest_peer)
+            oldest.cancel()
+
+    def _authenticated(self) -> None:
+        """The current connection proved itself (or is a permitted plain client): uncounted."""
+        self._pending.pop(asyncio.current_task(), None)
+
     async def _refuse(self, writer: asyncio.StreamWriter, peer: object, reason: str) -> None:
-        log.warning("job %s: refused connection from %s: %s", self.job_id, peer, reason)
-        self.refusals.append(reason)
+        self.refusals.record(reason, peer)
         try:
             writer.write(format_v1(auth.REFUSED, {"reason": reason}))
             await writer.drain()
@@ -285,6 +347,10 @@ class JobService:
         if answer.cmd != auth.AUTH or not auth.mac_matches(self.secret, nonce, hello, answer.get("mac", "")):
             await self._refuse(writer, peer, f"rank {hello.rank}: wrong or missing job secret")
             return
+        self._authenticated()
+        if self._expired is not None:
+            await self._refuse(writer, peer, f"the job is over: {self._expired.reason}")
+            return
         state = self._epoch(hello.epoch)
         reason = self._refuse_reason(hello, state)
         if reason:
@@ -299,6 +365,7 @@ class JobService:
 
     async def _join_plain(self, msg, reader, writer, peer) -> None:
         rank = msg.require_int("pmiid")
+        self._authenticated()
         state = self._epoch(self.current.epoch if self.current else 0)
         reason = self._refuse_reason(auth.Hello(self.job_id, state.epoch, rank, "pmi", "?"), state)
         if reason:
@@ -318,13 +385,28 @@ class JobService:
         try:
             await session.serve()
         except ProtocolViolation as err:
-            log.warning("job %s: rank %d PMI connection closed: %s", self.job_id, rank, err)
-            self.refusals.append(f"rank {rank}: {err}")
+            self.refusals.record(f"rank {rank}: PMI connection closed: {err}")
         except ConnectionError:
             pass
-        if not session.finalized and state.failure is None and rank not in state.ctl:
+        if session.finalized or state.failure is not None:
+            return
+        if rank not in state.ctl:
             # A plain PMI client has no control channel: a lost connection is its only signal.
             await self.fail(state, rank, "lost its PMI connection before MPI_Finalize", 1)
+        elif session.active:
+            await self._await_exit_after_pmi_loss(state, rank)
+
+    async def _await_exit_after_pmi_loss(self, state: EpochState, rank: int) -> None:
+        """An MPI process left its PMI connection without MPI_Finalize: it has exited or is
+        exiting. Its task's exit report says how (see _on_ctl_event); if none comes, the
+        rank is gone from MPI all the same, and ranks still in MPI would wait for it forever."""
+        if await state.wait_for(lambda: rank in state.exits or state.failure is not None,
+                                NO_FINALIZE_GRACE_S):
+            return
+        others = state.still_in_mpi(rank)
+        if others and state.failure is None and state is self.current:
+            await self.fail(state, rank, "closed its PMI connection without calling MPI_Finalize "
+                            f"while ranks {others} were still in the job", 1)
 
     async def _serve_ctl(self, state: EpochState, hello: auth.Hello, reader, writer) -> None:
         channel = CtlChannel(writer)
@@ -382,12 +464,23 @@ class JobService:
             state.exits[rank] = code
             if code != 0 and not event.get("killed"):
                 await self.fail(state, rank, event.get("reason") or f"exited with code {code}", code)
+            elif not event.get("killed") and self._left_mpi_early(state, rank):
+                # As Hydra does: a rank that used PMI and is gone without MPI_Finalize leaves
+                # the ranks still in MPI blocked forever, so exit code 0 is not success.
+                await self.fail(state, rank, "exited with code 0 without calling MPI_Finalize "
+                                f"while ranks {state.still_in_mpi(rank)} were still in the job", 1)
             elif state.finished:
                 self._finished.set()
             await state.notify()
             return True
         log.warning("job %s: rank %d sent unknown control event %r", self.job_id, rank, kind)
         return False
+
+    @staticmethod
+    def _left_mpi_early(state: EpochState, rank: int) -> bool:
+        session = state.pmi.get(rank)
+        return (session is not None and session.active and not session.finalized
+                and bool(state.still_in_mpi(rank)))
 
 
 class CtlChannel:

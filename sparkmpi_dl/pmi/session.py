@@ -38,6 +38,8 @@ class PmiSession:
         self.reader, self.writer = reader, writer
         self.version = 1
         self.finalized = False
+        self.active = False
+        """The process has spoken PMI: it is an MPI process, and must finalize before leaving."""
         self._handlers: dict[str, Callable[[Message], Awaitable[None]]] = {
             # PMI-1
             "init": self._init, "initack": self._initack, "get_maxes": self._maxes,
@@ -133,6 +135,7 @@ class PmiSession:
                 continue
             if msg is None:
                 return
+            self.active = True
             log.debug("PMI rank %d <- %s %s", self.rank, msg.cmd, msg.attrs)
             handler = self._handlers.get(msg.cmd)
             if handler is None:

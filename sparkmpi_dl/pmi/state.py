@@ -11,7 +11,9 @@ STDERR_TAIL_LINES = 40
 
 @dataclass(frozen=True)
 class RankFailure:
-    """The first thing that went wrong in an epoch: which rank, and what it left behind."""
+    """The first thing that went wrong in an epoch: which rank, and what it left behind.
+
+    ``rank`` is -1 when the whole job failed (its timeout, an interruption)."""
 
     rank: int
     reason: str
@@ -19,7 +21,7 @@ class RankFailure:
     stderr_tail: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        text = f"rank {self.rank} {self.reason}"
+        text = f"rank {self.rank} {self.reason}" if self.rank >= 0 else self.reason
         if self.stderr_tail:
             text += "\n--- last stderr lines of rank %d ---\n%s" % (
                 self.rank, "\n".join(self.stderr_tail))
@@ -56,6 +58,11 @@ class EpochState:
 
     def host_list(self) -> list[str]:
         return [self.hosts[r] for r in range(self.size)]
+
+    def still_in_mpi(self, rank: int) -> list[int]:
+        """The other ranks that have neither finalized MPI nor exited."""
+        return [r for r in range(self.size)
+                if r != rank and r not in self.exits and r not in self.finalized]
 
     @property
     def succeeded(self) -> bool:

@@ -53,5 +53,17 @@ def name_service() -> None:
         print(json.dumps({"found": found}), flush=True)
 
 
+def exit_without_finalize() -> None:
+    """Rank 0 leaves with code 0 and no MPI_Finalize; the others then wait for it forever."""
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    comm.Barrier()
+    if comm.rank == 0:
+        print("rank 0 leaving without MPI_Finalize", flush=True)
+        os._exit(0)
+    comm.Barrier()  # blocks forever unless the launcher ends the job
+    time.sleep(600)
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]]()

@@ -61,3 +61,9 @@ def test_mac_binds_every_hello_field():
     assert not mac_matches("s3cret", "nonce2", hello, good)
     assert not mac_matches("s3cret", "nonce", Hello("job", 0, 2, "pmi", "h"), good)
     assert not mac_matches("s3cret", "nonce", Hello("job", 0, 1, "ctl", "h"), good)
+
+
+@pytest.mark.parametrize("presented", ["\u00e9t\u00e9", "\udcff", "", "x" * 5000])
+def test_any_presented_mac_text_is_just_wrong_never_an_error(presented):
+    """compare_digest raises TypeError on non-ASCII str; the service must refuse, not crash."""
+    assert mac_matches("s3cret", "nonce", Hello("job", 0, 1, "pmi", "h"), presented) is False
