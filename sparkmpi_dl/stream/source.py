@@ -1,0 +1,171 @@
+"""``spark.readStream.format("sparkmpi-redis")``: Redis Streams as a Spark streaming source.
+
+Offsets are ``{stream: last entry id}``; a micro-batch reads, per stream, the entries after
+the start offset up to and including the end offset (one Spark partition per stream, in
+stream order), so Spark's offset log and checkpoint give exactly-once input. The end
+offsets of all streams are read in one MULTI/EXEC transaction: a consistent snapshot, so
+a batch holding a frame also holds the start record the publisher added before it.
+
+When Spark commits a batch, the entries it read are trimmed from the broker (``XTRIM
+MINID``): the stream length is then exactly the unconsumed backlog, which is what the
+publisher bounds. Options:
+
+* ``url`` (required): ``redis://HOST:PORT``
+* ``streams``: comma-separated stream keys, or
+* ``prefix``: find the keys in ``{prefix}:config`` (written by ``stream publish``)
+* ``trim`` (default ``true``): trim committed entries
+
+Executors and the driver's Python workers need the ``redis`` package importable.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
+
+from .records import COLUMNS, SCHEMA, config_key, entry_row, stream_keys
+
+NAME = "sparkmpi-redis"
+READ_CHUNK = 256  # entries per XRANGE call (and per Arrow record batch)
+ZERO = "0-0"
+
+
+def id_tuple(entry_id: str) -> tuple[int, int]:
+    """'1700000000000-3' -> (1700000000000, 3): entry ids compare as such pairs."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def next_id(entry_id: str) -> str:
+    ms, seq = id_tuple(entry_id)
+    return f"{ms}-{seq + 1}"
+
+
+class StreamRange(InputPartition):
+    """Entries of one stream with ``start < id <= end``."""
+
+    def __init__(self, stream: str, start: str, end: str) -> None:
+        super().__init__((stream, start, end))
+        self.stream, self.start, self.end = stream, start, end
+
+
+def resolve_streams(url: str, prefix: str) -> list[str]:
+    """The stream keys a publisher recorded under ``prefix``; ValueError if none yet."""
+    from .broker import connect
+
+    count = connect(url).hget(config_key(prefix), "streams")
+    if count is None:
+        raise ValueError(f"no streams recorded under prefix {prefix!r} at {url} "
+                         f"(nothing published yet?); give option 'streams' instead")
+    return stream_keys(prefix, int(count))
+
+
+class RedisStreamReader(DataSourceStreamReader):
+    def __init__(self, options: dict) -> None:
+        self.url = options.get("url")
+        if not self.url:
+            raise ValueError(f"{NAME}: option 'url' (redis://HOST:PORT) is required")
+        keys = options.get("streams")
+        if keys:
+            self.keys = [k.strip() for k in keys.split(",") if k.strip()]
+        elif options.get("prefix"):
+            self.keys = resolve_streams(self.url, options["prefix"])
+        else:
+            raise ValueError(f"{NAME}: give option 'streams' (comma-separated keys) or 'prefix'")
+        self.trim = str(options.get("trim", "true")).lower() != "false"
+        self._client = None
+
+    def _redis(self):
+        if self._client is None:
+            from .broker import connect
+
+            self._client = connect(self.url)
+        return self._client
+
+    def initialOffset(self) -> dict:
+        return {key: ZERO for key in self.keys}
+
+    def latestOffset(self) -> dict:
+        """Last generated id of every stream, read atomically (trimming never lowers it)."""
+        pipe = self._redis().pipeline(transaction=True)
+        for key in self.keys:
+            pipe.xinfo_stream(key)
+        out = {}
+        for key, info in zip(self.keys, pipe.execute(raise_on_error=False)):
+            if isinstance(info, Exception):  # the stream does not exist yet
+                out[key] = ZERO
+            else:
+                last = info["last-generated-id"]
+                out[key] = last.decode() if isinstance(last, bytes) else str(last)
+        return out
+
+    def partitions(self, start: dict, end: dict) -> list[StreamRange]:
+        return [StreamRange(key, start.get(key, ZERO), end.get(key, ZERO)) for key in self.keys]
+
+    def read(self, partition: StreamRange) -> Iterator:
+        import pyarrow as pa
+
+        from .broker import connect
+
+        schema = arrow_schema()
+        if id_tuple(partition.end) <= id_tuple(partition.start):
+            return
+        client = connect(self.url)
+        low = "(" + partition.start
+        while True:
+            entries = client.xrange(partition.stream, min=low, max=partition.end, count=READ_CHUNK)
+            if not entries:
+                return
+            rows = [entry_row(partition.stream, eid, fields) for eid, fields in entries]
+            yield pa.RecordBatch.from_arrays(
+                [pa.array([row[i] for row in rows], type=schema.field(i).type)
+                 for i in range(len(COLUMNS))], schema=schema)
+            last = entries[-1][0]
+            last = last.decode() if isinstance(last, bytes) else last
+            if last == partition.end or len(entries) < READ_CHUNK:
+                return
+            low = "(" + last
+
+    def commit(self, end: dict) -> None:
+        """Spark will never ask for entries up to ``end`` again: drop them from the broker."""
+        if not self.trim:
+            return
+        pipe = self._redis().pipeline(transaction=False)
+        for key, last in end.items():
+            if last != ZERO:
+                pipe.xtrim(key, minid=next_id(last), approximate=False)
+        pipe.execute()
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def arrow_schema():
+    """The Arrow schema Spark expects for :data:`SCHEMA`."""
+    import pyarrow as pa
+
+    return pa.schema([("stream", pa.string()), ("entry_id", pa.string()), ("kind", pa.string()),
+                      ("scan", pa.string()), ("frame_index", pa.int64()), ("pos_y", pa.float64()),
+                      ("pos_x", pa.float64()), ("shape", pa.list_(pa.int32())),
+                      ("dtype", pa.string()), ("data", pa.binary()), ("meta", pa.string())])
+
+
+class RedisStreamSource(DataSource):
+    """The data source Spark instantiates for ``format("sparkmpi-redis")``."""
+
+    @classmethod
+    def name(cls) -> str:
+        return NAME
+
+    def schema(self) -> str:
+        return SCHEMA
+
+    def streamReader(self, schema) -> RedisStreamReader:
+        return RedisStreamReader(dict(self.options))
+
+
+def register(spark) -> None:
+    """Make ``spark.readStream.format("sparkmpi-redis")`` available in this session."""
+    spark.dataSource.register(RedisStreamSource)
