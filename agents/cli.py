@@ -282,8 +282,12 @@ def _bench_cartpole(args: argparse.Namespace) -> int:
 
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        res = train(RunConfig("CartPole-v1", total_steps=args.steps, seed=seed),
-                    DQNConfig(**PRESETS["CartPole-v1"]), args.out / f"seed{seed}")
+        try:
+            res = train(RunConfig("CartPole-v1", total_steps=args.steps, seed=seed),
+                        DQNConfig(**PRESETS["CartPole-v1"]), args.out / f"seed{seed}")
+        except ValueError as err:  # e.g. a used run folder (sparkmpi_dl.runs)
+            print(f"bench agent-cartpole: error: {err}")
+            return 2
         rows.append((seed, res.final_eval.mean, res.final_eval.std, res.steps_per_second,
                      res.steps_per_cpu_second))
     print("| seed | mean return (100 eval episodes) | env steps/s (wall) | env steps per "
