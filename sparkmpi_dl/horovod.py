@@ -7,7 +7,9 @@ Horovod's Gloo HTTP key-value protocol (:mod:`sparkmpi_dl.gloo_rendezvous`) and 
 gets the ``HOROVOD_*`` variables computed from the ranks' real hosts.
 
 Either way ``fn`` runs once per rank, in a fresh process, and rank 0's return value comes
-back (all ranks' with ``return_all=True``). A rank that fails ends the job at once with
+back (all ranks' with ``return_all=True``). With ``data=df`` (or an RDD) there is one rank
+per partition and each calls ``fn(table, ...)`` with its own partition (the data plane,
+:mod:`sparkmpi_dl.dataplane`): no Parquet round trip. A rank that fails ends the job at once with
 its traceback (:class:`sparkmpi_dl.JobFailed`).
 """
 from __future__ import annotations
@@ -69,7 +71,7 @@ def _bind_host(spark: Any, master: str | None, local: bool) -> str:
     return socket.gethostbyname(host)
 
 
-def run(fn: Callable[..., Any], num_proc: int, *, controller: str = "mpi",
+def run(fn: Callable[..., Any], num_proc: int | None = None, *, data: Any = None, controller: str = "mpi",
         args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
         spark: Any = None, master: str | None = None, local: bool = False,
         env: dict[str, str] | None = None, return_all: bool = False,
@@ -81,18 +83,25 @@ def run(fn: Callable[..., Any], num_proc: int, *, controller: str = "mpi",
     ``local=True`` uses the local launcher (threads of this process start the ranks)
     instead of Spark barrier tasks; ``spark``/``master`` pick the Spark session otherwise.
     ``output(rank, stream, line)`` receives the ranks' output lines (default: printed
-    with a ``[rank N]`` prefix).
+    with a ``[rank N]`` prefix). ``data`` (a DataFrame or RDD) gives rank r partition r
+    as ``fn``'s first argument; ``num_proc`` then defaults to the partition count.
     """
     if controller not in CONTROLLERS:
         raise ValueError(f"controller must be one of {CONTROLLERS}, got {controller!r}")
-    if num_proc < 1:
+    if data is None and num_proc is None:
+        raise ValueError("num_proc is required unless data= gives one rank per partition")
+    if num_proc is not None and num_proc < 1:
         raise ValueError(f"num_proc must be >= 1, got {num_proc}")
+    if data is not None and local:
+        raise ValueError("data= needs Spark barrier tasks; it cannot be used with local=True")
     import sparkmpi_dl
 
     options: dict[str, Any] = {"args": args, "kwargs": kwargs, "env": env,
                                "output": output, "start_timeout": start_timeout}
     if not local:
         options.update(spark=spark, master=master, slot_wait_s=slot_wait_s)
+    if data is not None:
+        options["data"] = data
     launcher = sparkmpi_dl.run_local if local else sparkmpi_dl.run
     fn = _ExitOnError(fn)
     if controller == "mpi":

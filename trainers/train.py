@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -150,11 +150,26 @@ def _callbacks(config: TrainConfig, rank: int, steps: int, out: Path, manager, e
     return [c for c in chosen if c is not None]
 
 
-def train(config: TrainConfig) -> dict:
+def train_dataframe(df, config: TrainConfig, num_proc: int | None = None, controller: str = "mpi",
+                    **options) -> dict:
+    """Train on a Spark DataFrame (images in ``config.image_col``, labels in
+    ``config.label_col``): one Horovod rank per partition, each fed its own partition by
+    the data plane (no Parquet round trip); rank 0's summary. ``config.data`` stays unset."""
+    from sparkmpi_dl.horovod import run
+
+    return run(train_on_partition, num_proc, data=df, args=(config,), controller=controller, **options)
+
+
+def train_on_partition(table, config: TrainConfig) -> dict:
+    """``train`` on this rank's data-plane partition (a ``pyarrow.Table``)."""
+    return train(config, table=table)
+
+
+def train(config: TrainConfig, table=None) -> dict:
     """Train as one Horovod rank; returns this rank's summary (losses, metrics, timings)."""
-    config.validate()
+    (config if table is None else replace(config, synthetic=True)).validate()
     known_size = launched_size()
-    if known_size and known_size > 0:  # check the data split before the slow TF import
+    if table is None and known_size and known_size > 0:  # check the data split before the slow TF import
         steps_per_epoch(config, _shard_rows(config, known_size))
     _configure_tensorflow(config)
     import horovod.tensorflow as hvd_tf
@@ -166,7 +181,7 @@ def train(config: TrainConfig) -> dict:
     # From here on, one rank's exception must end the job naming that rank.
     with exit_on_error(rank) if size > 1 else nullcontext():
         init_all = hvd_tf.allgather_object(init_done)  # when the last rank passed hvd.init()
-        result = _train_rank(config, rank, size)
+        result = _train_rank(config, rank, size, table)
     result.update(hvd_init_done=init_done, hvd_init_all_done=max(init_all))
     if rank == 0:
         (Path(config.out_dir) / "result.json").write_text(json.dumps(result))
@@ -198,14 +213,31 @@ def check_run_folder(config: TrainConfig, write: bool = False) -> None:
                                        resume=config.resume, may_change=("epochs",))
 
 
-def _train_rank(config: TrainConfig, rank: int, size: int) -> dict:
+def _partition_data(config: TrainConfig, table, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    from trainers import data
+
+    where = f"rank {rank}'s partition"
+    images = data._decode_images(table.column(config.image_col), config.image_shape, where)
+    labels = table.column(config.label_col).to_numpy().astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= config.num_classes):
+        raise ValueError(f"{where}: a label is outside [0, {config.num_classes}) (set --num-classes)")
+    return images, labels.astype(np.int32)
+
+
+def _train_rank(config: TrainConfig, rank: int, size: int, table=None) -> dict:
     from trainers.callbacks import LossLog
 
     out = Path(config.out_dir)
     if rank == 0:
         check_run_folder(config, write=True)
-    steps = steps_per_epoch(config, _shard_rows(config, size))
-    images, labels = load_rank_data(config, rank, size)
+    if table is None:
+        steps = steps_per_epoch(config, _shard_rows(config, size))
+        images, labels = load_rank_data(config, rank, size)
+    else:  # a data-plane partition: the ranks tell each other their row counts
+        import horovod.tensorflow as hvd_tf
+
+        images, labels = _partition_data(config, table, rank)
+        steps = steps_per_epoch(config, hvd_tf.allgather_object(len(labels)))
     model, optimizer = _compiled_model(config, size)
     manager, epoch_var, restored = _restore_and_broadcast(model, optimizer, out, rank, config.resume)
     first_epoch = int(epoch_var.numpy())
