@@ -94,7 +94,11 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _train_estimator(args: argparse.Namespace) -> int:
-    from recon_datasets.estimator import EstimatorConfig, check_run_folder, train_estimator
+    from recon_datasets.estimator import (
+        EstimatorConfig,
+        check_run_folder,
+        train_estimator,
+    )
     from recon_datasets.reader import load_config
     from recon_datasets.schema import DatasetError
 

@@ -14,7 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recon_datasets.config import BuildConfig
-from recon_datasets.schema import TMP_DIR, DatasetError, part_name, read_schema_file, shapes
+from recon_datasets.schema import (
+    TMP_DIR,
+    DatasetError,
+    part_name,
+    read_schema_file,
+    shapes,
+)
 from recon_datasets.store import check_partition
 
 

@@ -27,9 +27,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 RUN_FILE = "run.json"
 FORMAT = "sparkmpi-dl run/1"

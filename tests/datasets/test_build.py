@@ -12,8 +12,14 @@ from recon_datasets.build import BuildFailed, build
 from recon_datasets.config import BuildConfig
 from recon_datasets.reader import read, to_numpy, validate
 from recon_datasets.schema import DatasetError, arrow_schema
-from recon_datasets.store import (StaleAttempt, commit_partition, end_attempt, rows_to_table,
-                                  start_attempt, write_progress)
+from recon_datasets.store import (
+    StaleAttempt,
+    commit_partition,
+    end_attempt,
+    rows_to_table,
+    start_attempt,
+    write_progress,
+)
 
 from .conftest import SMALL
 
