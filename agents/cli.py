@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.config import DQNConfig
+from sparkmpi_dl.flags import add_num_proc, add_out
 
 # Per-environment hyperparameter defaults (flags given on the command line win).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -75,27 +76,33 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                         "learning_curve.png,eval.json}.")
     tr.add_argument("--env", dest="env_id", help="Gymnasium env ID, e.g. CartPole-v1 or "
                     "recon_env/PtychoTuning-v0 (not needed with --resume)")
-    tr.add_argument("--run-dir", type=Path, required=True, help="output directory")
+    add_out(tr, dest="run_dir", hidden=("--run-dir",), type=Path, required=True,
+            metavar="RUN_DIR", help="the run folder (checkpoints, TensorBoard, curves)")
     tr.add_argument("--steps", type=int, help="total env steps (default 50000)")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=int, default=0, help="env and exploration seed")
     tr.add_argument("--env-kwargs", type=_parse_json_dict, default={},
                     help="JSON object passed to gym.make")
-    tr.add_argument("--eval-every", type=int, default=5000)
-    tr.add_argument("--eval-episodes", type=int, default=10)
-    tr.add_argument("--final-eval-episodes", type=int, default=100)
-    tr.add_argument("--checkpoint-every", type=int, default=10_000)
-    tr.add_argument("--log-every", type=int, default=5000)
+    tr.add_argument("--eval-every", type=int, default=5000, help="env steps between evaluations")
+    tr.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
+    tr.add_argument("--final-eval-episodes", type=int, default=100,
+                    help="episodes of the final evaluation")
+    tr.add_argument("--checkpoint-every", type=int, default=10_000,
+                    help="env steps between checkpoints")
+    tr.add_argument("--log-every", type=int, default=5000, help="env steps between progress lines")
     tr.add_argument("--resume", action="store_true",
                     help="continue RUN_DIR from its checkpoint.npz (same config; --steps may "
                          "raise the total)")
     tr.add_argument("--threads", type=int, default=1, help="TensorFlow CPU threads")
-    tr.add_argument("--ranks", type=int, default=1,
-                    help="data-parallel Horovod ranks, each with its own env and replay "
-                         "(gradients averaged; --steps is per rank; output in RUN_DIR/rank<r>)")
+    add_num_proc(tr, dest="ranks", type=int, default=1,
+                 help="data-parallel Horovod ranks, each with its own env and replay "
+                      "(gradients averaged; --steps is per rank; output in RUN_DIR/rank<r>)")
     tr.add_argument("--launcher", choices=("local", "spark"), default="local",
-                    help="with --ranks > 1: local processes or Spark barrier tasks")
+                    help="with -n > 1: local processes or Spark barrier tasks")
+    tr.add_argument("--master", default=None,
+                    help="with --launcher spark: Spark master URL (default: spark-submit's, "
+                         "else local[N])")
     tr.add_argument("--controller", choices=("mpi", "gloo"), default="mpi",
-                    help="with --ranks > 1: Horovod controller")
+                    help="with -n > 1: Horovod controller")
     hyper = tr.add_argument_group(
         "hyperparameters", "a flag given wins over the env's preset (PRESETS in agents/cli.py: "
         + ", ".join(PRESETS) + "), which wins over the defaults shown")
@@ -106,11 +113,11 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser("eval", help="evaluate a trained run's greedy policy")
-    ev.add_argument("--run-dir", type=Path, required=True)
+    ev.add_argument("--run-dir", type=Path, required=True, help="a trained run folder")
     ev.add_argument("--checkpoint", type=Path, help="default RUN_DIR/checkpoint.npz")
-    ev.add_argument("--episodes", type=int, default=100)
+    ev.add_argument("--episodes", type=int, default=100, help="greedy episodes to average")
     ev.add_argument("--seed", type=int, default=12345, help="episode i uses seed SEED+i")
-    ev.add_argument("--threads", type=int, default=1)
+    ev.add_argument("--threads", type=int, default=1, help="TensorFlow CPU threads")
     ev.set_defaults(func=_eval)
 
     cmp_ = sub.add_parser("compare", help="trained agents vs best fixed, ptypy defaults, a hand "
@@ -144,10 +151,11 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
     cp = bench.add_parser("agent-cartpole", help="DQN on CartPole-v1, several seeds, one at a "
                           "time: final 100-episode return and env steps/s")
-    cp.add_argument("--seeds", default="0,1,2")
-    cp.add_argument("--steps", type=int, default=50_000)
-    cp.add_argument("--out", type=Path, default=Path("runs/bench-agent-cartpole"))
-    cp.add_argument("--threads", type=int, default=1)
+    cp.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one run each")
+    cp.add_argument("--steps", type=int, default=50_000, help="env steps per run")
+    cp.add_argument("--out", type=Path, default=Path("runs/bench-agent-cartpole"),
+                    help="output folder (one run folder per seed)")
+    cp.add_argument("--threads", type=int, default=1, help="TensorFlow CPU threads")
     cp.set_defaults(func=_bench_cartpole)
 
 
@@ -210,7 +218,8 @@ def _train_distributed(args: argparse.Namespace, run, cfg) -> int:
     cfg.validate()
     run.validate()
     results = train_distributed(run, cfg, args.run_dir, args.ranks,
-                                local=args.launcher == "local", controller=args.controller)
+                                local=args.launcher == "local", controller=args.controller,
+                                master=args.master)
     for r in results:
         print(f"rank {r['rank']}/{r['size']}: {r['steps']} env steps, "
               f"{r['env_steps_per_second']:,.0f} steps/s, final eval {r['final_eval_mean']:.1f}, "

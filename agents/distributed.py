@@ -9,8 +9,6 @@ rank. Rank r writes its run to ``RUN_DIR/rank<r>``; only rank 0 prints progress.
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,18 +51,24 @@ def train_rank(run: dict[str, Any], dqn: dict[str, Any], run_dir: str) -> dict[s
 
 
 def train_distributed(run, cfg, run_dir: Path, ranks: int, local: bool = True,
-                      controller: str = "mpi") -> list[dict[str, Any]]:
-    """Launch ``ranks`` Horovod ranks through sparkmpi_dl (local processes or Spark tasks)."""
+                      controller: str = "mpi", master: str | None = None) -> list[dict[str, Any]]:
+    """Launch ``ranks`` Horovod ranks through sparkmpi_dl (local processes or Spark tasks
+    on ``master``; the executors' interpreter is chosen and checked by the launcher)."""
     if ranks < 1:
-        raise ValueError(f"--ranks must be >= 1, got {ranks}")
+        raise ValueError(f"--num-proc must be >= 1, got {ranks}")
     from agents.train import open_run_dir
     from sparkmpi_dl.horovod import run as horovod_run
 
     # the run-folder convention (sparkmpi_dl.runs), before any Spark or rank starts
     open_run_dir(Path(run_dir), run, cfg, resume=False, kind="dqn-distributed")
 
-    if not local:  # Spark workers need this interpreter (TF, Horovod); a cluster sets its own
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark = None
+    if not local:
+        from sparkmpi_dl.launch.spark import spark_context
+
+        spark = spark_context(master=master, default_master=f"local[{ranks}]",
+                              app_name="sparkmpi-dl agent train")
     return horovod_run(train_rank, ranks, controller=controller, local=local, return_all=True,
+                       spark=spark,
                        kwargs={"run": dataclasses.asdict(run), "dqn": dataclasses.asdict(cfg),
                                "run_dir": str(run_dir)})

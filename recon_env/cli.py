@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+from sparkmpi_dl.flags import add_frame_size, add_num_proc
 
 MPI_ENV = ("PMI_RANK", "PMI_FD", "PMI_PORT", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
 
@@ -38,23 +40,33 @@ def _positive_int(text: str) -> int:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ranks", type=_positive_int, default=1, help="MPI ranks (frames split)")
+    add_num_proc(p, dest="ranks", type=_positive_int, default=1, help="MPI ranks (frames split)")
     p.add_argument("--spark", action="store_true", help="run the ranks as Spark barrier tasks")
-    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    p.add_argument("--master", default=None,
+                   help="with --spark: Spark master URL (default: spark-submit's, else local[*])")
+    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
+                   help="array library (cupy: NVIDIA GPU)")
     p.add_argument("--threads", type=_positive_int, default=1,
                    help="threads per rank (numpy backend: frame blocks processed in parallel)")
     p.add_argument("--comm", choices=("auto", "serial", "mpi", "nccl"), default="auto",
                    help="how ranks sum: auto = NCCL for cupy, host MPI otherwise")
-    p.add_argument("--algorithm", choices=("dm", "raar"), default="dm")
+    p.add_argument("--algorithm", choices=("dm", "raar"), default="dm",
+                   help="Difference Map or RAAR")
     p.add_argument("--seed", type=int, default=0, help="simulation noise and engine start seed")
     p.add_argument("--photons", type=float, default=1e8, help="photons per frame (simulation)")
-    p.add_argument("--overlap-iterations", dest="overlap_iterations", type=_positive_int)
-    p.add_argument("--probe-update-start", dest="probe_update_start", type=int)
-    p.add_argument("--block-frames", dest="block_frames", type=_positive_int)
+    p.add_argument("--overlap-iterations", dest="overlap_iterations", type=_positive_int,
+                   help="inner overlap-projection iterations (default: the engine's)")
+    p.add_argument("--probe-update-start", dest="probe_update_start", type=int,
+                   help="iteration from which the probe is refined (default: the engine's)")
+    p.add_argument("--block-frames", dest="block_frames", type=_positive_int,
+                   help="frames processed per block (default: the engine's)")
     p.add_argument("--host-frames", dest="host_frames", action="store_const", const=True,
                    help="with --backend cupy: keep frames in host memory, stream blocks")
     p.add_argument("--gpu-simulation", dest="gpu_simulation", action="store_true",
                    help="with --backend cupy: simulate the data on the GPU (large benchmarks)")
+    p.add_argument("--gpu-atomics", dest="deterministic", action="store_const", const=False,
+                   help="with --backend cupy: float atomics for the object sums (a little "
+                   "faster; results then vary in the last bits from run to run)")
 
 
 def _fractions(text: str) -> tuple[float, ...]:
@@ -94,23 +106,30 @@ def register(commands, bench) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--cxi", metavar="FILE", help="CXI input file")
     src.add_argument("--simulate", action="store_true", help="simulate the data (see --frames...)")
-    p.add_argument("--iterations", type=int, default=100)
-    p.add_argument("--beta", type=float)
-    p.add_argument("--gamma1", type=float)
-    p.add_argument("--gamma2", type=float)
-    p.add_argument("--frames", dest="n_frames", type=_positive_int, default=512)
-    p.add_argument("--shape", dest="frame_size", type=_shape, default=128)
-    p.add_argument("--scan", choices=("fermat", "raster", "concentric"))
-    p.add_argument("--probe", choices=("airy", "gaussian"))
+    p.add_argument("--iterations", type=int, default=100, help="reconstruction iterations")
+    p.add_argument("--beta", type=float, help="DM/RAAR relaxation (default: the algorithm's)")
+    p.add_argument("--gamma1", type=float, help="DM gamma1 (default: the engine's)")
+    p.add_argument("--gamma2", type=float, help="DM gamma2 (default: the engine's)")
+    p.add_argument("--frames", dest="n_frames", type=_positive_int, default=512,
+                   help="diffraction frames (simulation)")
+    add_frame_size(p, type=_shape, default=128, help="detector pixels per side (simulation)")
+    p.add_argument("--scan", choices=("fermat", "raster", "concentric"),
+                   help="scan pattern (simulation; default: the simulator's)")
+    p.add_argument("--probe", choices=("airy", "gaussian"),
+                   help="probe shape (simulation; default: the simulator's)")
     p.add_argument("--object", help="built-in (mixed, siemens, cells, rings, flat) or image file")
-    p.add_argument("--overlap", type=float)
-    p.add_argument("--jitter", type=float)
-    p.add_argument("--bad-pixels", dest="bad_pixels", type=float)
-    p.add_argument("--probe-support", dest="probe_support", type=float)
-    p.add_argument("--power-bound", dest="fourier_power_bound", type=float)
+    p.add_argument("--overlap", type=float, help="probe overlap fraction (simulation)")
+    p.add_argument("--jitter", type=float, help="scan position jitter (simulation)")
+    p.add_argument("--bad-pixels", dest="bad_pixels", type=float,
+                   help="fraction of dead detector pixels (simulation)")
+    p.add_argument("--probe-support", dest="probe_support", type=float,
+                   help="probe support radius as a fraction of the frame")
+    p.add_argument("--power-bound", dest="fourier_power_bound", type=float,
+                   help="Fourier-constraint power bound (noise tolerance)")
     _add_issue14(p)
     p.add_argument("--save-simulation", metavar="FILE", help="also write the simulated data as CXI")
-    p.add_argument("--report-every", dest="report_every", type=_positive_int, default=10)
+    p.add_argument("--report-every", dest="report_every", type=_positive_int, default=10,
+                   help="iterations between progress lines")
     p.add_argument("--out", default="recon-out",
                    help="output folder; must be absent or empty (see --overwrite)")
     p.add_argument("--overwrite", action="store_true",
@@ -126,9 +145,10 @@ def register(commands, bench) -> None:
     p.set_defaults(func=recon_command)
 
     b = bench.add_parser("recon", help="seconds per DM iteration on simulated data")
-    b.add_argument("--frames", dest="n_frames", type=_positive_int, default=512)
-    b.add_argument("--shape", dest="frame_size", type=_shape, default=128)
-    b.add_argument("--iterations", type=_positive_int, default=100)
+    b.add_argument("--frames", dest="n_frames", type=_positive_int, default=512,
+                   help="simulated diffraction frames")
+    add_frame_size(b, type=_shape, default=128, help="detector pixels per side")
+    b.add_argument("--iterations", type=_positive_int, default=100, help="timed iterations")
     b.add_argument("--warmup", type=int, default=2, help="untimed iterations (kernel compile)")
     b.add_argument("--json", action="store_true", help="print one JSON line")
     _add_common(b)
@@ -149,12 +169,8 @@ def _inside_mpi() -> bool:
 
 def _relaunch(args: argparse.Namespace, env: dict[str, str] | None = None) -> int:
     """Run this same command as ``args.ranks`` MPI ranks (each with --ranks 1)."""
-    argv = [a for a in sys.argv[1:]]
-    if "--ranks" in argv:
-        i = argv.index("--ranks")
-        del argv[i:i + 2]
-    argv = [a for a in argv if not a.startswith("--ranks=")]
-    cmd = [sys.executable, "-m", "recon_env.cli", *argv]
+    # each rank runs the same command as one rank: a later -n wins over the one given
+    cmd = [sys.executable, "-m", "recon_env.cli", *sys.argv[1:], "-n", "1"]
     if os.environ.get("RECON_ENV_LAUNCHER", "auto") != "mpiexec":
         try:
             from sparkmpi_dl import mpirun
@@ -162,9 +178,9 @@ def _relaunch(args: argparse.Namespace, env: dict[str, str] | None = None) -> in
             mpirun = None
         if mpirun is not None:
             return int(mpirun(cmd, args.ranks, env=env))
-    mpiexec = shutil.which("mpiexec")
-    if mpiexec is None:
-        print("error: --ranks needs mpiexec on PATH or sparkmpi_dl.mpirun", file=sys.stderr)
+    mpiexec = Path(sys.executable).parent / "mpiexec"  # this environment's, not the PATH's
+    if not os.access(mpiexec, os.X_OK):
+        print(f"error: -n needs sparkmpi_dl.mpirun or {mpiexec}", file=sys.stderr)
         return 2
     return subprocess.call([mpiexec, "-n", str(args.ranks), *cmd], env={**os.environ, **(env or {})})
 
@@ -172,11 +188,8 @@ def _relaunch(args: argparse.Namespace, env: dict[str, str] | None = None) -> in
 def _spark(fn, args: argparse.Namespace) -> list:
     import sparkmpi_dl
 
-    # the tasks must run this interpreter (with mpi4py), not whatever python3 is first
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-
-    return sparkmpi_dl.run(fn, args.ranks, args=(_options(args),))
+    # the executors' interpreter is chosen and checked by the launcher (spark_context)
+    return sparkmpi_dl.run(fn, args.ranks, args=(_options(args),), master=args.master)
 
 
 def recon_command(args: argparse.Namespace) -> int:

@@ -8,12 +8,20 @@ so this file stays a short table of contents rather than a growing switchboard:
 ``commands`` takes top-level subcommands (``mpirun``, ``recon``, ...); ``bench`` takes
 ``sparkmpi-dl bench <name>`` benchmarks. Each parser sets ``func=handler`` where
 ``handler(args) -> int`` returns the process exit code.
+
+Every parser gets :class:`HelpFormatter` (defaults shown). Errors a user can fix (a bad
+master, too few slots, the wrong Python on the executors), a failed rank and Ctrl-C end
+here in one line, never in a traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import signal
 import sys
+import threading
+from importlib import metadata
 
 # Modules that contribute subcommands; a module that is not there yet is skipped.
 COMMAND_MODULES = (
@@ -26,12 +34,56 @@ COMMAND_MODULES = (
 )
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Each option's default appended unless its help names one; a description written
+    over several lines (a module docstring) kept as written, a one-line one wrapped."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text.strip():
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (not action.option_strings or action.default in (None, False, argparse.SUPPRESS)
+                or "default" in text.lower() or "%(default)" in text):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _subparsers(parser: argparse.ArgumentParser):
+    """Every parser below ``parser``, depth first."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                yield sub
+                yield from _subparsers(sub)
+
+
+def version() -> str:
+    """The installed distribution's version (the source tree's when not installed)."""
+    try:
+        return metadata.version("sparkmpi-dl")
+    except metadata.PackageNotFoundError:
+        import tomllib
+        from pathlib import Path
+
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        if pyproject.is_file():
+            return tomllib.loads(pyproject.read_text())["project"]["version"] + " (source tree)"
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sparkmpi-dl",
+        prog="sparkmpi-dl", formatter_class=HelpFormatter,
         description="Run MPI and Horovod programs inside Spark tasks, and the light-source "
         "deep-learning jobs built on them.",
     )
+    parser.add_argument("--version", action="version", version=f"sparkmpi-dl {version()}",
+                        help="print the version and exit")
+    parser.add_argument("--verbose", dest="spark_verbose", action="store_true",
+                        help="show Spark's own INFO/WARN logging (off by default)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     bench_parser = commands.add_parser("bench", help="benchmarks (figures for BENCHMARKS.md)")
     bench = bench_parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
@@ -43,12 +95,69 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(commands, bench)
+    for sub in _subparsers(parser):
+        sub.formatter_class = HelpFormatter
     return parser
+
+
+def failure_line(err: BaseException) -> str:
+    """A failed job in one line: the rank, what happened and its last stderr line (the
+    rank's traceback itself was already printed once, with the rank's other output)."""
+    failure = getattr(err, "failure", None)
+    if failure is None:
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    text = f"rank {failure.rank} {failure.reason}" if failure.rank >= 0 else failure.reason
+    last = next((line.strip() for line in reversed(failure.stderr_tail) if line.strip()), "")
+    return f"{text} ({last})" if last and last not in text else text
+
+
+class _Interrupts:
+    """Ctrl-C raises KeyboardInterrupt, and is remembered: the clean-up it triggers may
+    fail in its own way (a Py4J connection cut mid-call), which must not be reported."""
+
+    seen = False
+
+    @classmethod
+    def handler(cls, signum: int, frame: object) -> None:
+        cls.seen = True
+        raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    if args.spark_verbose:
+        from sparkmpi_dl.launch.spark_setup import set_spark_verbose
+        set_spark_verbose(True)
+    else:  # Py4J logs each broken call with a traceback (on the root logger, too);
+        # the outcome is reported here in one line
+        logging.getLogger("py4j").setLevel(logging.CRITICAL)
+        logging.getLogger().addFilter(lambda record: "py4j" not in record.pathname)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _Interrupts.handler)
+    try:
+        return int(args.func(args) or 0)
+    except BaseException as err:
+        if _Interrupts.seen or isinstance(err, KeyboardInterrupt):
+            print("sparkmpi-dl: interrupted", file=sys.stderr, flush=True)
+            return 130
+        if not isinstance(err, Exception):
+            raise
+        return _report(err)
+
+
+def _report(err: Exception) -> int:
+    """One line for the errors a user meets (their exit codes as mpiexec's); others raise."""
+    from sparkmpi_dl.launch.local import JobFailed
+    from sparkmpi_dl.launch.rank import exit_status
+    from sparkmpi_dl.launch.spark_setup import SparkSetupError
+
+    if isinstance(err, SparkSetupError):
+        print(f"sparkmpi-dl: error: {err}", file=sys.stderr, flush=True)
+        return 2
+    if isinstance(err, JobFailed):
+        print(f"sparkmpi-dl: job failed: {failure_line(err)}", file=sys.stderr, flush=True)
+        return exit_status(err.failure.exit_code if err.failure else 1)
+    raise err
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ def _add_launch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="end the job, killing every rank, once it has run SECONDS "
                              "(exit code 124; default: no limit)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log the job service's events")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log the job service's events (and, for spark-run, Spark's own)")
     parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...",
                         help="the program each rank runs")
 
@@ -39,26 +40,21 @@ def _mpirun(args: argparse.Namespace) -> int:
 
 
 def _spark_run(args: argparse.Namespace) -> int:
-    from sparkmpi_dl.launch.local import JobFailed
-    from sparkmpi_dl.launch.rank import exit_status
-    from sparkmpi_dl.launch.spark import NotEnoughSlots, run_command, spark_context
+    from sparkmpi_dl.launch.spark import run_command, spark_context
+    from sparkmpi_dl.launch.spark_setup import set_spark_verbose
     cmd = _command(args)
+    if args.verbose:
+        set_spark_verbose(True)  # Spark's own logging too
     conf = {}
     for item in args.conf:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SystemExit(f"sparkmpi-dl: --conf wants KEY=VALUE, got {item!r}")
         conf[key] = value
+    # a bad master, too few slots and a failed rank end in one line (sparkmpi_dl.cli)
     sc = spark_context(master=args.master, conf=conf)
-    try:
-        run_command(cmd, args.num_proc, spark=sc, start_timeout=args.start_timeout,
-                    bind_host=args.bind, timeout=args.timeout)
-    except NotEnoughSlots as err:
-        print(f"sparkmpi-dl: {err}", file=sys.stderr)
-        return 2
-    except JobFailed as err:
-        print(f"sparkmpi-dl: job failed: {err}", file=sys.stderr)
-        return exit_status(err.failure.exit_code if err.failure else 1)
+    run_command(cmd, args.num_proc, spark=sc, start_timeout=args.start_timeout,
+                bind_host=args.bind, timeout=args.timeout)
     return 0
 
 
@@ -86,3 +82,5 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
     from sparkmpi_dl.bench import allreduce
     allreduce.register(bench)
+    from sparkmpi_dl.bench import dataplane
+    dataplane.register(bench)

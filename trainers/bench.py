@@ -19,6 +19,8 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from sparkmpi_dl.bench.allreduce import venv_tool
+from sparkmpi_dl.flags import add_num_proc
 from trainers.config import TrainConfig
 
 PATHS = ("native-mpiexec", "native-horovodrun-gloo", "local-pmi", "spark-pmi", "spark-gloo")
@@ -26,12 +28,13 @@ SCRIPT = Path(__file__).resolve().parent / "image_classifier.py"
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ranks", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=3, help="the first one is not timed")
+    add_num_proc(parser, dest="ranks", type=int, default=2, help="Horovod ranks per path")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs; the first one is not timed")
     parser.add_argument("--steps", type=int, default=30, help="steps per epoch")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64, help="samples per step and rank")
+    parser.add_argument("--width", type=int, default=16, help="filters of the first conv layer")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per path (the order rotates); medians shown")
     parser.add_argument("--paths", default=",".join(PATHS),
                         help=f"comma-separated subset of {','.join(PATHS)}")
     parser.add_argument("--json", action="store_true", help="also print one JSON line")
@@ -41,7 +44,7 @@ def _script_args(config: TrainConfig) -> list[str]:
     return ["--synthetic", "--synthetic-samples", str(config.synthetic_samples),
             "--epochs", str(config.epochs), "--steps-per-epoch", str(config.steps_per_epoch),
             "--batch-size", str(config.batch_size), "--width", str(config.width),
-            "--out-dir", config.out_dir, "--no-resume", "--quiet"]
+            "--out", config.out_dir, "--no-resume", "--quiet"]
 
 
 def _native(argv: list[str], config: TrainConfig) -> tuple[float, dict]:
@@ -57,9 +60,9 @@ def run_path(path: str, config: TrainConfig, ranks: int, spark) -> dict:
     from trainers.train import train
 
     if path == "native-mpiexec":
-        t0, result = _native(["mpiexec", "-n", str(ranks)], config)
+        t0, result = _native([venv_tool("mpiexec"), "-n", str(ranks)], config)
     elif path == "native-horovodrun-gloo":
-        t0, result = _native(["horovodrun", "--gloo", "-np", str(ranks),
+        t0, result = _native([venv_tool("horovodrun"), "--gloo", "-np", str(ranks),
                               "-H", f"localhost:{ranks}"], config)
     else:
         silent = lambda rank, stream, line: None  # noqa: E731 - the table is the output
@@ -79,11 +82,10 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"sparkmpi-dl bench horovod: unknown path(s) {unknown}; choose from {PATHS}")
     spark = None
     if any(p.startswith("spark") for p in paths):
-        from trainers.launch import _spark_session
+        from trainers.launch import spark_for
 
         t0 = time.perf_counter()
-        spark = _spark_session(None, args.ranks)
-        spark.sparkContext.setLogLevel("ERROR")
+        spark = spark_for(None, args.ranks)
         print(f"spark session up in {time.perf_counter() - t0:.1f} s (not counted below)", flush=True)
     base = TrainConfig(synthetic=True, synthetic_samples=args.steps * args.batch_size,
                        epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,

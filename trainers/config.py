@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields
 
+from sparkmpi_dl.flags import add_out
+
 
 @dataclass
 class TrainConfig:
@@ -65,21 +67,24 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--data", help="directory of Parquet files (columns --image-col, --label-col)")
     data.add_argument("--synthetic", action="store_true", help="train on a generated toy set")
-    data.add_argument("--synthetic-samples", type=int, default=d.synthetic_samples, help="per rank")
-    data.add_argument("--image-col", default=d.image_col)
-    data.add_argument("--label-col", default=d.label_col)
+    data.add_argument("--synthetic-samples", type=int, default=d.synthetic_samples,
+                      help="generated samples per rank")
+    data.add_argument("--image-col", default=d.image_col, help="image column of --data")
+    data.add_argument("--label-col", default=d.label_col, help="label column of --data")
     data.add_argument("--image-shape", type=_shape, default=d.image_shape, help="H,W,C")
-    data.add_argument("--num-classes", type=int, default=d.num_classes)
+    data.add_argument("--num-classes", type=int, default=d.num_classes, help="label classes")
     train = parser.add_argument_group("training")
-    train.add_argument("--out-dir", default=d.out_dir,
-                       help="checkpoints/, tensorboard/ and metrics.jsonl go here")
-    train.add_argument("--epochs", type=int, default=d.epochs)
+    add_out(train, dest="out_dir", default=d.out_dir,
+            help="checkpoints/, tensorboard/ and metrics.jsonl go here")
+    train.add_argument("--epochs", type=int, default=d.epochs, help="epochs to train")
     train.add_argument("--batch-size", type=int, default=d.batch_size, help="per rank")
-    train.add_argument("--steps-per-epoch", type=int, default=None)
+    train.add_argument("--steps-per-epoch", type=int, default=None,
+                       help="cap on steps per epoch (default: the smallest shard's full batches)")
     train.add_argument("--lr", type=float, default=d.lr, help="per-rank rate, scaled by the rank count")
-    train.add_argument("--momentum", type=float, default=d.momentum)
-    train.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
-    train.add_argument("--seed", type=int, default=d.seed)
+    train.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
+    train.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs,
+                       help="epochs of learning-rate warm-up")
+    train.add_argument("--seed", type=int, default=d.seed, help="weights and data seed")
     train.add_argument("--width", type=int, default=d.width, help="filters of the first conv layer")
     train.add_argument("--threads", type=int, default=d.threads, help="TF intra-op threads per rank")
     train.add_argument("--resume", dest="resume", action="store_true", default=d.resume,
@@ -89,8 +94,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                        help="start a new run (the default; the output folder must be empty)")
     train.add_argument("--fail-at-step", type=int, default=None,
                        help="fault injection (tests): raise at this global step")
-    train.add_argument("--fail-rank", type=int, default=d.fail_rank)
-    train.add_argument("--quiet", dest="verbose", action="store_false")
+    train.add_argument("--fail-rank", type=int, default=d.fail_rank,
+                       help="fault injection (tests): the rank that raises")
+    train.add_argument("--quiet", dest="verbose", action="store_false",
+                       help="no progress bar or per-epoch lines")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

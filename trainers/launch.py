@@ -8,6 +8,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from sparkmpi_dl.flags import add_num_proc
 from trainers.config import TrainConfig
 
 # Set by mpiexec/Hydra, the project's launchers, Open MPI, and horovodrun's Gloo mode.
@@ -17,9 +18,9 @@ _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "HOROVOD_SIZE")
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("launch")
-    group.add_argument("-n", "--num-proc", type=int, default=None,
-                       help="start this many Horovod ranks (omit when mpiexec/horovodrun/"
-                            "`sparkmpi-dl mpirun` already started the ranks)")
+    add_num_proc(group, type=int, default=None,
+                 help="start this many Horovod ranks (default: none started here; omit when "
+                      "mpiexec/horovodrun/`sparkmpi-dl mpirun` already started the ranks)")
     group.add_argument("--controller", choices=("mpi", "gloo"), default="mpi",
                        help="Horovod controller: MPI via the PMI service, or Gloo (no MPI)")
     group.add_argument("--master", default=None,
@@ -44,15 +45,13 @@ def _absolute(config: TrainConfig) -> TrainConfig:
                    data=str(Path(config.data).resolve()) if config.data else None)
 
 
-def _spark_session(master: str | None, num_proc: int):
-    from pyspark import SparkConf
-    from pyspark.sql import SparkSession
+def spark_for(master: str | None, num_proc: int):
+    """The Spark context for ``num_proc`` ranks: ``master``, else spark-submit's, else
+    ``local[num_proc]`` (executors on this interpreter, Spark's chatter off)."""
+    from sparkmpi_dl.launch.spark import spark_context
 
-    builder = (SparkSession.builder.appName("sparkmpi-dl image trainer")
-               .config("spark.ui.showConsoleProgress", "false"))  # it garbles rank output
-    if master or not SparkConf().contains("spark.master"):  # spark-submit sets it
-        builder = builder.master(master or f"local[{num_proc}]")
-    return builder.getOrCreate()
+    return spark_context(master=master, default_master=f"local[{num_proc}]",
+                         app_name="sparkmpi-dl image trainer")
 
 
 def run_training(config: TrainConfig, num_proc: int | None, controller: str = "mpi",
@@ -74,7 +73,7 @@ def run_training(config: TrainConfig, num_proc: int | None, controller: str = "m
     config = _absolute(config)
     if local:
         return run(train, num_proc, args=(config,), controller=controller, local=True)
-    spark = _spark_session(master, num_proc)
+    spark = spark_for(master, num_proc)
     return run(train, num_proc, args=(config,), controller=controller, spark=spark)
 
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+from sparkmpi_dl.flags import add_num_proc
 
 RANK_MODULE = [sys.executable, "-m", "sparkmpi_dl.bench.allreduce_rank"]
 TRIALS = 3
@@ -82,10 +84,20 @@ def spark_mpi(sc, ranks: int, size: int, repeat: int) -> dict:
     return result
 
 
+def venv_tool(name: str) -> str:
+    """A program of this interpreter's environment (mpiexec, horovodrun, spark-submit).
+
+    Found next to ``sys.executable``, never on the PATH: a console script run as
+    ``.venv/bin/sparkmpi-dl`` without an activated venv must not pick another MPI.
+    """
+    tool = Path(sys.executable).parent / name
+    if not os.access(tool, os.X_OK):
+        raise RuntimeError(f"{name} not found next to this Python ({tool}); run `make setup`")
+    return str(tool)
+
+
 def native_mpiexec(ranks: int, size: int, repeat: int) -> dict:
-    mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
-    if mpiexec is None:
-        raise RuntimeError("mpiexec not found next to this Python or on PATH (run `make setup`)")
+    mpiexec = venv_tool("mpiexec")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_"))}
     start = time.time()
     proc = subprocess.run([mpiexec, "-n", str(ranks)] + RANK_MODULE +
@@ -100,8 +112,7 @@ def native_mpiexec(ranks: int, size: int, repeat: int) -> dict:
 
 def measure(ranks: int, size: int, repeat: int, master: str | None) -> dict:
     from sparkmpi_dl.launch.spark import spark_context
-    sc = spark_context(master=master or f"local[{ranks}]")
-    sc.setLogLevel("ERROR")
+    sc = spark_context(master=master, default_master=f"local[{ranks}]")
     collect_s, tree_s = spark_driver_worker(sc, ranks, size, repeat)
     spark_mpi(sc, ranks, size, 1)  # warm-up: Python workers, page cache
     # Alternate the two MPI launchers so that both see the same background load.
@@ -132,7 +143,7 @@ def print_table(r: dict) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    result = measure(args.ranks, args.size, args.repeat, args.master)
+    result = measure(args.num_proc, args.size, args.repeat, args.master)
     print_table(result)
     if args.json:
         print(json.dumps(result))
@@ -153,17 +164,16 @@ def _local_wireup(ranks: int) -> float:
 def _wireup(args: argparse.Namespace) -> int:
     """Seconds from launch until every rank is past MPI_Init, three launchers side by side."""
     from sparkmpi_dl.launch.spark import spark_context
-    sc = spark_context(master=args.master or f"local[{args.ranks}]")
-    sc.setLogLevel("ERROR")
-    spark_mpi(sc, args.ranks, 1, 1)  # warm-up: Spark's Python workers
+    sc = spark_context(master=args.master, default_master=f"local[{args.num_proc}]")
+    spark_mpi(sc, args.num_proc, 1, 1)  # warm-up: Spark's Python workers
     times: dict[str, list[float]] = {"spark_mpi_s": [], "sparkmpi_mpirun_s": [], "native_mpiexec_s": []}
     for _ in range(args.repeat):
-        times["spark_mpi_s"].append(spark_mpi(sc, args.ranks, 1, 1)["wireup_s"])
-        times["sparkmpi_mpirun_s"].append(_local_wireup(args.ranks))
-        times["native_mpiexec_s"].append(native_mpiexec(args.ranks, 1, 1)["wireup_s"])
-    summary = {"ranks": args.ranks, "master": sc.master, "repeat": args.repeat,
+        times["spark_mpi_s"].append(spark_mpi(sc, args.num_proc, 1, 1)["wireup_s"])
+        times["sparkmpi_mpirun_s"].append(_local_wireup(args.num_proc))
+        times["native_mpiexec_s"].append(native_mpiexec(args.num_proc, 1, 1)["wireup_s"])
+    summary = {"ranks": args.num_proc, "master": sc.master, "repeat": args.repeat,
                **{k: statistics.median(v) for k, v in times.items()}}
-    print(f"wire-up of {args.ranks} ranks (launch -> all past MPI_Init, median of {args.repeat}): "
+    print(f"wire-up of {args.num_proc} ranks (launch -> all past MPI_Init, median of {args.repeat}): "
           f"Spark-MPI {summary['spark_mpi_s']:.2f} s, sparkmpi-dl mpirun "
           f"{summary['sparkmpi_mpirun_s']:.2f} s, mpiexec {summary['native_mpiexec_s']:.2f} s")
     if args.json:
@@ -171,19 +181,28 @@ def _wireup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def register(bench: argparse._SubParsersAction) -> None:
     parser = bench.add_parser("allreduce", help="Table I: Spark collect/treeReduce vs Spark-MPI vs mpiexec",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ranks", type=int, default=2, help="number of ranks / partitions (default 2)")
-    parser.add_argument("--size", type=int, default=2_000_000, help="float32 elements (default 2,000,000 = 8 MB)")
-    parser.add_argument("--repeat", type=int, default=10, help="repetitions; the median is reported")
-    parser.add_argument("--master", default=None, help="Spark master (default local[RANKS])")
+    add_num_proc(parser, type=_positive, default=2, help="number of ranks / partitions")
+    parser.add_argument("--size", type=_positive, default=2_000_000,
+                        help="float32 elements (2,000,000 = 8 MB)")
+    parser.add_argument("--repeat", type=_positive, default=10,
+                        help="repetitions; the median is reported")
+    parser.add_argument("--master", default=None, help="Spark master (default: local[N])")
     parser.add_argument("--json", action="store_true", help="also print one JSON line")
     parser.set_defaults(func=_main)
 
     wire = bench.add_parser("wireup", help="time until all ranks are past MPI_Init: Spark-MPI, mpirun, mpiexec")
-    wire.add_argument("--ranks", type=int, default=16)
-    wire.add_argument("--master", default=None, help="Spark master (default local[RANKS])")
-    wire.add_argument("--repeat", type=int, default=3)
-    wire.add_argument("--json", action="store_true")
+    add_num_proc(wire, type=_positive, default=16, help="number of ranks")
+    wire.add_argument("--master", default=None, help="Spark master (default: local[N])")
+    wire.add_argument("--repeat", type=_positive, default=3, help="runs per launcher; medians shown")
+    wire.add_argument("--json", action="store_true", help="also print one JSON line")
     wire.set_defaults(func=_wireup)

@@ -9,8 +9,6 @@ epoch with a fresh key-value space (epoch = the attempt's smallest task attempt 
 """
 from __future__ import annotations
 
-import os
-import sys
 import time
 import uuid
 from typing import Any, Callable, Sequence
@@ -22,35 +20,60 @@ from pyspark.sql import SparkSession
 from sparkmpi_dl.launch.local import JobFailed
 from sparkmpi_dl.launch.output import print_prefixed
 from sparkmpi_dl.launch.rank import RankSpec, run_rank
+from sparkmpi_dl.launch.spark_setup import (BadMaster, InterpreterMismatch,  # noqa: F401 (API)
+                                            SparkSetupError,
+                                            adopt_interpreter, check_interpreter, check_master,
+                                            choose_interpreter, first_line, keep_sigint_handler,
+                                            quiet, quiet_startup)
 from sparkmpi_dl.pmi import EnvProvider, JobService, OutputSink, RankFailure
 
 DEFAULT_MASTER = "local[*]"
 
 
-class NotEnoughSlots(RuntimeError):
+class NotEnoughSlots(SparkSetupError):
     """The cluster cannot run all ranks at once, which a barrier stage requires."""
 
 
 def spark_context(spark: SparkSession | SparkContext | None = None, master: str | None = None,
-                  app_name: str = "sparkmpi-dl", conf: dict[str, str] | None = None) -> SparkContext:
-    """The given context, the active one, or a new session (``local[*]`` unless told)."""
-    if isinstance(spark, SparkContext):
-        return spark
-    if isinstance(spark, SparkSession):
-        return spark.sparkContext
-    active = SparkContext._active_spark_context
-    if active is not None and master is None:
+                  app_name: str = "sparkmpi-dl", conf: dict[str, str] | None = None,
+                  default_master: str = DEFAULT_MASTER) -> SparkContext:
+    """The given context, the active one, or a new session.
+
+    The new session's master is ``master``, else spark-submit's, else ``default_master``.
+    Its executors run the interpreter meant (``PYSPARK_PYTHON``, else this one: see
+    :mod:`sparkmpi_dl.launch.spark_setup`), and Spark logs errors only unless verbose.
+    A ``master`` that differs from a running context's is refused, not ignored, and a bad
+    or unreachable ``master`` fails in one line (:class:`BadMaster`) within seconds.
+    """
+    if master is not None:
+        check_master(master)
+    given = spark.sparkContext if isinstance(spark, SparkSession) else spark
+    active = given or SparkContext._active_spark_context
+    if active is not None:
+        if master is not None and master != active.master:
+            raise SparkSetupError(f"a Spark context with master {active.master} is already "
+                                  f"running in this process, so master {master} cannot be "
+                                  "used: stop it first, or leave the master unset")
+        adopt_interpreter(active)
         return active
-    submitted = _submitted_conf()
-    builder = SparkSession.builder.appName(app_name).config("spark.ui.showConsoleProgress", "false")
-    if master is not None or "spark.master" not in submitted:
-        builder = builder.master(master or DEFAULT_MASTER)
-    if not os.environ.get("PYSPARK_PYTHON") and "spark.pyspark.python" not in submitted:
-        # executors run the driver's interpreter (the project's venv) unless told otherwise
-        builder = builder.config("spark.pyspark.python", sys.executable)
+    quiet_startup()
+    try:
+        submitted = _submitted_conf()
+    except Exception as err:
+        raise SparkSetupError(f"cannot start Spark's JVM: {first_line(err)}") from None
+    url = master or submitted.get("spark.master") or default_master
+    builder = (SparkSession.builder.appName(app_name).master(url)
+               .config("spark.ui.showConsoleProgress", "false"))
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
-    return builder.getOrCreate().sparkContext
+    choose_interpreter({**submitted, **(conf or {})})
+    try:
+        with keep_sigint_handler():
+            sc = builder.getOrCreate().sparkContext
+    except Exception as err:
+        raise BadMaster(f"cannot start Spark with master {url}: {first_line(err)}") from None
+    quiet(sc)
+    return sc
 
 
 def _submitted_conf() -> dict[str, str]:
@@ -72,7 +95,11 @@ def require_slots(sc: SparkContext, num_proc: int, wait_s: float = 15.0) -> int:
 
     Executors of a fresh cluster register over a few seconds, so this waits up to
     ``wait_s`` (printing what it sees) before giving up; Spark itself would wait minutes.
+    A ``local[N]`` master has all its slots from the start, so it does not wait. Then the
+    executors' Python is checked once per context (:class:`InterpreterMismatch`).
     """
+    if sc.master.startswith("local"):
+        wait_s = 0.0  # no executor can join a local master
     deadline = time.monotonic() + wait_s
     slots = available_slots(sc)
     announced = False
@@ -91,6 +118,8 @@ def require_slots(sc: SparkContext, num_proc: int, wait_s: float = 15.0) -> int:
         raise NotEnoughSlots(
             f"this job needs {num_proc} task slots at once (one per MPI rank) but the cluster "
             f"at {master} offers {slots}: {hint}, or run with fewer ranks")
+    adopt_interpreter(sc)
+    check_interpreter(sc, 1 if sc.master.startswith("local") else slots)
     return slots
 
 
@@ -188,7 +217,7 @@ def run(fn: Callable[..., Any], num_proc: int | None = None, *, data: Any = None
         return run_on_data(fn, None, data, num_proc, args=args, kwargs=kwargs, spark=spark,
                            master=master, env=env, env_provider=env_provider, output=output,
                            bind_host=bind_host, start_timeout=start_timeout,
-                           slot_wait_s=slot_wait_s, stage_retries=stage_retries)
+                           slot_wait_s=slot_wait_s, stage_retries=stage_retries, timeout=timeout)
     if num_proc is None:
         raise ValueError("run needs num_proc (the number of ranks), or data= for one rank per partition")
     sc = spark_context(spark, master)
@@ -218,7 +247,7 @@ def run_command(argv: Sequence[str], num_proc: int | None = None, *, data: Any =
         run_on_data(None, argv, data, num_proc, spark=spark, master=master, env=env,
                     env_provider=env_provider, output=output, cwd=cwd, bind_host=bind_host,
                     start_timeout=start_timeout, slot_wait_s=slot_wait_s,
-                    stage_retries=stage_retries)
+                    stage_retries=stage_retries, timeout=timeout)
         return
     if num_proc is None:
         raise ValueError("run_command needs num_proc (the number of ranks), or data= for one rank per partition")

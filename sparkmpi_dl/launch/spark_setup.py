@@ -15,12 +15,15 @@ Three things go wrong before any rank starts, and each must end in one clear lin
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import socket
 import sys
+import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 VERBOSE_ENV = "SPARKMPI_DL_VERBOSE"
 QUIET_LOG4J = Path(__file__).with_name("log4j2-quiet.properties")
@@ -140,6 +143,25 @@ def quiet(sc: Any) -> None:
     """Errors only from now on, unless Spark's logging was asked for."""
     if not spark_verbose():
         sc.setLogLevel("ERROR")
+
+
+@contextlib.contextmanager
+def keep_sigint_handler() -> Iterator[None]:
+    """Keep this process's Ctrl-C handler across a SparkContext's start.
+
+    PySpark replaces it with one that cancels all jobs through the Py4J connection the
+    interrupted main thread is itself blocked on; that re-entrant call fails with pages of
+    Py4J errors instead of ending the program. Python's own handler (KeyboardInterrupt)
+    or the caller's is kept instead; the launcher stops the ranks on the way out.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def first_line(err: BaseException) -> str:

@@ -107,3 +107,20 @@ def test_spark_submit_with_stage_retry_gets_a_fresh_epoch(tmp_path):
     assert sum0 == sum1 == 3
     assert epoch0 == epoch1 and int(epoch0) > 0  # the retried attempt's epoch, not the first's
     assert "transient detector glitch" in proc.stderr
+
+
+def test_a_master_other_than_the_running_sessions_is_refused_not_ignored(spark):
+    from sparkmpi_dl.launch.spark_setup import SparkSetupError
+    with pytest.raises(SparkSetupError, match=r"master local\[4\] is already running .* "
+                                              r"master local\[2\] cannot be used"):
+        sparkmpi_dl.run(len, 1, args=("x",), spark=spark, master="local[2]")
+    with pytest.raises(SparkSetupError, match=r"already running"):
+        sparkmpi_dl.run(len, 1, args=("x",), master="local[2]")  # the active session
+    # the running session's own master is honoured
+    assert sparkmpi_dl.run(len, 1, args=("xy",), master="local[4]", output=Lines()) == [2]
+
+
+def test_a_local_master_does_not_wait_for_executors_that_cannot_join(spark, capsys):
+    with pytest.raises(NotEnoughSlots, match=r"needs 5 task slots .* offers 4"):
+        sparkmpi_dl.run(len, 5, args=("x",), spark=spark)  # default slot_wait_s=15
+    assert "waiting up to" not in capsys.readouterr().out
