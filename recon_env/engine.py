@@ -56,6 +56,7 @@ class EngineConfig:
     refine_positions: bool = False    # refine each frame's position (implies subpixel)
     position_start: int = 15          # first iteration (0-based) that refines positions
     position_step_max: float = 0.3    # px: bound on one frame's shift per iteration
+    deterministic: bool = True        # GPU: bit-reproducible sums (False: float atomics)
 
     def check(self) -> None:
         if self.overlap_iterations < 1:
@@ -108,7 +109,7 @@ def update_coefficients(algorithm: str, beta: float, gamma1: float, gamma2: floa
     return (1.0 + gamma2, -gamma2, 1.0, beta, beta * gamma1, -beta * (1.0 + gamma1))
 
 
-def make_ops(backend: str, workers: int = 1):
+def make_ops(backend: str, workers: int = 1, deterministic: bool = True):
     if backend == "numpy":
         from .ops_numpy import NumpyOps
 
@@ -116,7 +117,7 @@ def make_ops(backend: str, workers: int = 1):
     if backend == "cupy":
         from .ops_cupy import CupyOps
 
-        return CupyOps()
+        return CupyOps(deterministic)
     raise ValueError(f"backend must be 'numpy' or 'cupy', got {backend!r}")
 
 
@@ -161,7 +162,7 @@ class Reconstructor:
         # NumPy: `workers` threads, each on its own share of the frame blocks (numpy and
         # scipy.fft release the GIL); CuPy: one host thread drives the GPU
         self._threads = int(workers) if backend == "numpy" else 1
-        self.ops = make_ops(backend, 1)
+        self.ops = make_ops(backend, 1, self.config.deterministic)
         self._pool = None
         if self._threads > 1:
             from concurrent.futures import ThreadPoolExecutor
@@ -215,6 +216,10 @@ class Reconstructor:
         self.amp = self.ops.host_array(amp) if self.streaming else amp
         self.amp_norm = float(self.comm.allreduce_scalars(
             [float(amx.sum(amp * amp, dtype=np.float64))])[0])
+        if hasattr(self.ops, "psi_bound") and self.local_frames:
+            # 8 x the largest frame norm: ~2^22 headroom left in the GPU's fixed-point sums
+            peak = float((amp * amp).sum(axis=(-2, -1)).max())
+            self.ops.psi_bound = 8.0 * math.sqrt(max(peak, 1e-30))
         if self.amp_norm <= 0:
             raise ValueError("the data contain no photons in valid pixels")
         self.npix_valid = int(np.asarray(data.mask).sum())

@@ -1,8 +1,10 @@
 """CuPy kernels of the engine: batched cuFFT plus fused elementwise / raw kernels.
 
 No Python loop over frames: every kernel covers a whole block of frames (by default all
-of this rank's frames). Object sums use float atomics, so the summation order (and the
-last bits of the result) can vary from run to run; NumPy is the bitwise-deterministic path.
+of this rank's frames). Results repeat bit for bit: object sums add 64-bit fixed-point
+integers atomically (integer addition is associative, so the thread order cannot change
+the result; the scale comes from the block's largest value, ~2^-42 of it per term), and
+the probe sums reduce per-chunk partials in a fixed order.
 Imported only when backend="cupy" is asked for.
 
 ``probe`` arguments are one (n, n) probe or one per view (views, n, n): the kernels read
@@ -31,7 +33,31 @@ _gather_product = cp.ElementwiseKernel(
     "int32 ps", "complex64 out", _INDEX + "out = probe[j * ps + p] * obj[o];",
     "recon_gather_product")
 
+_FIXED = """
+    const double sc = scale[0];
+    const unsigned long long qr = (unsigned long long)__double2ll_rn((double)v.real() * sc);
+    const unsigned long long qi = (unsigned long long)__double2ll_rn((double)v.imag() * sc);
+    atomicAdd(&acc[2 * o], qr);
+    atomicAdd(&acc[2 * o + 1], qi);
+"""
+
 _scatter_conj = cp.ElementwiseKernel(
+    "raw complex64 psi, raw complex64 probe, raw int32 iy, raw int32 ix, int32 n, int32 W, "
+    "int32 ps, raw float64 scale", "raw uint64 acc",
+    _INDEX + "const complex<float> v = conj(probe[j * ps + p]) * psi[i];" + _FIXED,
+    "recon_scatter_conj_fixed")
+
+_scatter_power = cp.ElementwiseKernel(
+    "raw complex64 probe, raw int32 iy, raw int32 ix, int32 n, int32 W, int32 ps, "
+    "raw float64 scale",
+    "raw uint64 acc",
+    _INDEX + """
+    const complex<float> P = probe[j * ps + p];
+    const complex<float> v(P.real() * P.real() + P.imag() * P.imag(), 0.f);
+    """ + _FIXED, "recon_scatter_power_fixed")
+
+# float atomics: faster by a little, but the thread order changes the last bits of the sums
+_scatter_conj_atomic = cp.ElementwiseKernel(
     "raw complex64 psi, raw complex64 probe, raw int32 iy, raw int32 ix, int32 n, int32 W, "
     "int32 ps", "raw float32 target",
     _INDEX + """
@@ -40,13 +66,11 @@ _scatter_conj = cp.ElementwiseKernel(
     atomicAdd(&target[2 * o + 1], v.imag());
     """, "recon_scatter_conj")
 
-_scatter_power = cp.ElementwiseKernel(
-    "raw complex64 probe, raw int32 iy, raw int32 ix, int32 n, int32 W, int32 ps",
-    "raw float32 target",
-    _INDEX + """
-    const complex<float> v = probe[j * ps + p];
-    atomicAdd(&target[o], v.real() * v.real() + v.imag() * v.imag());
-    """, "recon_scatter_power")
+_max_abs2 = cp.ReductionKernel(
+    "complex64 x", "float32 y", "x.real() * x.real() + x.imag() * x.imag()", "max(a, b)",
+    "y = a", "0", "recon_max_abs2")
+
+_TERM_BITS = 41  # one term <= 2^41: 2^22 terms per object pixel before int64 overflows
 
 # One thread per (pixel, chunk of frames): reads O_j (from L2: the object is small) and
 # accumulates the eq. 5 sums for its chunk in registers, then one atomic add per pixel/chunk.
@@ -55,6 +79,7 @@ _probe_sums = cp.RawKernel(r"""
 extern "C" __global__ void recon_probe_sums(
     const complex<float>* obj, const complex<float>* psi, const int* iy, const int* ix,
     float* num, float* den, int frames, int n, int W, int chunk) {
+  // num, den: one (n, n) partial per chunk of frames, summed afterwards in a fixed order
   const int nn = n * n;
   const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   const int p = t % nn;
@@ -70,9 +95,9 @@ extern "C" __global__ void recon_probe_sums(
     ar += s.real(); ai += s.imag();
     d += o.real() * o.real() + o.imag() * o.imag();
   }
-  atomicAdd(&num[2 * p], ar);
-  atomicAdd(&num[2 * p + 1], ai);
-  atomicAdd(&den[p], d);
+  num[2 * ((long long)c * nn + p)] = ar;
+  num[2 * ((long long)c * nn + p) + 1] = ai;
+  den[(long long)c * nn + p] = d;
 }
 """, "recon_probe_sums")
 
@@ -123,8 +148,12 @@ class CupyOps:
     name = "cupy"
     xp = cp
 
-    def __init__(self) -> None:
+    def __init__(self, deterministic: bool = True) -> None:
         self._ones = {}
+        self.deterministic = bool(deterministic)
+        # bound on |psi| entries (set by the engine from the measured frame norms: the
+        # modulus projection keeps ||psi_j|| near ||A_j||); saves a pass over the frames
+        self.psi_bound: float | None = None
 
     # ------------------------------------------------------------ memory
     def asarray(self, a, dtype=None):
@@ -207,10 +236,32 @@ class CupyOps:
         """P * O_j for a block, left lazy (see _ExitWaves)."""
         return _ExitWaves(obj, probe, iy, ix)
 
+    @staticmethod
+    def _fixed_scale(peak2):
+        """Fixed-point scale (a device scalar: no host sync) for terms up to sqrt(peak2):
+        the largest maps to 2^_TERM_BITS."""
+        return (2.0 ** _TERM_BITS / cp.maximum(cp.sqrt(peak2.astype(cp.float64)), 1e-30)).reshape(1)
+
+    @staticmethod
+    def _add_fixed(target, acc, scale: float) -> None:
+        vals = acc.view(cp.int64).astype(cp.float64) / scale
+        if target.dtype == cp.complex64:
+            target += (vals[..., 0] + 1j * vals[..., 1]).astype(cp.complex64)
+        else:
+            target += vals[..., 0].astype(target.dtype)
+
     def scatter_conj_probe(self, target, psi, probe, iy, ix, buf) -> None:
+        """target += sum_j window_j(conj(P_j) psi_j), bit-reproducible (fixed point)."""
         n, w = self._dims(target, psi)
-        _scatter_conj(psi, probe, iy, ix, n, w, self._ps(probe), target.view(cp.float32),
-                      size=psi.size)
+        if not self.deterministic:
+            _scatter_conj_atomic(psi, probe, iy, ix, n, w, self._ps(probe),
+                                 target.view(cp.float32), size=psi.size)
+            return
+        psi_peak2 = _max_abs2(psi) if self.psi_bound is None else self.psi_bound ** 2
+        scale = self._fixed_scale(psi_peak2 * _max_abs2(probe))
+        acc = cp.zeros(target.shape + (2,), dtype=cp.uint64)
+        _scatter_conj(psi, probe, iy, ix, n, w, self._ps(probe), scale, acc, size=psi.size)
+        self._add_fixed(target, acc, scale)
 
     def scatter_power(self, target, probe, iy, ix) -> None:
         """target += sum_j window_j(|P|^2), as a float64 FFT convolution of the scan
@@ -218,7 +269,10 @@ class CupyOps:
         per-view probes are scattered directly."""
         if probe.ndim == 3:
             n, w = self._dims(target, probe)
-            _scatter_power(probe, iy, ix, n, w, self._ps(probe), target, size=probe.size)
+            scale = self._fixed_scale(_max_abs2(probe) ** 2)
+            acc = cp.zeros(target.shape + (2,), dtype=cp.uint64)
+            _scatter_power(probe, iy, ix, n, w, self._ps(probe), scale, acc, size=probe.size)
+            self._add_fixed(target, acc, scale)
             return
         h, w = target.shape
         n = probe.shape[0]
@@ -232,10 +286,15 @@ class CupyOps:
     def probe_sums(self, obj, psi, iy, ix, num, den, buf, rbuf) -> None:
         frames, n = psi.shape[0], psi.shape[-1]
         chunk = 16
-        threads = n * n * ((frames + chunk - 1) // chunk)
+        chunks = (frames + chunk - 1) // chunk
+        threads = n * n * chunks
+        pnum = cp.empty((chunks, n, n), dtype=cp.complex64)
+        pden = cp.empty((chunks, n, n), dtype=cp.float32)
         _probe_sums(((threads + 255) // 256,), (256,),
-                    (obj, psi, iy, ix, num.view(cp.float32), den, np.int32(frames),
+                    (obj, psi, iy, ix, pnum.view(cp.float32), pden, np.int32(frames),
                      np.int32(n), np.int32(obj.shape[1]), np.int32(chunk)))
+        num += pnum.sum(axis=0)  # CuPy's reductions run in a fixed order
+        den += pden.sum(axis=0)
 
     # ------------------------------------------------------------ Fourier
     def _maskf(self, maskf, n):

@@ -25,7 +25,7 @@ SIM_KEYS = ("n_frames", "frame_size", "probe", "probe_diameter", "probe_defocus"
 ENGINE_KEYS = ("overlap_iterations", "probe_update_start", "probe_support", "object_inertia",
                "probe_inertia", "fourier_power_bound", "block_frames", "host_frames", "seed",
                "subpixel", "probe_modes", "refine_positions", "position_start",
-               "position_step_max")
+               "position_step_max", "deterministic")
 
 
 def source_name(options: dict) -> str:
@@ -266,18 +266,30 @@ def run_bench(options: dict) -> dict:
     algorithm = options.get("algorithm", "dm")
     rec.step(int(options.get("warmup", 2)), algorithm=algorithm)
     rec.ops.synchronize()
+    # seconds per iteration = slope between a short and the full run: the per-call costs
+    # (the closing model error, synchronisation) cancel
+    short = max(1, int(options["iterations"]) // 4)
     comm.barrier()
+    t_short = time.perf_counter()
+    rec.step(short, algorithm=algorithm)
+    rec.ops.synchronize()
+    comm.barrier()
+    t_short = time.perf_counter() - t_short
     t0, c0 = time.perf_counter(), time.process_time()
     rec.step(int(options["iterations"]), algorithm=algorithm)
     rec.ops.synchronize()
     cpu = time.process_time() - c0  # this rank's CPU time: what an idle core would take
     comm.barrier()
     seconds = time.perf_counter() - t0
+    iters = int(options["iterations"])
+    slope = (seconds - t_short) / (iters - short) if iters > short else seconds / iters
     report = {"rank": comm.rank, "frames": options["n_frames"], "shape": options["frame_size"],
               "iterations": int(options["iterations"]), "ranks": comm.size, "backend": backend,
               "algorithm": algorithm, "comm": getattr(comm, "kind", "serial"),
               "threads_per_rank": options.get("threads", 1),
-              "seconds_total": seconds, "seconds_per_iteration": seconds / max(1, int(options["iterations"])),
+              "seconds_total": seconds, "seconds_per_iteration": slope,
+              "seconds_per_iteration_mean": seconds / max(1, iters),
+              "slope_iterations": [short, iters],
               "cpu_seconds_rank0": cpu, "block_frames": rec.block, "streaming": rec.streaming,
               "warmup_iterations": int(options.get("warmup", 2)), "setup_seconds": sim_s,
               "fourier_error": rec.history["fourier_error"][-1],
