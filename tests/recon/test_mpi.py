@@ -51,6 +51,29 @@ def test_two_ranks_mpiexec_equal_one(tmp_path):
     _check_equal(dict(np.load(out)), 2)
 
 
+@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="mpiexec not on PATH")
+def test_two_ranks_views_equal_one(tmp_path):
+    """Sub-pixel views, probe modes and position refinement split over two ranks."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("recon_mpi_job", JOB)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "views.npz"
+    proc = subprocess.run(["mpiexec", "-n", "2", sys.executable, str(JOB), str(out), "5",
+                           "views"], capture_output=True, text=True, timeout=240,
+                          env=dict(os.environ))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = dict(np.load(out))
+    rec = Reconstructor(simulate(**module.ISSUE14), EngineConfig(**module.ISSUE14_ENGINE))
+    rec.step(5)
+    ref = rec.result()
+    assert np.linalg.norm(got["object"] - ref["object"]) / np.linalg.norm(ref["object"]) < 1e-3
+    assert np.abs(got["positions"] - ref["positions"]).max() < 1e-3
+    assert np.abs(got["positions"] - rec.initial_positions).max() > 0.01  # they did move
+    assert np.allclose(got["fourier_error"], rec.history["fourier_error"], rtol=1e-3)
+
+
 def test_two_ranks_sparkmpi_mpirun_equal_one(tmp_path):
     launch = pytest.importorskip("sparkmpi_dl.launch.local")
     out = tmp_path / "mpi.npz"
