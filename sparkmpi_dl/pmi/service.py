@@ -432,8 +432,8 @@ class JobService:
                 continue
             exited |= await self._on_ctl_event(state, hello.rank, event)
         if not exited and state.failure is None and state is self.current:
-            await self.fail(state, hello.rank, "lost contact with its launching task "
-                            "(executor died or task killed)", 1)
+            await self.fail(state, hello.rank, f"lost contact with its launching task on host "
+                            f"{hello.host} (executor died, task killed or host down)", 1)
 
     async def _send_environments(self, state: EpochState) -> None:
         hosts = state.host_list()
