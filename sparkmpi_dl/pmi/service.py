@@ -310,6 +310,9 @@ class JobService:
             self.refusals.record(f"closed: {err}", peer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass  # peer went away, pushed out by newer connections, or the service is stopping
+        except Exception as err:  # a bug must not pass silently: refuse, record and show it
+            log.error("job %s: error serving %s", self.job_id, peer, exc_info=True)
+            await self._refuse(writer, peer, f"internal error: {type(err).__name__}: {err}")
         finally:
             self._pending.pop(task, None)
             writer.close()
