@@ -6,6 +6,7 @@ below are hang guards only; without the fixes these jobs never end on their own.
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -136,6 +137,8 @@ def test_run_local_timeout_raises_naming_it_and_leaves_no_process():
     assert str(info.value) == "timed out after 4 s (the job's timeout); every rank was stopped"
     pids = [pid for _, pid in info.value.processes.values()]
     assert len(pids) == 2 and _wait_gone(pids) == []
+    assert not [t.name for t in threading.enumerate()
+                if t.name.startswith("rank-") or t.name == "sparkmpi-job-service"]
 
 
 def test_spark_run_timeout_raises_naming_it_and_leaves_no_process(spark):
