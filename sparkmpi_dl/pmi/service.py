@@ -301,7 +301,7 @@ class JobService:
             else:
                 await self._refuse(writer, peer, f"expected {auth.HELLO}, got cmd={msg.cmd}")
         except asyncio.TimeoutError:
-            await self._refuse(writer, peer, f"no hello within {HANDSHAKE_TIMEOUT_S:.0f} s")
+            await self._refuse(writer, peer, f"handshake not completed within {HANDSHAKE_TIMEOUT_S:.0f} s")
         except (WireError, UnicodeError) as err:
             await self._refuse(writer, peer, f"malformed handshake: {err}")
         except (ValueError, asyncio.LimitOverrunError):
