@@ -130,6 +130,8 @@ def build(config: BuildConfig, out: str | Path, *, spark: Any = None, master: st
 
         def job() -> None:
             try:
+                sc.setJobGroup(job_group(attempt), "sparkmpi-dl dataset build",
+                               interruptOnCancel=True)
                 rdd = sc.parallelize(todo, len(todo))
                 outcome["result"] = rdd.map(
                     lambda p: build_partition(config, str(root), attempt, p,
@@ -145,6 +147,9 @@ def build(config: BuildConfig, out: str | Path, *, spark: Any = None, master: st
                 log(_progress_line(root, config, attempt, todo, start))
         if "error" in outcome:
             end_attempt(root, attempt)  # its still-running tasks can no longer commit
+            if not _wait_for_tasks(sc, job_group(attempt), TASKS_GONE_TIMEOUT_S):
+                log(f"dataset: tasks of the failed build still run after "
+                    f"{TASKS_GONE_TIMEOUT_S:.0f} s; they cannot commit (attempt fenced)")
             missing = [p for p in todo if not (root / part_name(p)).exists()]
             raise BuildFailed(f"dataset build failed; partition(s) {missing} not written "
                               f"(the others are kept: rerun the same command to resume): "
@@ -165,6 +170,37 @@ def build(config: BuildConfig, out: str | Path, *, spark: Any = None, master: st
     return {"out": str(root), "rows": summary["rows"], "partitions": partitions,
             "built_partitions": len(todo), "built_scans": scans_todo, "seconds": seconds,
             "scans_per_min": rate, "task_cpu_s": cpu_s}
+
+
+TASKS_GONE_TIMEOUT_S = 30.0
+
+
+def job_group(attempt: str) -> str:
+    """The Spark job group of one build attempt."""
+    return f"sparkmpi-dl-dataset-{attempt}"
+
+
+def _wait_for_tasks(sc: Any, group: str, timeout_s: float) -> bool:
+    """Cancel the group's jobs and wait until none of their tasks runs; False on timeout.
+
+    Spark kills the other tasks of a failed job only seconds later; build() returns after
+    they have ended, so a resume does not share the slots (or the folder) with them.
+    """
+    sc.cancelJobGroup(group)
+    tracker = sc.statusTracker()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        active = 0
+        for job_id in tracker.getJobIdsForGroup(group):
+            info = tracker.getJobInfo(job_id)
+            for stage_id in info.stageIds if info else []:
+                stage = tracker.getStageInfo(stage_id)
+                active += stage.numActiveTasks if stage else 0
+        if active == 0:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
 
 
 def _task_error(err: BaseException) -> str:

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from recon_datasets.build import BuildFailed, build
+from recon_datasets.build import BuildFailed, build, job_group
 from recon_datasets.config import BuildConfig
 from recon_datasets.reader import read, to_numpy, validate
 from recon_datasets.schema import DatasetError, arrow_schema
@@ -62,6 +62,14 @@ def test_interrupted_build_resumes_without_duplicates(spark, reference, tmp_path
     with pytest.raises(BuildFailed, match=r"partition\(s\) \[.*1.*\] not written") as err:
         build(SMALL, out, spark=spark, progress_s=60, fail_partition=1)
     assert "injected failure in partition 1" in str(err.value)
+    # build() returned only after the failed job's other tasks had ended (Spark kills them
+    # seconds later: partition 2 was still computing when partition 1 failed)
+    (attempt,) = [d.name for d in (out / "_tmp").iterdir()]
+    tracker = spark.statusTracker()
+    jobs = tracker.getJobIdsForGroup(job_group(attempt))
+    assert jobs, "the build's job was not in its attempt's job group"
+    stages = [tracker.getStageInfo(s) for j in jobs for s in tracker.getJobInfo(j).stageIds]
+    assert sum(s.numActiveTasks for s in stages if s) == 0
     # the crashed task's file exists only under its temporary name, never as complete
     assert list((out / "_tmp").rglob("part-00001.*.parquet.tmp"))
     assert not (out / "part-00001.parquet").exists()
