@@ -15,13 +15,27 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from recon_datasets.config import BuildConfig
-from recon_datasets.schema import (SCHEMA_FILE, TMP_DIR, DatasetError, arrow_schema, describe,
-                             part_name, read_schema_file, write_json_atomic)
-from recon_datasets.store import check_partition, end_attempt, read_progress, start_attempt
+from recon_datasets.schema import (
+    SCHEMA_FILE,
+    TMP_DIR,
+    DatasetError,
+    arrow_schema,
+    describe,
+    part_name,
+    read_schema_file,
+    write_json_atomic,
+)
+from recon_datasets.store import (
+    check_partition,
+    end_attempt,
+    read_progress,
+    start_attempt,
+)
 
 
 class BuildFailed(RuntimeError):
