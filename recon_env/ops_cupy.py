@@ -133,6 +133,72 @@ _update = cp.ElementwiseKernel(
     """, "recon_update")
 
 
+# Fused passes (no frame-sized temporaries): the modulus projection with its per-frame
+# error, and the exit-wave update with its change sum. Each block of 256 threads covers one
+# contiguous range of one frame and writes one partial sum (tree-reduced in shared memory,
+# a fixed order), so the sums repeat bit for bit.
+_FUSED = r"""
+#include <cupy/complex.cuh>
+__device__ float block_sum(float v) {
+  __shared__ float sh[256];
+  sh[threadIdx.x] = v;
+  __syncthreads();
+  for (int s = 128; s > 0; s >>= 1) {
+    if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+    __syncthreads();
+  }
+  return sh[0];
+}
+
+extern "C" __global__ void recon_modulus(complex<float>* f, const float* amp, const float* m,
+                                         float* partial, int nn, int chunks) {
+  const int frame = blockIdx.x / chunks, chunk = blockIdx.x - frame * chunks;
+  const int per = (nn + chunks - 1) / chunks;
+  const int start = chunk * per, stop = min(nn, start + per);
+  float acc = 0.f;
+  for (int p = start + threadIdx.x; p < stop; p += blockDim.x) {
+    const long long i = (long long)frame * nn + p;
+    const complex<float> v = f[i];
+    const float a = amp[i], mk = m[p];
+    const float mag = abs(v);
+    const float dev = mag - a;
+    acc += mk * dev * dev;
+    f[i] = v * (mk > 0.f ? a / max(mag, 1e-30f) : 1.f);
+  }
+  const float total = block_sum(acc);
+  if (threadIdx.x == 0) partial[blockIdx.x] = total;
+}
+
+extern "C" __global__ void recon_update(
+    const complex<float>* fp, const complex<float>* obj, const complex<float>* xobj,
+    const complex<float>* pr, const int* iy, const int* ix, int n, int W, int ps,
+    float d, float e, float c1, float g, complex<float>* psi, float* partial, int chunks) {
+  const int nn = n * n;
+  const int j = blockIdx.x / chunks, chunk = blockIdx.x - j * chunks;
+  const int per = (nn + chunks - 1) / chunks;
+  const int start = chunk * per, stop = min(nn, start + per);
+  float acc = 0.f;
+  for (int p = start + threadIdx.x; p < stop; p += blockDim.x) {
+    const long long i = (long long)j * nn + p;
+    const int y = p / n, x = p - y * n;
+    const long long o = (long long)(iy[j] + y) * W + ix[j] + x;
+    const complex<float> P = pr[(long long)j * ps + p];
+    const complex<float> delta = d * fp[i] + e * (P * obj[o]) + c1 * psi[i] + g * (P * xobj[o]);
+    psi[i] = psi[i] + delta;
+    acc += delta.real() * delta.real() + delta.imag() * delta.imag();
+  }
+  const float total = block_sum(acc);
+  if (threadIdx.x == 0) partial[blockIdx.x] = total;
+}
+"""
+_fused = cp.RawModule(code=_FUSED)
+_CHUNK = 4096  # frame pixels per thread block (16 per thread)
+
+
+def _chunks(nn: int) -> int:
+    return max(1, (nn + _CHUNK - 1) // _CHUNK)
+
+
 class _ExitWaves:
     """P * O_j left unevaluated: the Fourier kernels read object and probe directly."""
 
@@ -312,6 +378,14 @@ class CupyOps:
         big = cufft.fft2(f, axes=(-2, -1), norm="ortho", overwrite_x=True)
         if modes > 1:
             return self._modulus_modes(big, amp, m, pbound, modes)
+        if pbound is None:  # one fused pass: error and projection
+            frames, nn = big.shape[0], n * n
+            chunks = _chunks(nn)
+            partial = cp.empty(frames * chunks, dtype=cp.float32)
+            _fused.get_function("recon_modulus")(
+                (frames * chunks,), (256,), (big, amp, m, partial, np.int32(nn), np.int32(chunks)))
+            err = partial.reshape(frames, chunks).sum(axis=1)
+            return cufft.ifft2(big, axes=(-2, -1), norm="ortho", overwrite_x=True), err
         err = _frame_error(big, amp, m, axis=(1, 2))
         if pbound is None:
             r = cp.zeros(big.shape[0], dtype=cp.float32)
@@ -349,9 +423,14 @@ class CupyOps:
         xobj = po.obj if extra is None else extra.obj
         if extra is None:
             g = np.float32(0.0)
-        _update(proj, po.obj, xobj, po.probe, po.iy, po.ix, n, w, ps, d, e, np.float32(c - 1.0),
-                g, psi, devbuf)
-        return err, float(devbuf.sum(dtype=cp.float64))
+        frames, nn = psi.shape[0], int(n) * int(n)
+        chunks = _chunks(nn)
+        partial = cp.empty(frames * chunks, dtype=cp.float32)
+        _fused.get_function("recon_update")(
+            (frames * chunks,), (256,),
+            (proj, po.obj, xobj, po.probe, po.iy, po.ix, n, w, ps, d, e, np.float32(c - 1.0), g,
+             psi, partial, np.int32(chunks)))
+        return err, float(partial.sum(dtype=cp.float64))
 
     def fourier_error(self, waves, amp, maskf, absbuf, devbuf, modes=1):
         """Per-frame sum over valid pixels of (|FFT(waves)| - A)^2; waves is overwritten."""
