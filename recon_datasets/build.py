@@ -7,7 +7,8 @@ job in a background thread, and prints progress from the tasks' progress files m
 Each ``build()`` call is an attempt with its own id (see ``recon_datasets.store``): it takes
 over the folder before listing what to build, and a failed attempt is fenced before
 ``build()`` raises, so tasks of a failed job that Spark has not killed yet (it takes 2-4 s)
-can neither land files in the dataset nor disturb the next attempt.
+can neither land files in the dataset nor disturb the next attempt. A failed ``build()``
+also cancels its attempt's job group and returns only after those tasks have ended.
 """
 from __future__ import annotations
 
