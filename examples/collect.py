@@ -10,7 +10,8 @@ import sys
 import time
 
 import numpy as np
-from pyspark.sql import SparkSession
+
+from sparkmpi_dl.launch.spark import spark_context
 
 
 def sendbuf(rank_and_n):
@@ -22,7 +23,7 @@ def sendbuf(rank_and_n):
 
 if __name__ == "__main__":
     partitions = int(sys.argv[1]) if len(sys.argv) > 1 else 2
-    sc = SparkSession.builder.appName("collect").getOrCreate().sparkContext
+    sc = spark_context(app_name="collect")  # Spark's INFO lines off (SPARKMPI_DL_VERBOSE=1)
     rdd = sc.parallelize([(r, 2 * 1000 * 1000) for r in range(partitions)], partitions)
     rdd.map(sendbuf).count()  # warm-up: start the Python workers
     start = time.perf_counter()

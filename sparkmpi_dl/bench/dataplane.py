@@ -26,6 +26,8 @@ import tempfile
 import time
 from typing import Any, Callable
 
+from sparkmpi_dl.flags import add_num_proc
+
 FRAME = (128, 128)
 FRAME_BYTES = FRAME[0] * FRAME[1] * 4
 
@@ -208,8 +210,8 @@ def _main(args: argparse.Namespace) -> int:
 def register(bench: argparse._SubParsersAction) -> None:
     parser = bench.add_parser("dataplane", help="Spark -> MPI ranks: data plane vs collect+scatter vs Parquet",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-n", "--ranks", "--num-proc", dest="ranks", type=_positive, default=2,
-                        help="number of ranks (= partitions)")
+    add_num_proc(parser, dest="ranks", type=_positive, default=2,
+                 help="number of ranks (= partitions)")
     parser.add_argument("--mb", type=_positive, default=256, help="size of the DataFrame in MB")
     parser.add_argument("--repeat", type=_positive, default=3, help="runs per method; medians shown")
     parser.add_argument("--master", default=None, help="Spark master (default: local[ranks])")

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from sparkmpi_dl.flags import add_frame_size, add_num_proc
+
 from .records import DEFAULT_MAX_LEN, DEFAULT_PREFIX
 
 
@@ -41,15 +43,18 @@ def _add_simulation(p: argparse.ArgumentParser) -> None:
     from recon_env.cli import _shape
 
     g = p.add_argument_group("simulation (with --simulate)")
-    g.add_argument("--frames", dest="n_frames", type=_positive_int, default=512)
-    g.add_argument("--shape", dest="frame_size", type=_shape, default=128)
-    g.add_argument("--photons", type=float, default=1e8)
-    g.add_argument("--scan", choices=("fermat", "raster", "concentric"))
-    g.add_argument("--probe", choices=("airy", "gaussian"))
+    g.add_argument("--frames", dest="n_frames", type=_positive_int, default=512,
+                   help="diffraction frames")
+    add_frame_size(g, type=_shape, default=128, help="detector pixels per side")
+    g.add_argument("--photons", type=float, default=1e8, help="photons per frame")
+    g.add_argument("--scan", choices=("fermat", "raster", "concentric"),
+                   help="scan pattern (default: the simulator's)")
+    g.add_argument("--probe", choices=("airy", "gaussian"),
+                   help="probe shape (default: the simulator's)")
     g.add_argument("--object", help="built-in (mixed, siemens, cells, rings, flat) or image file")
-    g.add_argument("--overlap", type=float)
-    g.add_argument("--jitter", type=float)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--overlap", type=float, help="probe overlap fraction")
+    g.add_argument("--jitter", type=float, help="scan position jitter")
+    g.add_argument("--seed", type=int, default=0, help="simulation noise seed")
 
 
 def simulation_options(args: argparse.Namespace) -> dict:
@@ -97,19 +102,22 @@ def register(commands, bench) -> None:
                        "events and a line per batch, then after the end-of-scan record the "
                        "final iterations, recon.cxi, object.png, errors.png and summary.json. "
                        "Run the same command again after a crash to resume.")
-    r.add_argument("--ranks", type=_positive_int, default=2, help="MPI ranks (default 2)")
+    add_num_proc(r, dest="ranks", type=_positive_int, default=2, help="MPI ranks (default 2)")
     r.add_argument("--trigger", type=_seconds, default=2.0, metavar="SECONDS",
                    help="micro-batch interval (default 2)")
     r.add_argument("--out", required=True, metavar="DIR",
                    help="output folder; it also holds the checkpoint a restart resumes from")
-    r.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    r.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
+                   help="array library (cupy: NVIDIA GPU)")
     r.add_argument("--agent", metavar="RUN_DIR",
                    help="a trained tuning agent ('agent train' run folder, or 'pretrained') "
                         "picks algorithm and beta for each batch's iterations")
     r.add_argument("--agent-every", dest="agent_every", type=_positive_int, metavar="K",
                    help="iterations between the agent's decisions (default: its training's)")
-    r.add_argument("--iterations-per-batch", dest="iterations_per_batch", type=_count, default=5)
-    r.add_argument("--final-iterations", dest="final_iterations", type=_count, default=50)
+    r.add_argument("--iterations-per-batch", dest="iterations_per_batch", type=_count, default=5,
+                   help="iterations run on each micro-batch's frames")
+    r.add_argument("--final-iterations", dest="final_iterations", type=_count, default=50,
+                   help="iterations after the end-of-scan record")
     r.add_argument("--end-timeout", dest="end_timeout", type=_seconds, default=120.0,
                    metavar="S", help="give up (saving the partial result) when no data came "
                    "for S seconds and no end-of-scan record (default 120)")

@@ -2,37 +2,17 @@
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
+from tests.core.spark_cluster import (MASTER_READY, WORKER_READY, free_port as _free_port,
+                                      start_spark_class as _start, stop_process_groups,
+                                      wait_for_log as _wait_for)
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.path.dirname(sys.executable)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(args, log_path, env):
-    log = open(log_path, "w")
-    return subprocess.Popen([os.path.join(BIN, "spark-class")] + args, stdout=log,
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def _wait_for(path, text, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.exists(path) and text in open(path).read():
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"{text!r} did not appear in {path} within {timeout} s:\n" + open(path).read()[-2000:])
 
 
 @pytest.fixture(scope="module")
@@ -49,25 +29,16 @@ def standalone_cluster(tmp_path_factory):
     procs = [_start(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
                      "--port", str(port), "--webui-port", str(_free_port())], logs / "master.log", env)]
     try:
-        _wait_for(logs / "master.log", "I have been elected leader", 90)
+        _wait_for(logs / "master.log", MASTER_READY, 90)
         for i in range(2):
             procs.append(_start(["org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1",
                                  "--cores", "1", "--memory", "1g", "--webui-port", str(_free_port())],
                                 logs / f"worker{i}.log", env))
         for i in range(2):
-            _wait_for(logs / f"worker{i}.log", "Successfully registered with master", 90)
+            _wait_for(logs / f"worker{i}.log", WORKER_READY, 90)
         yield url, env
     finally:
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_groups(procs)
 
 
 def _spark_run(url, env, ranks, *cmd, conf=()):
@@ -108,3 +79,32 @@ def test_gpus_spark_assigns_become_cuda_visible_devices(standalone_cluster):
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = _rank_lines(proc.stdout)
     assert len(lines) == 2 and all(l.split("] ")[1] in ("gpus=0", "gpus=1") for l in lines)
+
+
+_WHERE = ("import json, sys, sparkmpi_dl; "
+          "print(json.dumps(sparkmpi_dl.run(lambda: sys.executable, 2, master=sys.argv[1], "
+          "bind_host='127.0.0.1')))")
+
+
+def test_executors_run_the_drivers_venv_python_with_a_plain_path(standalone_cluster):
+    url, env = standalone_cluster
+    plain = {k: v for k, v in env.items() if k != "PYSPARK_PYTHON"}
+    proc = subprocess.run([sys.executable, "-c", _WHERE, url], capture_output=True, text=True,
+                          timeout=240, env={**plain, "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [sys.executable] * 2
+
+
+def test_executors_on_another_python_fail_at_once_naming_it(standalone_cluster):
+    url, env = standalone_cluster
+    start = time.monotonic()
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "sparkmpi-dl"),
+                           "spark-run", "--master", url, "--bind", "127.0.0.1", "-n", "2", "--",
+                           "true"], capture_output=True, text=True, timeout=240,
+                          env={**env, "PYSPARK_PYTHON": "/usr/bin/python3"})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.match(r"sparkmpi-dl: error: the executor on \S+ runs /usr/bin/python3 "
+                    r"\(Python 3\.\d+\.\d+, numpy missing\), not " + re.escape(sys.executable), last)
+    assert "Traceback" not in proc.stderr
+    assert time.monotonic() - start < 180  # JVM start-up included; no rank was started
