@@ -17,7 +17,8 @@ from typing import Any, Callable
 StageFn = Callable[[Any, Path], dict]
 """(SparkContext, report directory) -> figures for the report."""
 
-STAGE_MODULES = ("recon_env.demo", "agents.demo", "trainers.demo", "recon_datasets.demo")
+STAGE_MODULES = ("sparkmpi_dl.dataplane.demo", "recon_env.demo", "agents.demo", "trainers.demo",
+                 "recon_datasets.demo")
 
 
 def allreduce_stage(sc, out: Path) -> dict:
