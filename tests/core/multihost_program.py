@@ -49,8 +49,25 @@ def tcp_peers() -> list[str]:
     return sorted(peers)
 
 
+def pmi_process_mapping() -> str:
+    """Ask the job service for ``PMI_process_mapping`` over PMI_FD, as MPICH will (PMI-1).
+
+    Called before MPI_Init, which then starts its own conversation on the same socket.
+    """
+    with socket.socket(fileno=os.dup(int(os.environ["PMI_FD"]))) as pmi, \
+            pmi.makefile("rwb", buffering=0) as wire:
+        def ask(line: str) -> dict[str, str]:
+            wire.write(line.encode() + b"\n")
+            return dict(item.split("=", 1) for item in wire.readline().decode().split() if "=" in item)
+
+        ask("cmd=init pmi_version=1 pmi_subversion=1")
+        kvsname = ask("cmd=get_my_kvsname")["kvsname"]
+        return ask(f"cmd=get kvsname={kvsname} key=PMI_process_mapping")["value"]
+
+
 def main(outdir: Path) -> None:
     os.environ.update(HOROVOD_CONTROLLER="mpi", HOROVOD_CPU_OPERATIONS="mpi")
+    mapping = pmi_process_mapping()
     import numpy as np
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
@@ -66,7 +83,7 @@ def main(outdir: Path) -> None:
     hvd_sum = hvd.allreduce(tf.constant([float(hvd.rank() + 1)] * 3), op=hvd.Sum).numpy().tolist()
     report = {"rank": comm.rank, "size": comm.size, "hostname": socket.gethostname(),
               "processor_name": MPI.Get_processor_name(), "pid": os.getpid(),
-              "mpi_sum": total.tolist(), "node_size": node_size,
+              "mpi_sum": total.tolist(), "node_size": node_size, "process_mapping": mapping,
               "local_nranks": os.environ.get("MPI_LOCALNRANKS"),
               "hvd": {"rank": hvd.rank(), "size": hvd.size(), "local_size": hvd.local_size(),
                       "cross_size": hvd.cross_size(), "mpi": hvd.mpi_enabled(), "sum": hvd_sum},
