@@ -89,6 +89,10 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     tr.add_argument("--checkpoint-every", type=int, default=10_000,
                     help="env steps between checkpoints")
     tr.add_argument("--log-every", type=int, default=5000, help="env steps between progress lines")
+    tr.add_argument("--num-envs", type=int, default=1,
+                    help="envs stepping in parallel worker processes (gymnasium "
+                         "AsyncVectorEnv); 2 gave 2.3x the env steps/s of 1 on the 96x64^2 "
+                         "tuning scans on the crowded 2-core box (BENCHMARKS.md)")
     tr.add_argument("--resume", action="store_true",
                     help="continue RUN_DIR from its checkpoint.npz (same config; --steps may "
                          "raise the total)")
@@ -202,7 +206,8 @@ def _train(args: argparse.Namespace) -> int:
                         env_kwargs=args.env_kwargs, eval_every=args.eval_every,
                         eval_episodes=args.eval_episodes,
                         final_eval_episodes=args.final_eval_episodes,
-                        checkpoint_every=args.checkpoint_every, log_every=args.log_every)
+                        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                        num_envs=args.num_envs)
         if args.ranks != 1:
             return _train_distributed(args, run, cfg)
         train(run, cfg, args.run_dir)

@@ -46,9 +46,11 @@ class RunConfig:
     checkpoint_every: int = 10_000  # env steps; taken at the next episode end
     keep_checkpoints: bool = False  # also keep checkpoint-<step>.npz copies
     log_every: int = 5_000
+    num_envs: int = 1  # > 1: that many envs step in parallel (gymnasium AsyncVectorEnv)
 
     def validate(self) -> None:
-        for name in ("total_steps", "eval_episodes", "final_eval_episodes", "log_every"):
+        for name in ("total_steps", "eval_episodes", "final_eval_episodes", "log_every",
+                     "num_envs"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"RunConfig.{name} must be > 0, got {getattr(self, name)}")
         for name in ("eval_every", "checkpoint_every"):
@@ -173,6 +175,8 @@ class Trainer:
 
     def train(self) -> TrainResult:
         """Train until ``run.total_steps`` env steps, then evaluate and write the artefacts."""
+        if self.run.num_envs > 1:
+            return self._train_vector()
         run, p = self.run, self.progress
         next_ckpt = (p.step // run.checkpoint_every + 1) * run.checkpoint_every \
             if run.checkpoint_every else None
@@ -215,6 +219,76 @@ class Trainer:
         watch.stop()
         p.train_seconds += watch.wall
         p.mid_episode = obs is not None
+        self.save()
+        steps = p.step - step0
+        return self._finish(steps / max(watch.wall, 1e-9), steps / max(watch.cpu, 1e-9))
+
+    def _train_vector(self) -> TrainResult:
+        """``num_envs`` envs in worker processes (gymnasium ``AsyncVectorEnv``, no autoreset:
+        each new episode's seed still comes from the run's RNG). Their transitions enter the
+        replay one by one in env order, each one counting as an env step for learning,
+        evaluation, logging and checkpoints, so the schedules are those of the single-env
+        loop. Acting for all envs uses the network of the start of the vector step. A
+        checkpoint is taken when an episode ends; the other envs' unfinished episodes are
+        dropped on resume (``mid_episode``)."""
+        import gymnasium as gym
+
+        run, p, n = self.run, self.progress, self.run.num_envs
+        venv = gym.vector.AsyncVectorEnv(
+            [lambda: make_env(run.env_id, run.env_kwargs) for _ in range(n)],
+            autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+        next_ckpt = (p.step // run.checkpoint_every + 1) * run.checkpoint_every \
+            if run.checkpoint_every else None
+        obs = np.zeros((n, obs_dim(self.env)), np.float32)
+        fresh = np.ones(n, bool)
+        ep_return, ep_len = np.zeros(n), np.zeros(n, int)
+        metrics: dict[str, float] = {}
+        watch, step0 = _Stopwatch(), p.step
+        watch.start()
+        try:
+            while p.step < run.total_steps:
+                if fresh.any():
+                    seeds = [int(self.rng.integers(2**31 - 1)) if f else None for f in fresh]
+                    new_obs, _ = venv.reset(seed=seeds, options={"reset_mask": fresh})
+                    obs[fresh] = new_obs[fresh]
+                    ep_return[fresh], ep_len[fresh] = 0.0, 0
+                    fresh[:] = False
+                eps = self.epsilon(p.step)
+                actions = np.array([self._act(o, eps) for o in obs])
+                next_obs, rewards, terminated, truncated, _ = venv.step(actions)
+                for i in range(n):
+                    if p.step >= run.total_steps:
+                        break
+                    self.replay.add(obs[i], int(actions[i]), float(rewards[i]), next_obs[i],
+                                    bool(terminated[i]))
+                    ep_return[i] += float(rewards[i])
+                    ep_len[i] += 1
+                    p.step += 1
+                    metrics = self._learn() or metrics
+                    if terminated[i] or truncated[i]:
+                        p.episodes.append([p.step, float(ep_return[i]), int(ep_len[i])])
+                        self._scalars(p.step, {"charts/episode_return": float(ep_return[i]),
+                                               "charts/episode_length": int(ep_len[i]),
+                                               "charts/epsilon": eps})
+                        fresh[i] = True
+                        if next_ckpt is not None and p.step >= next_ckpt:
+                            watch.stop()
+                            p.mid_episode = not fresh.all()
+                            self._checkpoint()
+                            watch.start()
+                            next_ckpt = (p.step // run.checkpoint_every + 1) * run.checkpoint_every
+                    if run.eval_every and p.step % run.eval_every == 0:
+                        watch.stop()
+                        self._periodic_eval()
+                        watch.start()
+                    if p.step % run.log_every == 0:
+                        self._progress_line(eps, metrics, (p.step - step0) / watch.elapsed())
+                obs = np.asarray(next_obs, np.float32).copy()
+        finally:
+            venv.close()
+        watch.stop()
+        p.train_seconds += watch.wall
+        p.mid_episode = not fresh.all()
         self.save()
         steps = p.step - step0
         return self._finish(steps / max(watch.wall, 1e-9), steps / max(watch.cpu, 1e-9))
@@ -300,8 +374,12 @@ class Trainer:
 
 
 def run_record(run: RunConfig, cfg: DQNConfig) -> dict[str, Any]:
-    """The config a run folder records (``run.json``): run and DQN fields, flat."""
-    return {**dataclasses.asdict(run), **dataclasses.asdict(cfg)}
+    """The config a run folder records (``run.json``): run and DQN fields, flat
+    (``num_envs`` only when > 1, so runs recorded before it existed still resume)."""
+    record = {**dataclasses.asdict(run), **dataclasses.asdict(cfg)}
+    if run.num_envs == 1:
+        del record["num_envs"]
+    return record
 
 
 def open_run_dir(run_dir: Path, run: RunConfig, cfg: DQNConfig, resume: bool,
