@@ -215,12 +215,16 @@ def check_interpreter(sc: Any, tasks: int = 1) -> None:
 
     mine = ("%d.%d.%d" % sys.version_info[:3], numpy.__version__)
     for host, python, version, numpy_version, has_project in found:
-        wrong_path = os.path.isabs(meant) and os.path.normpath(python) != os.path.normpath(meant)
-        if wrong_path or (version, numpy_version) != mine or not has_project:
-            why = ("cannot import sparkmpi_dl" if (version, numpy_version) == mine and not wrong_path
-                   else f"not {_describe(meant if os.path.isabs(meant) else sys.executable, *mine)}")
-            raise InterpreterMismatch(
-                f"the executor on {host} runs {_describe(python, version, numpy_version)}, {why}: "
-                "set PYSPARK_PYTHON (or spark.pyspark.python) to the Python with this "
-                "project installed on every worker")
+        if os.path.isabs(meant) and os.path.normpath(python) != os.path.normpath(meant):
+            why = f"not {meant} as asked"
+        elif (version, numpy_version) != mine:
+            why = f"but this driver runs {_describe(sys.executable, *mine)}"
+        elif not has_project:
+            why = "which cannot import sparkmpi_dl"
+        else:
+            continue
+        raise InterpreterMismatch(
+            f"the executor on {host} runs {_describe(python, version, numpy_version)}, {why}: "
+            "set PYSPARK_PYTHON (or spark.pyspark.python) to the Python with this project "
+            "installed on every worker")
     _checked.add(key)
