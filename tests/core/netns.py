@@ -46,9 +46,11 @@ def unavailable_reason() -> str | None:
     except (RuntimeError, OSError) as err:
         return f"cannot create a network namespace here: {err}"
     try:
+        _ip("-n", probe, "link", "add", "br0", "type", "bridge")
+        _ip("-n", probe, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
         _ip("netns", "exec", probe, "unshare", "--uts", "--mount", "true")
     except (RuntimeError, OSError) as err:
-        return f"cannot create UTS/mount namespaces here: {err}"
+        return f"cannot build hosts in a network namespace here: {err}"
     finally:
         _ip("netns", "del", probe)
     return None
