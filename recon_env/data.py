@@ -4,7 +4,7 @@ Conventions (kept identical in the simulator, the CXI reader and the engine):
 - ``intensities[j]`` is the far-field diffraction pattern of frame j in photon counts,
   centred (zero frequency in the middle, as a detector records it), shape (F, N, N).
 - ``positions[j] = (y, x)`` is the top-left corner of frame j's N x N window in the object
-  array, in object pixels (the engine rounds to whole pixels).
+  array, in object pixels (fractional ones are modelled: engine.EngineConfig.subpixel).
 - ``mask`` is (N, N) bool, True where a detector pixel is valid.
 - Physical metadata (energy, distance, detector pixel size) are only needed for CXI and for
   converting translations in metres to object pixels.
