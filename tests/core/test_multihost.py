@@ -119,6 +119,7 @@ def _listeners(host: netns.Host, pid: int) -> list[str]:
     return found
 
 
+@pytest.mark.timeout(2 * HANG_GUARD_S)  # five JVMs and two TensorFlow imports on a busy box
 def test_ranks_on_two_hosts_talk_tcp_and_a_lost_host_fails_the_job(cluster, tmp_path):
     net, url, env = cluster
     driver_host = net.hosts["driver"]
