@@ -192,6 +192,37 @@ def _spark(fn, args: argparse.Namespace) -> list:
     return sparkmpi_dl.run(fn, args.ranks, args=(_options(args),), master=args.master)
 
 
+def _spark_cxi(args: argparse.Namespace) -> int:
+    """``recon --cxi F --spark``: Spark tasks read the frames (one partition per rank, each
+    task its own slice: ``spark_frames.read_cxi_frames``) and the ranks receive them through
+    the data plane (``sparkmpi_dl.run(fn, data=frames)``); only the small metadata goes
+    from the driver to the ranks, and no rank opens the file."""
+    from .errors import CXIFormatError
+    from .runner import cxi_file, run_recon_on_frames
+    from .spark_frames import read_cxi_frames, read_geometry
+
+    try:  # a bad file or too many ranks: one line, before Spark starts
+        geometry = read_geometry(args.cxi)
+        if geometry.n_frames < args.ranks:
+            raise ValueError(f"{geometry.n_frames} frames cannot be split over {args.ranks} "
+                             f"ranks (use --ranks {geometry.n_frames} or fewer)")
+    except (CXIFormatError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    import sparkmpi_dl
+    from pyspark.sql import SparkSession
+    from sparkmpi_dl.launch.spark import spark_context
+
+    spark = SparkSession(spark_context(None, args.master))
+    frames = read_cxi_frames(spark, args.cxi, args.ranks)
+    print(f"Spark tasks read {geometry.n_frames} frames of {geometry.frame_size}x"
+          f"{geometry.frame_size} from {args.cxi} into {args.ranks} partitions, one per rank",
+          flush=True)
+    options = {**_options(args), "cxi_file": cxi_file(args.cxi)}
+    sparkmpi_dl.run(run_recon_on_frames, data=frames, args=(options, geometry))
+    return 0
+
+
 def recon_command(args: argparse.Namespace) -> int:
     from .engine import check_parameters
 
@@ -219,6 +250,8 @@ def recon_command(args: argparse.Namespace) -> int:
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+    if args.spark and args.cxi:
+        return _spark_cxi(args)
     if args.spark:
         from .runner import run_recon
 

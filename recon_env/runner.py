@@ -107,8 +107,19 @@ def _log(comm, text: str) -> None:
         print(text, flush=True)
 
 
-def run_recon(options: dict) -> dict:
-    """Reconstruct and (rank 0) write recon.cxi, object.png, errors.png, summary.json."""
+def run_recon_on_frames(table, options: dict, geometry) -> dict:
+    """``run_recon`` on the frames the data plane handed this rank (``recon --cxi F --spark``):
+    ``table`` is this rank's partition of ``spark_frames.read_cxi_frames``, ``geometry`` the
+    scan's metadata read on the driver; the rank never opens the CXI file."""
+    from .spark_frames import frames_to_data
+
+    return run_recon(options, share=lambda comm: frames_to_data(table, geometry))
+
+
+def run_recon(options: dict, share=None) -> dict:
+    """Reconstruct and (rank 0) write recon.cxi, object.png, errors.png, summary.json.
+
+    ``share(comm)``, when given, returns this rank's frames instead of ``load_share``."""
     from .comm import make_comm
 
     _select_device(options)
@@ -116,7 +127,7 @@ def run_recon(options: dict) -> dict:
     steering, agent = load_agent(options["agent"]) if options.get("agent") else (None, None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NegativeIntensityWarning)
-        data = load_share(options, comm)
+        data = share(comm) if share is not None else load_share(options, comm)
     for w in caught:
         if not issubclass(w.category, NegativeIntensityWarning):
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
@@ -193,9 +204,9 @@ def _inputs(options: dict, data, rec, comm, agent) -> dict:
                     "threads": options.get("threads", 1), "comm": getattr(comm, "kind", "serial"),
                     "argv": options.get("argv")}
     if options.get("cxi"):
-        path = Path(options["cxi"]).resolve()
-        stat = path.stat()
-        inputs["cxi"] = {"path": str(path), "bytes": stat.st_size, "mtime": stat.st_mtime,
+        # the Spark path's ranks never open the file: the driver stat()ed it for them
+        seen = options.get("cxi_file") or cxi_file(options["cxi"])
+        inputs["cxi"] = {**seen,
                          "frames": int(data.meta.get("total_frames", data.n_frames)),
                          "frame_size": data.frame_shape[0]}
     else:
@@ -206,6 +217,13 @@ def _inputs(options: dict, data, rec, comm, agent) -> dict:
                                                                 or agent.every),
                            "trained": agent.trained}
     return inputs
+
+
+def cxi_file(path) -> dict:
+    """The input file as summary.json records it: absolute path, size and mtime."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return {"path": str(resolved), "bytes": stat.st_size, "mtime": stat.st_mtime}
 
 
 def _jsonable(value):
