@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparkmpi_dl.pmi.auth import Hello, join
+from sparkmpi_dl.pmi.keepalive import keep_alive
 
 KILL_GRACE_S = 3.0
 _PR_SET_PDEATHSIG = 1
@@ -81,6 +82,7 @@ class _Control:
     """The task's end of the control channel: JSON lines, writes serialised by a lock."""
 
     def __init__(self, sock: socket.socket) -> None:
+        keep_alive(sock)  # a driver that becomes unreachable stops the rank in seconds
         self.sock = sock
         self.reader = sock.makefile("rb")
         self.lock = threading.Lock()

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from sparkmpi_dl.pmi import auth
+from sparkmpi_dl.pmi.keepalive import keep_alive
 from sparkmpi_dl.pmi.mapping import local_ranks
 from sparkmpi_dl.pmi.refusals import RefusalLog
 from sparkmpi_dl.pmi.session import PmiSession, ProtocolViolation
@@ -413,6 +414,8 @@ class JobService:
 
     async def _serve_ctl(self, state: EpochState, hello: auth.Hello, reader, writer) -> None:
         channel = CtlChannel(writer)
+        if (sock := writer.get_extra_info("socket")) is not None:
+            keep_alive(sock)  # a worker host that goes silent fails the job in seconds
         state.ctl[hello.rank] = channel
         state.hosts[hello.rank] = hello.host
         await state.notify()
@@ -423,7 +426,7 @@ class JobService:
         while True:
             try:
                 line = await reader.readuntil(b"\n")
-            except (asyncio.IncompleteReadError, ConnectionError):
+            except (asyncio.IncompleteReadError, OSError):  # OSError: ETIMEDOUT from keepalive
                 break
             except asyncio.LimitOverrunError:
                 await reader.read(CTL_LINE_LIMIT)

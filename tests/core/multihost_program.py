@@ -1,6 +1,10 @@
-"""The rank program of the multi-host test (``python -m tests.core.multihost_program OUTDIR``).
+"""Programs of the multi-host tests, run as ``python -m tests.core.multihost_program NAME ARGS``.
 
-Each rank runs an mpi4py Allreduce and a Horovod allreduce (MPI controller), then writes
+``ranks OUTDIR``: the rank program of the Spark test (below). ``service INFO HOST`` and
+``task INFO RANK``: a job service and a launching task without Spark, each on its own
+host, for the test that cuts a host's network; their ranks run ``idle_rank``.
+
+In ``ranks OUTDIR`` each rank runs an mpi4py Allreduce and a Horovod allreduce (MPI controller), then writes
 what it saw to ``OUTDIR/rank<N>.json``: its hostname, whether MPICH put the other rank on
 its node, the TCP peers of its own sockets (evidence that MPI traffic went over the
 network), and the job service's address as its PMI connection sees it. It then stays in
@@ -97,5 +101,45 @@ def main(outdir: Path) -> None:
         time.sleep(1)
 
 
+def service(info: Path, host: str) -> None:
+    """A job service for two ranks on ``host``; prints its outcome once the job ends."""
+    from sparkmpi_dl.pmi import JobService
+    with JobService(2, host=host, output=lambda rank, _, line: print(f"[rank {rank}] {line}",
+                                                                       flush=True)) as svc:
+        tmp = info.with_suffix(".tmp")
+        tmp.write_text(json.dumps([svc.address, svc.secret, svc.job_id]))
+        tmp.rename(info)
+        outcome = svc.wait(600)
+    print(f"outcome: {outcome.failure.describe() if outcome and outcome.failure else outcome}",
+          flush=True)
+
+
+def task(info: Path, rank: int) -> None:
+    """What a Spark task does for its rank, here started by hand on a host of the test."""
+    from sparkmpi_dl.launch.rank import RankSpec, run_rank
+    address, secret, job = json.loads(info.read_text())
+    argv = (sys.executable, "-m", "tests.core.multihost_program", "idle_rank")
+    run_rank(RankSpec(tuple(address), secret, job, argv=argv), rank, epoch=0)
+
+
+def idle_rank() -> None:
+    """One Allreduce, then stay in the job until stopped."""
+    import numpy as np
+    from mpi4py import MPI
+    total = np.zeros(1)
+    MPI.COMM_WORLD.Allreduce(np.ones(1), total)
+    print(f"allreduce {total[0]:.0f}", flush=True)
+    while True:
+        time.sleep(1)
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    name, args = sys.argv[1], sys.argv[2:]
+    if name == "ranks":
+        main(Path(args[0]))
+    elif name == "service":
+        service(Path(args[0]), args[1])
+    elif name == "task":
+        task(Path(args[0]), int(args[1]))
+    else:
+        idle_rank()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from sparkmpi_dl.pmi import keepalive
 from tests.core import netns
 from tests.core.spark_cluster import MASTER_READY, start_spark_class, wait_for_log
 
@@ -130,7 +131,8 @@ def test_ranks_on_two_hosts_talk_tcp_and_a_lost_host_fails_the_job(cluster, tmp_
         driver = subprocess.Popen(
             driver_host.command([sys.executable, "-m", "sparkmpi_dl", "spark-run", "--master", url,
                                  *(arg for item in DRIVER_CONF for arg in ("--conf", item)), "-n", "2",
-                                 "--", sys.executable, "-m", "tests.core.multihost_program", str(outdir)]),
+                                 "--", sys.executable, "-m", "tests.core.multihost_program", "ranks",
+                                 str(outdir)]),
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         reports = _wait_for_reports(outdir, driver, log)
@@ -181,6 +183,55 @@ def test_ranks_on_two_hosts_talk_tcp_and_a_lost_host_fails_the_job(cluster, tmp_
         if driver.poll() is None:
             driver.kill()
             driver.wait(10)
+
+
+def test_a_host_that_goes_silent_fails_the_job_within_the_keepalive_time(tmp_path):
+    """A worker host whose network is cut sends no FIN or RST: only keepalive can tell.
+
+    The job service (driver host) and two launching tasks (worker hosts) run as the Spark
+    path runs them, without Spark; each rank does an MPI Allreduce, then idles in the job.
+    """
+    reason = netns.unavailable_reason()
+    if reason:
+        pytest.skip(f"separate hosts need network namespaces: {reason}")
+    program = [sys.executable, "-m", "tests.core.multihost_program"]
+    env = _env(tmp_path)
+    info, log = tmp_path / "job.json", tmp_path / "service.log"
+    procs: list[subprocess.Popen] = []
+
+    def start(host: netns.Host, args: list[str], out: Path) -> subprocess.Popen:
+        with open(out, "w") as stream:
+            procs.append(subprocess.Popen(host.command(program + args), stdout=stream,
+                                          stderr=subprocess.STDOUT, env=env))
+        return procs[-1]
+
+    net = netns.Network(("driver", "worker1", "worker2"), tmp_path)
+    try:
+        net.create()
+        service = start(net.hosts["driver"], ["service", str(info), net.hosts["driver"].address], log)
+        while not info.exists() and service.poll() is None:
+            time.sleep(0.05)
+        tasks = [start(net.hosts[f"worker{r + 1}"], ["task", str(info), str(r)], tmp_path / f"task{r}.log")
+                 for r in range(2)]
+        for r in range(2):
+            wait_for_log(log, f"[rank {r}] allreduce 2", 60, service)
+        lost = net.hosts["worker2"]
+        start_s = time.monotonic()
+        lost.run(["ip", "link", "set", "eth0", "down"])
+        silent_s = keepalive.IDLE_S + keepalive.INTERVAL_S * keepalive.PROBES
+        wait_for_log(log, "outcome:", silent_s + 30, service)
+        elapsed = time.monotonic() - start_s
+        outcome = next(line for line in log.read_text().splitlines() if line.startswith("outcome:"))
+        print(f"the job failed {elapsed:.1f} s after its host went silent: {outcome}")
+        assert f"rank 1 lost contact with its launching task on host {lost.hostname}" in outcome
+        assert elapsed < silent_s + 10
+        # the cut-off side stops its rank too: its task lost the driver the same way
+        assert tasks[1].wait(30) != 0
+        assert "stopped because lost contact with the driver" in (tmp_path / "task1.log").read_text()
+    finally:
+        net.close()
+        for proc in procs:
+            proc.wait(10)
 
 
 def _driver_python_pid(host: netns.Host, launcher_pid: int) -> int:
