@@ -98,21 +98,44 @@ def place(sc: SparkContext, data: DataFrame | RDD, num_proc: int | None, slot_wa
         raise NotEnoughSlots(
             f"{what} but the cluster at {sc.master} offers {slots} task slots: pass "
             f"num_proc={slots} (or fewer) to coalesce the data, or add executors or cores") from None
+    if wanted == parts and _barrier_refuses(data):
+        print(f"sparkmpi-dl: the data's plan coalesces or unions partitions, which a barrier stage "
+              f"refuses; local-checkpointing its {parts} partitions first", flush=True)
+        return _checkpointed(data, wanted)
     if wanted == parts:
         return Placed(data, wanted)
     if wanted < parts:
         print(f"sparkmpi-dl: coalescing the data's {parts} partitions to {wanted} (one per rank; "
               "no shuffle, local-checkpointed for the barrier stage)", flush=True)
-        if isinstance(data, DataFrame):
-            placed = data.coalesce(wanted).localCheckpoint(eager=True)
-            return Placed(placed, wanted, _checkpoint_rdd(placed))
-        rdd = data.coalesce(wanted)
-        rdd.localCheckpoint()
-        rdd.count()
-        return Placed(rdd, wanted, rdd)
+        return _checkpointed(data.coalesce(wanted), wanted)
     print(f"sparkmpi-dl: repartitioning the data's {parts} partitions to {wanted} (one per rank; "
           "a shuffle)", flush=True)
     return Placed(data.repartition(wanted), wanted)
+
+
+_REFUSED_IN_BARRIER = ("Coalesce", "Union", "PartitionPruning", "CoalescedRDD", "UnionRDD")
+"""Plan nodes / RDDs whose ancestors have another partition count: Spark refuses a barrier
+stage over them (SPARK-24820), so such data is local-checkpointed first."""
+
+
+def _barrier_refuses(data: DataFrame | RDD) -> bool:
+    try:
+        if isinstance(data, DataFrame):
+            plan = data._jdf.queryExecution().executedPlan().toString()
+        else:
+            plan = data.toDebugString().decode()
+    except Exception:
+        return False
+    return any(name in plan for name in _REFUSED_IN_BARRIER)
+
+
+def _checkpointed(data: DataFrame | RDD, num_proc: int) -> Placed:
+    if isinstance(data, DataFrame):
+        placed = data.localCheckpoint(eager=True)
+        return Placed(placed, num_proc, _checkpoint_rdd(placed))
+    data.localCheckpoint()
+    data.count()
+    return Placed(data, num_proc, data)
 
 
 def _checkpoint_rdd(df: DataFrame) -> Any:

@@ -162,3 +162,21 @@ def test_column_as_array_views_list_and_binary_columns_without_copy():
     ragged = pa.table({"f": pa.array([[1.0], [1.0, 2.0]], pa.list_(pa.float32()))})
     with pytest.raises(ValueError, match=r"column 'f' holds 1\.\.2 values per row, shape asks for 1"):
         column_as_array(ragged, "f", (), np.float32)
+
+
+def test_a_coalesced_or_unioned_dataframe_still_gets_one_rank_per_partition(spark, capsys):
+    def rows(table):
+        return table.num_rows
+
+    coalesced = frames(spark, partitions=4).coalesce(2)
+    assert rows_of(sparkmpi_dl.run(rows, data=coalesced, output=Lines())) == 12
+    assert "local-checkpointing its 2 partitions first" in capsys.readouterr().out
+    unioned = frames(spark, rows=4, partitions=1).union(frames(spark, rows=4, partitions=1))
+    assert sparkmpi_dl.run(rows, data=unioned, output=Lines()) == [4, 4]
+    rdd = spark.sparkContext.parallelize(range(8), 4).coalesce(2)
+    assert sparkmpi_dl.run(len, data=rdd, output=Lines()) == [4, 4]
+
+
+def rows_of(counts):
+    assert len(counts) == 2
+    return sum(counts)
