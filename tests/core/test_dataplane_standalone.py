@@ -1,0 +1,43 @@
+"""The data plane on the standalone cluster the core tests start (master + 2 workers)."""
+import json
+import subprocess
+import sys
+import textwrap
+
+from tests.core.test_spark_standalone import standalone_cluster  # noqa: F401 (the fixture)
+
+JOB = textwrap.dedent("""
+    import json, sys
+    import sparkmpi_dl
+    from pyspark.sql import SparkSession
+
+    spark = (SparkSession.builder.master(sys.argv[1]).config("spark.driver.host", "127.0.0.1")
+             .config("spark.ui.enabled", "false").getOrCreate())
+    spark.sparkContext.setLogLevel("OFF")
+
+    def mine(table):
+        import os
+        from mpi4py import MPI
+        return (table["id"].to_pylist(), MPI.COMM_WORLD.allreduce(sum(table["id"].to_pylist())),
+                os.environ["SPARKMPI_DATA"].startswith("/dev/fd/"))
+
+    df = spark.range(0, 8, numPartitions=2).selectExpr("id", "array(id, id) as pair")
+    centred = sparkmpi_dl.map_in_mpi(df, lambda t: t.select(["id"]), "id long", bind_host="127.0.0.1",
+                                     output=lambda *a: None)
+    print("RESULT " + json.dumps([sparkmpi_dl.run(mine, data=df, bind_host="127.0.0.1",
+                                                  output=lambda *a: None),
+                                  sorted(r.id for r in centred.collect())]))
+""")
+
+
+def test_ranks_over_partitions_on_two_standalone_workers(standalone_cluster, tmp_path):  # noqa: F811
+    url, env = standalone_cluster
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    proc = subprocess.run([sys.executable, str(script), url], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
+    ranks, ids = json.loads(line[len("RESULT "):])
+    assert ranks == [[[0, 1, 2, 3], 28, True], [[4, 5, 6, 7], 28, True]]
+    assert ids == list(range(8))
