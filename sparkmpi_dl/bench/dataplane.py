@@ -204,6 +204,7 @@ def _main(args: argparse.Namespace) -> int:
     sc = spark_context(master=args.master or f"local[{args.ranks}]", app_name="sparkmpi-dl bench dataplane",
                        conf={"spark.driver.memory": args.driver_memory,
                              "spark.sql.execution.arrow.maxRecordsPerBatch": "2048",
+                             "spark.driver.maxResultSize": "0",  # collect takes all the data
                              "spark.ui.enabled": "false"})
     result = measure(SparkSession(sc), args.ranks, args.mb, args.repeat, args.column)
     print(f"{result['bytes'] / 2**20:.0f} MB to {args.ranks} ranks (median of {args.repeat}): "
