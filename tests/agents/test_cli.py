@@ -56,7 +56,8 @@ def test_train_then_eval_and_resume_longer(tmp_path: Path, capsys):
     code, out = run_cli(capsys, "agent", "eval", "--run-dir", str(tmp_path / "nope"))
     assert code == 2 and "no config.json" in out
     code, out = run_cli(capsys, "agent", "compare", "--run-dir", str(tmp_path))
-    assert code == 2 and "compare needs a recon_env run" in out
+    assert code == 2 and "trained on 'CartPole-v1'; steering plays 'recon_env/PtychoTuning-v0'" \
+        in out
 
 
 def test_distributed_training_keeps_ranks_identical(tmp_path: Path, capsys):
