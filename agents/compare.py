@@ -206,9 +206,9 @@ def interval95(values: list[float]) -> tuple[float, float, float]:
 
 
 def summarize(runs: dict[str, list[Run]], reference: str) -> list[dict[str, Any]]:
-    """Per method: mean and 95 % interval of the true phase RMS (diverged runs counted at
-    the start error of their scan is not known here, so at 1 rad), geometric-mean model error,
-    the share of scans worse than ``reference`` by more than 10 %."""
+    """Per method: mean and 95 % interval of the true phase RMS (a diverged run counts as
+    1 rad), its ratio to ``reference``'s mean, the share of scans worse than ``reference`` by
+    more than 10 %, the geometric-mean final model error, the diverged count."""
     ref = [r.phase_rms for r in runs[reference]]
     rows = []
     for name, rs in runs.items():
