@@ -31,6 +31,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
 def _add_broker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", metavar="redis://HOST:PORT",
                    help="a running Redis; default: the broker an earlier 'stream' command "
@@ -121,6 +128,9 @@ def register(commands, bench) -> None:
     r.add_argument("--end-timeout", dest="end_timeout", type=_seconds, default=120.0,
                    metavar="S", help="give up (saving the partial result) when no data came "
                    "for S seconds and no end-of-scan record (default 120)")
+    r.add_argument("--start-fraction", dest="start_fraction", type=_fraction, default=0.5,
+                   metavar="F", help="iterate once this fraction of the scan's frames is in "
+                   "(a few frames give an ill-posed start that later frames do not repair)")
     r.add_argument("--algorithm", choices=("dm", "raar"), default="dm",
                    help="without --agent: the algorithm of every iteration")
     r.add_argument("--beta", type=float, help="without --agent: the relaxation beta")
@@ -188,6 +198,7 @@ def recon_command(args: argparse.Namespace) -> int:
                         agent=args.agent, agent_every=args.agent_every,
                         iterations_per_batch=args.iterations_per_batch,
                         final_iterations=args.final_iterations, end_timeout=args.end_timeout,
+                        start_fraction=args.start_fraction,
                         algorithm=args.algorithm, beta=args.beta, threads=args.threads,
                         master=args.master)
     try:

@@ -333,9 +333,8 @@ def run_batch(table, ctx: dict) -> dict:
     cols = _columns(table)
     start, other_starts, new_start = _take_start(world, cols, state, sd, log)
     used = None
-    if state.shared:
-        with np.load(sd.path(state.shared)) as z:
-            used = z["used"].copy()
+    if state.used:
+        used = np.load(sd.path(state.used))
     elif start is not None:
         used = np.zeros(start.n_frames, bool)
     picked = _accept_frames(world, cols, start, used, log)
@@ -369,13 +368,21 @@ def run_batch(table, ctx: dict) -> dict:
     n_old = len(frames[1]) - len(rows)
     if used is not None and len(picked["taken"]):
         used[picked["taken"]] = True
+        if rank == 0:  # every rank computed the same bitmap
+            path = sd.batch_dir(batch) / "used.npy"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_npy(path, used)
+            report["used"] = sd.rel(path)
     report["load_s"] = time.perf_counter() - t0
+    # iterations start once enough of the scan is in: a few frames give an ill-posed
+    # object and probe that later frames do not repair (see README "Live reconstruction")
+    enough = used is not None and used.sum() >= float(ctx.get("start_fraction", 0)) * start.n_frames
     has_frames = len(frames[1]) > 0
     sub = world.Split(0 if has_frames else MPI.UNDEFINED, rank)
     anyone_new = world.allreduce(len(rows), op=MPI.SUM) > 0
     # the end of the scan is in this batch (on some rank): finish in the same job
     scan_ends = state.end is None and world.allreduce(len(ends), op=MPI.SUM) > 0
-    if has_frames and (anyone_new or scan_ends or ctx.get("iterate_without_frames")):
+    if has_frames and ((anyone_new and enough) or scan_ends or ctx.get("iterate_without_frames")):
         batch_dir = sd.batch_dir(batch)
         batch_dir.mkdir(parents=True, exist_ok=True)
         rec, _ = _reconstructor(sub, sd, state, start, rank, frames, n_old, ctx)
@@ -386,8 +393,9 @@ def run_batch(table, ctx: dict) -> dict:
         report["frames_local"] = len(frames[1])
         if scan_ends:
             report["final"] = _final(rec, sub, sd, rank, used, ctx)
-    elif has_frames:  # nothing new anywhere: keep the committed files
+    elif has_frames:  # no iterations: keep the committed files
         report["psi"] = state.psi.get(str(rank))
+        report["waiting"] = not enough
     if sub != MPI.COMM_NULL:
         sub.Free()
     report["seconds"] = time.perf_counter() - t0
@@ -410,8 +418,8 @@ def run_final(ctx: dict) -> dict:
     sub = world.Split(0 if has_frames else MPI.UNDEFINED, rank)
     if not has_frames:
         return {"rank": rank, "result": None}
-    rec, shared = _reconstructor(sub, sd, state, start, rank, frames, len(frames[1]), ctx)
-    out = {"rank": rank, "result": _final(rec, sub, sd, rank, shared["used"], ctx)}
+    rec, _ = _reconstructor(sub, sd, state, start, rank, frames, len(frames[1]), ctx)
+    out = {"rank": rank, "result": _final(rec, sub, sd, rank, np.load(sd.path(state.used)), ctx)}
     sub.Free()
     return out
 

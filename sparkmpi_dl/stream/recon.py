@@ -54,6 +54,7 @@ class ReconOptions:
     iterations_per_batch: int = 5
     final_iterations: int = 50
     end_timeout: float = 120.0
+    start_fraction: float = 0.5
     algorithm: str = "dm"
     beta: float | None = None
     threads: int = 1
@@ -65,6 +66,7 @@ class ReconOptions:
         """The arguments a restart must repeat (others may change between runs)."""
         return {"ranks": self.ranks, "prefix": self.prefix, "backend": self.backend,
                 "agent": self.agent, "iterations_per_batch": self.iterations_per_batch,
+                "start_fraction": self.start_fraction,
                 "algorithm": self.algorithm, "beta": self.beta, "engine": self.engine}
 
 
@@ -101,6 +103,7 @@ class OnlineReconstruction:
     def _ctx(self, batch_id: int, iterations: int) -> dict:
         return {"root": str(self.sd.root), "batch": batch_id, "state": self.state.to_json(),
                 "iterations": iterations, "final_iterations": self.opts.final_iterations,
+                "start_fraction": self.opts.start_fraction,
                 "backend": self.opts.backend,
                 "threads": self.opts.threads, "algorithm": self.opts.algorithm,
                 "beta": self.opts.beta, "agent": self.opts.agent,
@@ -127,7 +130,8 @@ class OnlineReconstruction:
             self.last_data = time.monotonic()
 
     def _handle(self, df, batch_id: int) -> None:
-        from .handoff import run_on_partitions
+        import sparkmpi_dl
+
         from .online import run_batch
 
         if self.done.is_set():
@@ -140,9 +144,9 @@ class OnlineReconstruction:
         self._fault("in-batch", batch_id)
         self.sd.prepare(batch_id)
         ctx = self._ctx(batch_id, self.opts.iterations_per_batch)
-        reports = run_on_partitions(df, run_batch, self.opts.ranks, args=(ctx,),
-                                    spark=self.spark,
-                                    workdir=self.sd.root / "incoming" / f"b{batch_id}")
+        # the data plane: rank r gets partition r of the micro-batch as a pyarrow Table
+        reports = sparkmpi_dl.run(run_batch, self.opts.ranks, data=df, args=(ctx,),
+                                  spark=self.spark)
         metrics = self._merge(reports, batch_id)
         self.sd.commit(self.state)
         seconds = time.monotonic() - t0
@@ -179,6 +183,8 @@ class OnlineReconstruction:
                 st.psi[str(rep["rank"])] = rep["psi"]
             if rep.get("shared"):
                 st.shared = rep["shared"]
+            if rep.get("used"):
+                st.used = rep["used"]
             if rep.get("metrics"):
                 metrics = rep["metrics"]
             for stream, eid in (rep.get("last_ids") or {}).items():
@@ -195,8 +201,9 @@ class OnlineReconstruction:
         new = sum(rep["accepted"] for rep in reports)
         self.batch_seconds.append(seconds)
         if metrics is None:
-            extra = ("waiting for the start record" if st.start is None
-                     else "no new frames")
+            extra = ("waiting for the start record" if st.start is None else
+                     f"iterations start at {self.opts.start_fraction:.0%} of the frames"
+                     if any(rep.get("waiting") for rep in reports) else "no new frames")
             self.say(f"batch {batch_id}: {used}/{total} frames ({extra}), {seconds:.1f} s")
             return
         self.say(f"batch {batch_id}: {used}/{total} frames, fourier_error "
@@ -238,7 +245,7 @@ class OnlineReconstruction:
 
         st = self.state
         t0 = time.monotonic()
-        if st.shared is None:  # nothing reconstructed: only the counts
+        if not any(st.chunks.values()):  # no frame arrived: only the counts
             summary = self._summary(None, complete, reason, 0.0, 0.0)
             write_json(self.out / "summary.json", summary)
             st.final = {"summary": "summary.json", "complete": complete}
@@ -309,10 +316,9 @@ class OnlineReconstruction:
         st = self.state
         c = st.counts
         n_frames = st.start["n_frames"] if st.start else None
-        used_idx = np.zeros(0, bool)
-        if st.shared:
-            with np.load(self.sd.path(st.shared)) as z:
-                used_idx = z["used"].copy()
+        used_idx = np.zeros(n_frames or 0, bool)
+        if st.used:
+            used_idx = np.load(self.sd.path(st.used))
         missing = [int(i) for i in np.flatnonzero(~used_idx)] if n_frames else []
         summary: dict[str, Any] = {
             "scan": st.scan, "complete": complete, "reason": reason,

@@ -11,8 +11,9 @@ A restarted driver finds everything here (``<out>/checkpoint/recon/``):
 * ``frames/rank<r>-b<batch>.npz``: frames rank ``r`` accepted in a batch (intensities,
   frame indices, positions). Written once: frames stay on the rank that first got them.
 * ``b<batch>/rank<r>-psi.npy``: rank ``r``'s exit waves after that batch.
-* ``b<batch>/shared.npz``: object, probe, illumination, per-iteration history and the
-  bitmap of frame indices used so far (identical on every rank, written by one).
+* ``b<batch>/shared.npz``: object, probe, illumination and per-iteration history
+  (identical on every rank, written by one); ``b<batch>/used.npy``: the bitmap of frame
+  indices used so far.
 
 Spark may re-run a batch whose state was committed but whose commit Spark had not yet
 recorded (a crash in between); :meth:`StreamState.applied` makes that a no-op.
@@ -80,6 +81,7 @@ class StreamState:
         "rejected_reasons": {}, "other_scans": 0})
     batches_with_frames: int = 0
     read_to: dict[str, str] = field(default_factory=dict)      # stream -> last entry id read
+    used: str | None = None              # relative path of the used-frames bitmap
     final: dict | None = None            # summary of the final step, once done
 
     def applied(self, batch_id: int) -> bool:
@@ -140,7 +142,8 @@ class StateDir:
         """Make ``state`` the committed one, then drop batch folders it no longer needs."""
         self.root.mkdir(parents=True, exist_ok=True)
         write_json(self.state_file, state.to_json())
-        keep = {Path(p).parts[0] for p in [state.shared or "", *state.psi.values()] if p}
+        keep = {Path(p).parts[0] for p in [state.shared or "", state.used or "",
+                                           *state.psi.values()] if p}
         for child in self.root.iterdir():
             if child.is_dir() and child.name.startswith("b") and child.name[1:].isdigit() \
                     and child.name not in keep:

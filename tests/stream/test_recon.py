@@ -28,7 +28,7 @@ def scan():
     return simulated_scan(SIM, scan_id="scan-t")
 
 
-def _send(client, scan, frames=range(64), start=True, end=True, extra=()) -> None:
+def _send(client, scan, frames=range(64), start=True, end=True, extra=(), published=64) -> None:
     """Publish by hand (to control exactly what the consumer sees)."""
     keys = stream_keys("sparkmpi", K)
     client.hset("sparkmpi:config", mapping={"streams": K, "max_len": 2048})
@@ -40,7 +40,7 @@ def _send(client, scan, frames=range(64), start=True, end=True, extra=()) -> Non
     for key, fields in extra:
         client.xadd(key, fields)
     if end:
-        client.xadd(keys[0], end_fields("scan-t", len(frames)))
+        client.xadd(keys[0], end_fields("scan-t", published))
 
 
 def _quality(out: Path, scan) -> float:
@@ -126,7 +126,7 @@ def test_driver_killed_mid_scan_resumes_exactly_once(broker, scan, tmp_path):
     the restarted command re-plans batch 0, sees it applied, and goes on; every frame is
     used exactly once and the image is as good as an offline reconstruction."""
     client = broker.client()
-    _send(client, scan, frames=range(32), end=False)
+    _send(client, scan, frames=range(48), end=False)
     out = tmp_path / "killed"
     first = _cli(out, broker.url, SPARKMPI_STREAM_FAULT="after-commit:0")
     deadline = time.monotonic() + 400
@@ -138,7 +138,7 @@ def test_driver_killed_mid_scan_resumes_exactly_once(broker, scan, tmp_path):
     finally:
         os.killpg(first.pid, signal.SIGKILL)
     first.wait(60)
-    _send(client, scan, frames=range(32, 64), start=False, end=True)
+    _send(client, scan, frames=range(48, 64), start=False, end=True)
     second = _cli(out, broker.url)
     try:
         text, _ = second.communicate(timeout=600)
