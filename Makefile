@@ -1,10 +1,10 @@
-# The two commands: `make demo` and `make test`. Both set up .venv first (idempotent).
+# The two commands: `make demo` and `make test` (lint, then the tests). Both set up .venv first (idempotent).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -12,7 +12,10 @@ setup:
 demo: setup
 	$(PY) -m sparkmpi_dl.demo
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup lint
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 clean:
