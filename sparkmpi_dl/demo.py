@@ -18,7 +18,7 @@ StageFn = Callable[[Any, Path], dict]
 """(SparkContext, report directory) -> figures for the report."""
 
 STAGE_MODULES = ("sparkmpi_dl.dataplane.demo", "recon_env.demo", "agents.demo", "trainers.demo",
-                 "recon_datasets.demo")
+                 "recon_datasets.demo", "sparkmpi_dl.stream.demo")
 
 
 def allreduce_stage(sc, out: Path) -> dict:
