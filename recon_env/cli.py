@@ -213,14 +213,36 @@ def _spark_cxi(args: argparse.Namespace) -> int:
     from pyspark.sql import SparkSession
     from sparkmpi_dl.launch.spark import spark_context
 
-    spark = SparkSession(spark_context(None, args.master))
+    sc = spark_context(None, args.master)  # a wrong --master: one line (SparkSetupError)
+    spark = SparkSession.getActiveSession() or SparkSession(sc)
     frames = read_cxi_frames(spark, args.cxi, args.ranks)
     print(f"Spark tasks read {geometry.n_frames} frames of {geometry.frame_size}x"
           f"{geometry.frame_size} from {args.cxi} into {args.ranks} partitions, one per rank",
           flush=True)
     options = {**_options(args), "cxi_file": cxi_file(args.cxi)}
-    sparkmpi_dl.run(run_recon_on_frames, data=frames, args=(options, geometry))
+    try:
+        sparkmpi_dl.run(run_recon_on_frames, data=frames, args=(options, geometry))
+    except sparkmpi_dl.JobFailed as err:
+        problem = _task_cxi_error(err)
+        if problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr)  # a frame a Spark task could not read
+        return 2
     return 0
+
+
+def _task_cxi_error(err: BaseException) -> str | None:
+    """The CXIFormatError line of a Spark task that failed reading frames (e.g. a NaN in a
+    frame), found in the Spark error the job failure was raised from; None if there is none."""
+    marker = "CXIFormatError: "
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen and getattr(err, "failure", None) is None:
+        seen.add(id(err))
+        for line in str(err).splitlines():
+            if marker in line:
+                return line.split(marker, 1)[1].strip()
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def recon_command(args: argparse.Namespace) -> int:

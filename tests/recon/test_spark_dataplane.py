@@ -126,3 +126,26 @@ def test_recon_cli_spark_bad_cxi_is_one_line_before_spark_starts(tmp_path):
                 "--out", str(tmp_path / "o"), timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "broken.cxi" in proc.stderr, proc.stderr
+
+
+def test_a_frame_a_spark_task_cannot_read_is_one_line(spark, tmp_path, capsys):
+    """A NaN in frame 12 (partition 1's slice; the driver reads only frame 0): the reading
+    task fails, and the command says which file and HDF5 path in one line, exit code 2."""
+    import h5py
+
+    from recon_env.cli import main
+
+    path = tmp_path / "nan.cxi"
+    write_cxi(path, simulate(SimulationConfig(n_frames=16, frame_size=SIZE,
+                                              probe_diameter=SIZE * 40 / 128, photons=1e6)))
+    with h5py.File(path, "r+") as f:
+        data = f["/entry_1/instrument_1/detector_1/data"]
+        frame = data[12]
+        frame[3, 3] = np.nan
+        data[12] = frame
+    code = main(["recon", "--cxi", str(path), "--spark", "--ranks", "2", "--iterations", "2",
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.splitlines()[-1] == (f"error: {path}: /entry_1/instrument_1/detector_1/data: "
+                                    "contains NaN or inf"), err
