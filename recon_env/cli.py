@@ -39,11 +39,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _SparkMaster(argparse.Action):
+    """``--master URL`` means the ranks run in Spark: it sets ``--spark`` too."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.spark = True
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     add_num_proc(p, dest="ranks", type=_positive_int, default=1, help="MPI ranks (frames split)")
     p.add_argument("--spark", action="store_true", help="run the ranks as Spark barrier tasks")
-    p.add_argument("--master", default=None,
-                   help="with --spark: Spark master URL (default: spark-submit's, else local[*])")
+    p.add_argument("--master", default=None, action=_SparkMaster,
+                   help="Spark master URL; implies --spark (default: spark-submit's, "
+                        "else local[*])")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
                    help="array library (cupy: NVIDIA GPU)")
     p.add_argument("--threads", type=_positive_int, default=1,

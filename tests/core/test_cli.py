@@ -102,3 +102,5 @@ def test_one_flag_name_per_concept_across_subcommands():
     args = parser.parse_args(["dataset", "build", "--out", "d", "--photons", "1e4,1e6"])
     assert args.log10_photons == pytest.approx((4.0, 6.0))
     assert parser.parse_args(["recon", "--simulate", "--photons", "1e6"]).photons == 1e6
+    # --master is never silently ignored: on recon it means the Spark path
+    assert parser.parse_args(["recon", "--simulate", "--master", "local[2]"]).spark
