@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 
 def _add_launch_options(parser: argparse.ArgumentParser) -> None:

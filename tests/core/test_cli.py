@@ -69,7 +69,6 @@ def test_every_option_of_every_subcommand_has_help_and_shows_its_default():
     missing = [(p.prog, a.option_strings) for p in _all_parsers() for a in p._actions
                if a.option_strings and not a.help]
     assert not missing
-    from sparkmpi_dl.cli import build_parser
     proc = _cli("bench", "allreduce", "--help")
     assert re.search(r"--size SIZE\s+.*\(default: 2000000\)", proc.stdout)
 
