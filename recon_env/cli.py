@@ -49,7 +49,8 @@ class _SparkMaster(argparse.Action):
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     add_num_proc(p, dest="ranks", type=_positive_int, default=1, help="MPI ranks (frames split)")
-    p.add_argument("--spark", action="store_true", help="run the ranks as Spark barrier tasks")
+    p.add_argument("--spark", action="store_true", help="run the ranks as Spark barrier tasks "
+                   "(with --cxi: Spark tasks read the frames and hand them to the ranks)")
     p.add_argument("--master", default=None, action=_SparkMaster,
                    help="Spark master URL; implies --spark (default: spark-submit's, "
                         "else local[*])")
