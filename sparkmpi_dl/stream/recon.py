@@ -149,6 +149,10 @@ class OnlineReconstruction:
                                   spark=self.spark)
         metrics = self._merge(reports, batch_id)
         self.sd.commit(self.state)
+        # the batch is applied for good: free its entries now, not when Spark commits it at
+        # the next batch's start, which a publisher waiting at the backlog bound would never
+        # let come (a re-run of this batch after a crash reads nothing and is skipped)
+        self._trim_read()
         seconds = time.monotonic() - t0
         self._show(batch_id, reports, metrics, seconds)
         self._fault("after-commit", batch_id)
@@ -411,8 +415,9 @@ class OnlineReconstruction:
         reason = (f"no end-of-scan record for {scan} within {self.opts.end_timeout:g} s of "
                   f"the last data ({used}/{total} frames used)")
         self.finalize(complete=False, reason=reason)
-        print(f"error: {reason}; saved the partial result in {self.out}/recon.cxi",
-              file=sys.stderr, flush=True)
+        saved = (f"saved the partial result in {self.out}/recon.cxi" if used
+                 else f"no frame to reconstruct; counts in {self.out}/summary.json")
+        print(f"error: {reason}; {saved}", file=sys.stderr, flush=True)
         return 3
 
     def _wait_for_streams(self) -> list[str]:
