@@ -746,7 +746,7 @@ class Reconstructor:
 
     def _restart_frames(self, changed: np.ndarray) -> None:
         """psi_j = P_j O_j for the frames flagged in ``changed`` (host bool per frame)."""
-        xp, km = self.xp, self.K
+        km = self.K
 
         def reset(work, s, e, acc):
             rows = np.repeat(changed[s:e], km)

@@ -1,6 +1,5 @@
 """The data plane on a local[4] Spark: ranks over a DataFrame's or an RDD's partitions."""
 import os
-import subprocess
 import sys
 import textwrap
 import time

@@ -1,5 +1,4 @@
 """Horovod on DataFrames: each Horovod rank gets its own partition through the data plane."""
-from dataclasses import replace
 
 import numpy as np
 
