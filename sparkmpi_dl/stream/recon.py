@@ -16,19 +16,18 @@ state (a batch whose state was already committed is not applied twice).
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .records import DEFAULT_PREFIX, config_key, stream_keys
-from .state import StateDir, StreamState, write_json
+from .state import StateDir, write_json
 
 RUN_KIND = "stream-recon"
 FAULT_ENV = "SPARKMPI_STREAM_FAULT"
