@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -53,10 +54,15 @@ def test_publisher_waits_at_the_bound_and_drops_nothing(broker, scan):
     key = stream_keys("sparkmpi", 1)[0]
     got, max_len_seen = [], [0]
     finished = threading.Event()
+    out = io.StringIO()
 
     def consume():
         last = "0-0"
         c = broker.client()
+        # Slower than the publisher by construction, not by timing: take nothing until the
+        # publisher has said it is held at the bound (a fast reader could otherwise keep up).
+        while "waiting for the consumer" not in out.getvalue() and not finished.is_set():
+            time.sleep(0.005)
         while True:
             max_len_seen[0] = max(max_len_seen[0], c.xlen(key))
             entries = c.xread({key: last}, count=16, block=100)
@@ -70,7 +76,6 @@ def test_publisher_waits_at_the_bound_and_drops_nothing(broker, scan):
 
     reader = threading.Thread(target=consume)
     reader.start()
-    out = io.StringIO()
     try:
         stats = publish(client, scan, PublishOptions(streams=1, rate=None, max_len=64), out=out)
     finally:
