@@ -135,12 +135,7 @@ class NumpyOps:
         big = fft2(f, self.workers)
         frames = big.shape[0] // modes
         absbuf, devbuf = absbuf[:frames], devbuf[:frames]
-        if modes == 1:
-            np.abs(big, out=absbuf)
-        else:
-            b4 = big.reshape(frames, modes, *big.shape[1:])
-            np.sum(b4.real**2 + b4.imag**2, axis=1, out=absbuf)
-            np.sqrt(absbuf, out=absbuf)
+        _fourier_modulus(big, modes, out=absbuf)
         np.subtract(absbuf, amp, out=devbuf)
         if maskf is not None:
             devbuf *= maskf
@@ -161,7 +156,7 @@ class NumpyOps:
         if modes == 1:
             _scale(big, absbuf)
         else:
-            _scale(b4, absbuf[:, None])
+            _scale(big.reshape(frames, modes, *big.shape[1:]), absbuf[:, None])
         return ifft2(big, self.workers), err
 
     def fourier_update(self, psi, po, amp, maskf, notmask, coef, pbound, fbuf, absbuf, devbuf,
@@ -200,11 +195,7 @@ class NumpyOps:
         big = fft2(waves, self.workers)
         frames = big.shape[0] // modes
         absbuf, devbuf = absbuf[:frames], devbuf[:frames]
-        if modes == 1:
-            np.abs(big, out=absbuf)
-        else:
-            b4 = big.reshape(frames, modes, *big.shape[1:])
-            np.sqrt(np.sum(b4.real**2 + b4.imag**2, axis=1), out=absbuf)
+        _fourier_modulus(big, modes, out=absbuf)
         np.subtract(absbuf, amp, out=devbuf)
         if maskf is not None:
             devbuf *= maskf
@@ -214,3 +205,14 @@ class NumpyOps:
         """Returns (P_F(psi), per-frame errors); psi untouched."""
         np.copyto(fbuf, psi)
         return self._modulus(fbuf, amp, maskf, notmask, pbound, absbuf, devbuf, modes)
+
+
+def _fourier_modulus(big: np.ndarray, modes: int, out: np.ndarray) -> None:
+    """|FFT| per pixel into ``out``; with ``modes`` > 1 consecutive views' intensities add
+    (mixed states), so the modulus is the root of their summed intensities."""
+    if modes == 1:
+        np.abs(big, out=out)
+        return
+    b4 = big.reshape(out.shape[0], modes, *big.shape[1:])
+    np.sum(b4.real**2 + b4.imag**2, axis=1, out=out)
+    np.sqrt(out, out=out)
