@@ -1,15 +1,11 @@
-import sys
-
 import pytest
+
+from tests.spark_session import quiet_local_session
 
 
 @pytest.fixture(scope="session")
 def spark():
     """One local Spark session for the core tests: 4 slots."""
-    from pyspark.sql import SparkSession
-    session = (SparkSession.builder.master("local[4]").appName("sparkmpi-dl-tests")
-               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-               .config("spark.pyspark.python", sys.executable).getOrCreate())
-    session.sparkContext.setLogLevel("OFF")
+    session = quiet_local_session("local[4]", "sparkmpi-dl-tests")
     yield session
     session.stop()

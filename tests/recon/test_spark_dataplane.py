@@ -10,6 +10,7 @@ import pytest
 
 from recon_env.cxi import read_cxi, read_result_cxi, write_cxi
 from recon_env.engine import frame_range
+from tests.spark_session import quiet_local_session
 from recon_env.simulate import SimulationConfig, simulate
 
 FRAMES, SIZE, ITERATIONS = 64, 32, 6
@@ -26,11 +27,7 @@ def scan(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def spark():
-    from pyspark.sql import SparkSession
-    session = (SparkSession.builder.master("local[3]").appName("recon-spark-dataplane-tests")
-               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-               .config("spark.pyspark.python", sys.executable).getOrCreate())
-    session.sparkContext.setLogLevel("OFF")
+    session = quiet_local_session("local[3]", "recon-spark-dataplane-tests")
     yield session
     session.stop()
 
