@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sparkmpi_dl.flags import add_frame_size, add_num_proc
+from sparkmpi_dl.flags import add_frame_size, add_num_proc, positive_int
 
 MPI_ENV = ("PMI_RANK", "PMI_FD", "PMI_PORT", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
 
@@ -32,13 +32,6 @@ def _shape(text: str) -> int:
     return value
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 class _SparkMaster(argparse.Action):
     """``--master URL`` means the ranks run in Spark: it sets ``--spark`` too."""
 
@@ -48,7 +41,7 @@ class _SparkMaster(argparse.Action):
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    add_num_proc(p, dest="ranks", type=_positive_int, default=1, help="MPI ranks (frames split)")
+    add_num_proc(p, dest="ranks", type=positive_int, default=1, help="MPI ranks (frames split)")
     p.add_argument("--spark", action="store_true", help="run the ranks as Spark barrier tasks "
                    "(with --cxi: Spark tasks read the frames and hand them to the ranks)")
     p.add_argument("--master", default=None, action=_SparkMaster,
@@ -56,7 +49,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "else local[*])")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
                    help="array library (cupy: NVIDIA GPU)")
-    p.add_argument("--threads", type=_positive_int, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="threads per rank (numpy backend: frame blocks processed in parallel)")
     p.add_argument("--comm", choices=("auto", "serial", "mpi", "nccl"), default="auto",
                    help="how ranks sum: auto = NCCL for cupy, host MPI otherwise")
@@ -64,11 +57,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="Difference Map or RAAR")
     p.add_argument("--seed", type=int, default=0, help="simulation noise and engine start seed")
     p.add_argument("--photons", type=float, default=1e8, help="photons per frame (simulation)")
-    p.add_argument("--overlap-iterations", dest="overlap_iterations", type=_positive_int,
+    p.add_argument("--overlap-iterations", dest="overlap_iterations", type=positive_int,
                    help="inner overlap-projection iterations (default: the engine's)")
     p.add_argument("--probe-update-start", dest="probe_update_start", type=int,
                    help="iteration from which the probe is refined (default: the engine's)")
-    p.add_argument("--block-frames", dest="block_frames", type=_positive_int,
+    p.add_argument("--block-frames", dest="block_frames", type=positive_int,
                    help="frames processed per block (default: the engine's)")
     p.add_argument("--host-frames", dest="host_frames", action="store_const", const=True,
                    help="with --backend cupy: keep frames in host memory, stream blocks")
@@ -101,7 +94,7 @@ def _add_issue14(p: argparse.ArgumentParser) -> None:
                    help="first iteration that refines positions (default: the engine's)")
     p.add_argument("--position-step", dest="position_step_max", type=float, metavar="PX",
                    help="largest position change per frame and iteration (default: the engine's)")
-    p.add_argument("--probe-modes", dest="probe_modes", type=_positive_int, metavar="K",
+    p.add_argument("--probe-modes", dest="probe_modes", type=positive_int, metavar="K",
                    help="reconstruct K incoherent probe modes (power fractions in "
                    "summary.json and modes.png)")
     p.add_argument("--mode-powers", dest="mode_powers", type=_fractions, metavar="F1,F2,..",
@@ -120,7 +113,7 @@ def register(commands, bench) -> None:
     p.add_argument("--beta", type=float, help="DM/RAAR relaxation (default: the algorithm's)")
     p.add_argument("--gamma1", type=float, help="DM gamma1 (default: the engine's)")
     p.add_argument("--gamma2", type=float, help="DM gamma2 (default: the engine's)")
-    p.add_argument("--frames", dest="n_frames", type=_positive_int, default=512,
+    p.add_argument("--frames", dest="n_frames", type=positive_int, default=512,
                    help="diffraction frames (simulation)")
     add_frame_size(p, type=_shape, default=128, help="detector pixels per side (simulation)")
     p.add_argument("--scan", choices=("fermat", "raster", "concentric"),
@@ -138,7 +131,7 @@ def register(commands, bench) -> None:
                    help="Fourier-constraint power bound (noise tolerance)")
     _add_issue14(p)
     p.add_argument("--save-simulation", metavar="FILE", help="also write the simulated data as CXI")
-    p.add_argument("--report-every", dest="report_every", type=_positive_int, default=10,
+    p.add_argument("--report-every", dest="report_every", type=positive_int, default=10,
                    help="iterations between progress lines")
     p.add_argument("--out", default="recon-out",
                    help="output folder; must be absent or empty (see --overwrite)")
@@ -148,17 +141,17 @@ def register(commands, bench) -> None:
                    help="a trained tuning agent (an `agent train` run folder, or 'pretrained' "
                    "for the shipped one) picks the algorithm and beta every --agent-every "
                    "iterations from the measured errors; --algorithm/--beta are then ignored")
-    p.add_argument("--agent-every", dest="agent_every", type=_positive_int, metavar="K",
+    p.add_argument("--agent-every", dest="agent_every", type=positive_int, metavar="K",
                    help="iterations between the agent's decisions (default: the interval it "
                    "was trained with)")
     _add_common(p)
     p.set_defaults(func=recon_command)
 
     b = bench.add_parser("recon", help="seconds per DM iteration on simulated data")
-    b.add_argument("--frames", dest="n_frames", type=_positive_int, default=512,
+    b.add_argument("--frames", dest="n_frames", type=positive_int, default=512,
                    help="simulated diffraction frames")
     add_frame_size(b, type=_shape, default=128, help="detector pixels per side")
-    b.add_argument("--iterations", type=_positive_int, default=100, help="timed iterations")
+    b.add_argument("--iterations", type=positive_int, default=100, help="timed iterations")
     b.add_argument("--warmup", type=int, default=2, help="untimed iterations (kernel compile)")
     b.add_argument("--json", action="store_true", help="print one JSON line")
     _add_common(b)

@@ -18,6 +18,14 @@ import argparse
 from typing import Any
 
 
+
+def positive_int(text: str) -> int:
+    """argparse type for counts that must be at least 1 (ranks, iterations, frames)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
 def add_aliased(parser: Any, names: tuple[str, ...], hidden: tuple[str, ...], *,
                 dest: str, required: bool = False, **kwargs: Any) -> argparse.Action:
     """Add the option ``names`` (shown) and ``hidden`` (accepted, not shown) for one ``dest``.

@@ -5,16 +5,9 @@ import argparse
 import json
 import sys
 
-from sparkmpi_dl.flags import add_frame_size, add_num_proc
+from sparkmpi_dl.flags import add_frame_size, add_num_proc, positive_int
 
 from .records import DEFAULT_MAX_LEN, DEFAULT_PREFIX
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _count(text: str) -> int:
@@ -50,7 +43,7 @@ def _add_simulation(p: argparse.ArgumentParser) -> None:
     from recon_env.cli import _shape
 
     g = p.add_argument_group("simulation (with --simulate)")
-    g.add_argument("--frames", dest="n_frames", type=_positive_int, default=512,
+    g.add_argument("--frames", dest="n_frames", type=positive_int, default=512,
                    help="diffraction frames")
     add_frame_size(g, type=_shape, default=128, help="detector pixels per side")
     g.add_argument("--photons", type=float, default=1e8, help="photons per frame")
@@ -89,9 +82,9 @@ def register(commands, bench) -> None:
     src.add_argument("--simulate", action="store_true", help="simulate the scan (see below)")
     p.add_argument("--rate", type=float, default=100.0, metavar="FRAMES_PER_S",
                    help="frames per second (default 100; 0 = as fast as the broker takes them)")
-    p.add_argument("--streams", type=_positive_int, default=2, metavar="K",
+    p.add_argument("--streams", type=positive_int, default=2, metavar="K",
                    help="streams (topics) the frames are spread over by frame index (default 2)")
-    p.add_argument("--max-len", dest="max_len", type=_positive_int, default=DEFAULT_MAX_LEN,
+    p.add_argument("--max-len", dest="max_len", type=positive_int, default=DEFAULT_MAX_LEN,
                    help=f"unconsumed entries per stream at which the publisher waits "
                         f"(default {DEFAULT_MAX_LEN})")
     p.add_argument("--scan-id", dest="scan_id", help="scan id (default: scan-<time>-<random>)")
@@ -109,7 +102,7 @@ def register(commands, bench) -> None:
                        "events and a line per batch, then after the end-of-scan record the "
                        "final iterations, recon.cxi, object.png, errors.png and summary.json. "
                        "Run the same command again after a crash to resume.")
-    add_num_proc(r, dest="ranks", type=_positive_int, default=2, help="MPI ranks (default 2)")
+    add_num_proc(r, dest="ranks", type=positive_int, default=2, help="MPI ranks (default 2)")
     r.add_argument("--trigger", type=_seconds, default=2.0, metavar="SECONDS",
                    help="micro-batch interval (default 2)")
     r.add_argument("--out", required=True, metavar="DIR",
@@ -119,7 +112,7 @@ def register(commands, bench) -> None:
     r.add_argument("--agent", metavar="RUN_DIR",
                    help="a trained tuning agent ('agent train' run folder, or 'pretrained') "
                         "picks algorithm and beta for each batch's iterations")
-    r.add_argument("--agent-every", dest="agent_every", type=_positive_int, metavar="K",
+    r.add_argument("--agent-every", dest="agent_every", type=positive_int, metavar="K",
                    help="iterations between the agent's decisions (default: its training's)")
     r.add_argument("--iterations-per-batch", dest="iterations_per_batch", type=_count, default=5,
                    help="iterations run on each micro-batch's frames")
@@ -134,7 +127,7 @@ def register(commands, bench) -> None:
     r.add_argument("--algorithm", choices=("dm", "raar"), default="dm",
                    help="without --agent: the algorithm of every iteration")
     r.add_argument("--beta", type=float, help="without --agent: the relaxation beta")
-    r.add_argument("--threads", type=_positive_int, default=1, help="threads per rank (numpy)")
+    r.add_argument("--threads", type=positive_int, default=1, help="threads per rank (numpy)")
     r.add_argument("--master", help="Spark master (default local[max(ranks, cores)])")
     _add_broker(r)
     r.set_defaults(func=recon_command)
