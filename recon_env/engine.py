@@ -216,10 +216,6 @@ class Reconstructor:
         self.amp = self.ops.host_array(amp) if self.streaming else amp
         self.amp_norm = float(self.comm.allreduce_scalars(
             [float(amx.sum(amp * amp, dtype=np.float64))])[0])
-        if hasattr(self.ops, "psi_bound") and self.local_frames:
-            # 8 x the largest frame norm: ~2^22 headroom left in the GPU's fixed-point sums
-            peak = float((amp * amp).sum(axis=(-2, -1)).max())
-            self.ops.psi_bound = 8.0 * math.sqrt(max(peak, 1e-30))
         if self.amp_norm <= 0:
             raise ValueError("the data contain no photons in valid pixels")
         self.npix_valid = int(np.asarray(data.mask).sum())
@@ -743,6 +739,12 @@ class Reconstructor:
         changed = (self.iyf_host != old_y) | (self.ixf_host != old_x)
         if changed.any():
             self._restart_frames(changed)
+
+    def join_frames(self, frames: np.ndarray) -> None:
+        """Start the exit waves of the frames flagged in ``frames`` (host bool, one per local
+        frame) as ``P O`` of the current object and probe: how frames join a running
+        reconstruction (live scans, restored states)."""
+        self._restart_frames(np.asarray(frames, dtype=bool))
 
     def _restart_frames(self, changed: np.ndarray) -> None:
         """psi_j = P_j O_j for the frames flagged in ``changed`` (host bool per frame)."""
