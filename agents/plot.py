@@ -126,3 +126,39 @@ def plot_method_comparison(rows: list[dict], runs: dict[str, list], reference: s
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_true_error_curves(panels: list[tuple[str, dict[str, list[list[float]]]]], path: Path,
+                           title: str) -> Path:
+    """One panel per scan: true phase RMS after registration vs iteration for each method
+    (curves as [iteration, error] pairs); the dotted line is the first curve's final error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(len(panels), 3)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), dpi=100,
+                             squeeze=False)
+    for ax, (name, curves) in zip(axes.flat, panels):
+        for i, (label, curve) in enumerate(curves.items()):
+            if not curve:
+                continue
+            pts = np.asarray(curve, float)
+            ax.plot(pts[:, 0], pts[:, 1], marker=".", lw=1.4, label=label)
+            if i == 0:
+                ax.axhline(pts[-1, 1], color="C0", ls=":", lw=0.9)
+        ax.set_yscale("log")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("true phase RMS (rad)")
+        ax.set_title(name, fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -1,5 +1,6 @@
 """``agent compare``: every method on the same held-out scans, scored by the truth; the
 statistics, the BO baseline and the command line."""
+import dataclasses
 import json
 import math
 import subprocess
@@ -11,7 +12,8 @@ import pytest
 from scipy import stats
 
 from agents.bo import minimize_scalar_bo
-from agents.compare import CompareConfig, Run, compare, interval95, iterations_to_reach, summarize
+from agents.compare import (CompareConfig, Run, compare, interval95, iterations_fraction,
+                            iterations_to_reach, reach, reach_summary, score_scan, summarize)
 from agents.steer import Agent
 from recon_env.observation import N_ACTIONS, OBS_SIZE
 
@@ -86,6 +88,8 @@ def test_console_script_error_is_one_line(tmp_path: Path):
     (["--agent", "no/such/run"], "no/such/run: no config.json"),
     (["--agent", "pretrained", "--bo-budget-trials", "1"], "--bo-budget-trials in"),
     (["--agent", "pretrained", "--generator", "huge"], "unknown preset 'huge'"),
+    (["--agent", "pretrained", "--reach", "--best-fixed", "er:0.5"], "--best-fixed wants"),
+    (["--agent", "pretrained", "--best-fixed", "raar:1.5"], "got 'raar:1.5'"),
 ])
 def test_bad_arguments_are_one_line(args, message, tmp_path: Path, capsys):
     from sparkmpi_dl.cli import main
@@ -93,3 +97,51 @@ def test_bad_arguments_are_one_line(args, message, tmp_path: Path, capsys):
     assert main(["agent", "compare", "--out", str(tmp_path / "c"), *args]) == 2
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and lines[0].startswith("agent compare: error")
+
+
+def test_reach_is_counted_after_the_start_and_flags_scans_that_got_worse():
+    # every run starts at iteration 0 with the start error: that never counts as reaching
+    assert iterations_fraction([[0, 0.1], [5, 0.3], [10, 0.2]], 0.2, 10) == 1.0
+    assert iterations_fraction([[0, 0.1], [5, 0.3]], 0.2, 10) == math.inf
+    summary = reach_summary([0.5, 0.9, math.inf, 0.25], [True, True, False, False])
+    assert summary["median_fraction"] == pytest.approx(0.7)  # median of 0.25, 0.5, 0.9, inf
+    assert summary["scans_within_target"] == 2 and summary["scans_reached"] == 3
+    assert summary["median_fraction_where_best_fixed_improved"] == pytest.approx(0.7)
+    assert summary["within_target_where_best_fixed_improved"] == 1
+
+
+def test_reach_with_a_given_best_fixed_setting(tmp_path: Path):
+    """--reach --best-fixed: no grid search; plain-DM agent vs best fixed DM 1 play the same
+    iterations, so the agent reaches the final error at the latest at the end of the budget."""
+    config = dataclasses.replace(TINY, best_fixed=("dm", 1.0))
+    result = reach({"keep": keep_plain_dm()}, config, tmp_path, log=lambda m: None)
+    assert result["grid"] == [] and result["best_fixed"]["source"] == "given"
+    for row in result["scans"]:
+        agent = row["agents"]["keep"]
+        assert agent["phase_rms"] == pytest.approx(row["best_fixed_phase_rms"], rel=1e-12)
+        assert 0 < agent["fraction"] <= 1.0 and agent["curve"][0][0] == 0
+        assert row["best_fixed_improved"] == (row["best_fixed_phase_rms"]
+                                              < row["start_phase_rms"])
+    assert result["summary"]["keep"]["scans"] == 2
+    assert "| keep |" in (tmp_path / "reach.md").read_text()
+    assert (tmp_path / "reach.png").stat().st_size > 5_000
+
+
+def test_demo_scoring_of_one_held_out_scan():
+    """The demo's agent stage: agent, best fixed and plain DM on the same held-out scan as
+    `agent compare` draws it, truth-scored from the same start."""
+    from agents.compare import draw_scans
+    from agents.demo import verdict
+
+    runs = score_scan(keep_plain_dm(), TINY, 1, ("raar", 0.5))
+    agent, best, plain = runs.values()
+    assert best.method == "best fixed RAAR 0.5" and plain.method == "plain DM (beta 1)"
+    assert agent.phase_rms == pytest.approx(plain.phase_rms, rel=1e-12)  # keep-dm is plain DM
+    assert agent.curve[0] == best.curve[0] == plain.curve[0]  # same scan, same start
+    assert [p[0] for p in plain.curve] == [0, 5, 6] and [p[0] for p in agent.curve] == [0, 3, 6]
+    # scan index 1 is the second held-out scan of `agent compare`
+    assert draw_scans(TINY, TINY.test_seed, 2, heldout=True)[1] == \
+        draw_scans(TINY, TINY.test_seed + 1, 1, heldout=True)[0]
+    assert verdict(0.8, 1.0, "X") == "agent 20% better than X"
+    assert verdict(1.25, 1.0, "X") == "agent 25% worse than X"
+    assert verdict(1.005, 1.0, "X") == "agent level with X"
