@@ -15,6 +15,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from recon_datasets.arguments import config_from_args
+
 
 def measure(config, tasks: list[int], repeat: int, master: str | None) -> dict:
     """Median scans/min per task count, and each count's ratio to the first one."""
@@ -55,8 +57,6 @@ def measure(config, tasks: list[int], repeat: int, master: str | None) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    from recon_datasets.cli import config_from_args
-
     if args.repeat < 1 or not args.tasks or min(args.tasks) < 1:
         print("sparkmpi-dl bench dataset: error: --repeat and --tasks must be >= 1")
         return 2

@@ -5,7 +5,6 @@ tasks can receive it) and are called on every rank; rank 0 prints and writes the
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -18,6 +17,7 @@ import numpy as np
 
 from .engine import EngineConfig, Reconstructor, frame_range
 from .errors import NegativeIntensityWarning
+from sparkmpi_dl import plugins
 
 SIM_KEYS = ("n_frames", "frame_size", "probe", "probe_diameter", "probe_defocus", "object",
             "scan", "overlap", "jitter", "photons", "bad_pixels", "beamstop", "seed",
@@ -63,12 +63,13 @@ def load_share(options: dict, comm):
 def load_agent(spec: str):
     """The steering agent named by ``--agent`` (a run folder or 'pretrained').
 
-    The agents package sits above recon_env (core <- recon_env <- agents): it is imported
-    here, on demand, never at module level; the interface used is ``load_agent(spec)`` and
+    The agents package sits above recon_env (core <- recon_env <- agents): it declares its
+    steering module as the entry point ``recon_env.steering`` (pyproject.toml), loaded here
+    on demand; the interface used is ``load_agent(spec)`` and
     ``steer(reconstructor, agent, every=, iterations=, on_step=)``."""
     try:
-        steering = importlib.import_module("agents.steer")
-    except ImportError as err:
+        steering = plugins.load(plugins.STEERING)
+    except (ImportError, plugins.PluginMissing) as err:
         raise ValueError(f"--agent needs the project's agents package ({err})") from err
     return steering, steering.load_agent(spec)
 

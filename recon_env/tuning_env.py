@@ -37,7 +37,7 @@ error removed over the episode, and the start error does not depend on the actio
   Only for simulated scans with ground truth (training); the observation stays measured.
   ``info["true_phase_rms"]`` carries E at reset and after every step.
 Optional reward term without ground truth (``estimator=PATH`` to a model from
-``sparkmpi-dl dataset train-estimator``): at truncation the last reward gains
+``sparkmpi-dl dataset train-estimator``, or any ``PhaseErrorEstimator`` object): at truncation the last reward gains
 ``estimator_weight * (log10 E_0 - log10 E_T)``, where E is the estimator's prediction of the
 true phase RMS from the current image and the measured error curve; ``info`` carries
 ``estimated_phase_rms`` at reset and at truncation, beside the ``truth_*`` metrics.
@@ -65,7 +65,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -73,6 +73,7 @@ import numpy as np
 from recon_env.observation import (ALGORITHMS, BETAS, CLIP, N_ACTIONS, OBS_SIZE, MeasuredTrack,
                                    discrete_action)
 from recon_env.observation import log10 as _log10
+from sparkmpi_dl import plugins
 
 ENV_ID = "recon_env/PtychoTuning-v0"
 CONTINUOUS_ENV_ID = "recon_env/PtychoTuningContinuous-v0"
@@ -81,6 +82,18 @@ RENDER_MODES = ("rgb_array",)
 __all__ = ["ALGORITHMS", "BETAS", "CLIP", "CONTINUOUS_ENV_ID", "ENV_ID", "OBS_SIZE", "REWARDS",
            "PtychoTuningContinuousEnv", "PtychoTuningEnv", "ScanGenerator", "register_envs",
            "simulate_scan"]
+
+
+class PhaseErrorEstimator(Protocol):
+    """What the ``estimator`` reward term needs: a prediction of the true phase RMS (rad) of a
+    running reconstruction from its measured data only. The env owns this interface; the
+    implementation comes from above (recon_datasets.estimator.QualityEstimator, declared as
+    an entry point of the group ``recon_env.estimators``), so recon_env never imports it."""
+
+    history: int  # length of the fourier_error history the estimator reads
+
+    def from_reconstructor(self, rec: Any, fourier_error: list[float], max_iterations: int) -> float:
+        ...
 
 
 @dataclass
@@ -247,7 +260,7 @@ class PtychoTuningEnv(gym.Env):
                  divergence_penalty: float = 2.0, generator: ScanGenerator | dict | str | None = None,
                  engine: dict[str, Any] | None = None, backend: str = "numpy",
                  truth_metrics: bool = True, comm: str = "serial",
-                 estimator: str | None = None, estimator_weight: float = 1.0,
+                 estimator: str | PhaseErrorEstimator | None = None, estimator_weight: float = 1.0,
                  reward: str = "model_error", render_mode: str | None = None) -> None:
         if iterations_per_step < 1:
             raise ValueError(f"PtychoTuningEnv: iterations_per_step must be >= 1, "
@@ -281,11 +294,15 @@ class PtychoTuningEnv(gym.Env):
         self.truth_metrics = truth_metrics
         if estimator_weight < 0:
             raise ValueError(f"PtychoTuningEnv: estimator_weight must be >= 0, got {estimator_weight}")
-        if estimator is not None and not Path(estimator).exists():
+        if isinstance(estimator, (str, Path)) and not Path(estimator).exists():
             raise ValueError(f"PtychoTuningEnv: estimator model {estimator!r} does not exist "
                              "(train one with `sparkmpi-dl dataset train-estimator`)")
-        self.estimator_path, self.estimator_weight = estimator, float(estimator_weight)
-        self._estimator = None  # loaded on first use: TensorFlow takes seconds to import
+        # a model path is loaded on first use (TensorFlow takes seconds to import)
+        self.estimator_path = str(estimator) if isinstance(estimator, (str, Path)) else None
+        self.estimator_weight = float(estimator_weight)
+        self._estimator: PhaseErrorEstimator | None = (
+            None if estimator is None or self.estimator_path is not None else estimator)
+        self._estimator_on = estimator is not None
         self._estimate_start: float | None = None
         if reward not in REWARDS:
             raise ValueError(f"PtychoTuningEnv: reward must be one of {REWARDS}, got {reward!r}")
@@ -343,7 +360,7 @@ class PtychoTuningEnv(gym.Env):
                                  "with ground truth")
             self._true_errors = [_log10(self._true_phase_rms())]
             info["true_phase_rms"] = 10.0 ** self._true_errors[0]
-        if self.estimator_path is not None:
+        if self._estimator_on:
             self._estimate_start = self._estimated_phase_rms()
             info["estimated_phase_rms"] = self._estimate_start
         return self._observation(), info
@@ -355,9 +372,7 @@ class PtychoTuningEnv(gym.Env):
     def _estimated_phase_rms(self) -> float:
         """The quality estimator's prediction of the true phase RMS (rad), measured data only."""
         if self._estimator is None:
-            from recon_datasets.estimator import QualityEstimator
-
-            self._estimator = QualityEstimator(self.estimator_path)
+            self._estimator = plugins.load(plugins.ESTIMATORS)(self.estimator_path)
         return self._estimator.from_reconstructor(self.recon, self.recon.history["fourier_error"],
                                                   self._estimator.history)
 
@@ -406,7 +421,7 @@ class PtychoTuningEnv(gym.Env):
         truncated = self._track.iterations >= self.budget
         info.update(fourier_errors=errors, model_error=float(out["model_error"]),
                     iteration=self._track.iterations)
-        if truncated and self.estimator_path is not None:
+        if truncated and self._estimator_on:
             # estimator reward term: decades of predicted true phase error removed this episode
             estimate = self._estimated_phase_rms()
             reward += self.estimator_weight * (_log10(self._estimate_start) - _log10(estimate))

@@ -6,16 +6,23 @@
     sparkmpi_dl.run_local(fn, 4)                        # same, without Spark
     sparkmpi_dl.run(fn, data=df)                        # one rank per partition (dataplane)
 
-Heavy imports (pyspark) happen on first use so that ``import sparkmpi_dl`` stays cheap.
+Heavy imports (pyspark) happen on first use so that ``import sparkmpi_dl`` stays cheap;
+type checkers see the real functions through the ``TYPE_CHECKING`` imports below.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sparkmpi_dl.api import run, run_command
+    from sparkmpi_dl.dataplane.driver import map_in_mpi
+    from sparkmpi_dl.launch.local import JobFailed, mpirun, run_local
+    from sparkmpi_dl.launch.spark import NotEnoughSlots
 
 __all__ = ["run", "run_command", "run_local", "mpirun", "map_in_mpi", "JobFailed", "NotEnoughSlots"]
 
 _EXPORTS = {
-    "run": "sparkmpi_dl.launch.spark", "run_command": "sparkmpi_dl.launch.spark",
+    "run": "sparkmpi_dl.api", "run_command": "sparkmpi_dl.api",
     "NotEnoughSlots": "sparkmpi_dl.launch.spark", "map_in_mpi": "sparkmpi_dl.dataplane.driver",
     "run_local": "sparkmpi_dl.launch.local", "mpirun": "sparkmpi_dl.launch.local",
     "JobFailed": "sparkmpi_dl.launch.local",

@@ -1,7 +1,11 @@
 """The `sparkmpi-dl` command line.
 
 Each area of the project contributes its own subcommands through a ``register`` function,
-so this file stays a short table of contents rather than a growing switchboard:
+so this file stays a short table of contents rather than a growing switchboard. The core's
+own come from :mod:`sparkmpi_dl.commands`; the packages above the core declare theirs as
+entry points of the group ``sparkmpi_dl.commands`` (pyproject.toml), so the core never
+imports them (tests/test_architecture.py). A provider that fails to import is named in one
+warning line on stderr and the other subcommands still work:
 
     def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None
 
@@ -16,22 +20,14 @@ here in one line, never in a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import signal
 import sys
 import threading
 from importlib import metadata
 
-# Modules that contribute subcommands; a module that is not there yet is skipped.
-COMMAND_MODULES = (
-    "sparkmpi_dl.commands",
-    "recon_env.cli",
-    "agents.cli",
-    "trainers.cli",
-    "recon_datasets.cli",
-    "sparkmpi_dl.stream.cli",
-)
+from sparkmpi_dl import commands as core_commands
+from sparkmpi_dl import plugins
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -87,14 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     bench_parser = commands.add_parser("bench", help="benchmarks (figures for BENCHMARKS.md)")
     bench = bench_parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
-    for name in COMMAND_MODULES:
+    core_commands.register(commands, bench)
+    for point in plugins.entry_points(plugins.COMMANDS):
         try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name in (name, name.rpartition(".")[0]):
-                continue
-            raise
-        module.register(commands, bench)
+            register = point.load()
+        except Exception as err:  # a broken provider: say which, keep the others usable
+            print(f"sparkmpi-dl: warning: subcommands {point.name!r} ({point.value}) not available: "
+                  f"{type(err).__name__}: {failure_line(err)}", file=sys.stderr, flush=True)
+            continue
+        register(commands, bench)
     for sub in _subparsers(parser):
         sub.formatter_class = HelpFormatter
     return parser

@@ -18,24 +18,14 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script (spark-submit, mpiexec): find the project
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainers.config import add_train_arguments  # noqa: E402
-from trainers.launch import add_launch_arguments  # noqa: E402
-
-
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_train_arguments(parser)
-    add_launch_arguments(parser)
-    return parser
+from trainers.cli import build_parser, train_command  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainers.cli import _train
-
-    parser = build_parser()
+    parser = build_parser(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     args = parser.parse_args(argv)
     args.parser = parser
-    return _train(args)
+    return train_command(args)
 
 
 if __name__ == "__main__":

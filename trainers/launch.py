@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
 from sparkmpi_dl.flags import add_num_proc
+from sparkmpi_dl.launch.environment import launched_size
 from trainers.config import TrainConfig
+from trainers.train import train
 
-# Set by mpiexec/Hydra, the project's launchers, Open MPI, and horovodrun's Gloo mode.
-_RANK_VARS = ("PMI_RANK", "PMI_FD", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "HOROVOD_RANK")
-_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "HOROVOD_SIZE")
+__all__ = ["add_launch_arguments", "launched_size", "run_training", "spark_for", "summary_line"]
 
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,16 +26,6 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
                        help="Spark master URL (default: spark-submit's, else local[N])")
     group.add_argument("--local", action="store_true",
                        help="start the ranks with the local launcher instead of Spark")
-
-
-def launched_size() -> int | None:
-    """The job size if some launcher already made this process a rank, else None."""
-    if not any(v in os.environ for v in _RANK_VARS):
-        return None
-    for var in _SIZE_VARS:
-        if var in os.environ:
-            return int(os.environ[var])
-    return -1  # a rank of unknown size (Horovod will tell)
 
 
 def _absolute(config: TrainConfig) -> TrainConfig:
@@ -57,8 +46,6 @@ def spark_for(master: str | None, num_proc: int):
 def run_training(config: TrainConfig, num_proc: int | None, controller: str = "mpi",
                  master: str | None = None, local: bool = False) -> dict:
     """Train and return rank 0's summary, starting ranks only if nobody else did."""
-    from trainers.train import train
-
     size = launched_size()
     if size is not None:
         if num_proc is not None and size > 0 and num_proc != size:

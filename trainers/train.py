@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from sparkmpi_dl.horovod import exit_on_error
+from sparkmpi_dl.launch.environment import launched_size
 from trainers.config import TrainConfig
-from trainers.launch import launched_size
 
 
 def _configure_tensorflow(config: TrainConfig) -> None:

@@ -192,7 +192,7 @@ def _launch(sc: SparkContext, spec_for: Callable[[JobService], RankSpec], num_pr
     return [result for _, result in sorted(pairs, key=lambda pair: pair[0])]
 
 
-def run(fn: Callable[..., Any], num_proc: int | None = None, *, data: Any = None, args: Sequence[Any] = (),
+def run(fn: Callable[..., Any], num_proc: int | None = None, *, args: Sequence[Any] = (),
         kwargs: dict[str, Any] | None = None, spark: SparkSession | SparkContext | None = None,
         master: str | None = None, env: dict[str, str] | None = None,
         env_provider: EnvProvider | None = None, output: OutputSink | None = None,
@@ -207,17 +207,9 @@ def run(fn: Callable[..., Any], num_proc: int | None = None, *, data: Any = None
     ``spark.sparkmpi.stageRetries``, else 0) lets Spark retry the whole stage that many
     times after a failure, each attempt a fresh PMI epoch. ``timeout`` (seconds, counted
     from when the job service starts) ends the job, killing every rank, with JobFailed.
-
-    ``data`` (a DataFrame or RDD) runs one rank per partition (``num_proc`` ranks if given,
-    coalescing or repartitioning), calling ``fn(partition, *args, **kwargs)`` with a
-    ``pyarrow.Table`` or a list of records: see :mod:`sparkmpi_dl.dataplane`.
+    One rank per partition of a DataFrame is :func:`sparkmpi_dl.run` with ``data=``
+    (:mod:`sparkmpi_dl.api`, which hands it to the data plane).
     """
-    if data is not None:
-        from sparkmpi_dl.dataplane.driver import run_on_data
-        return run_on_data(fn, None, data, num_proc, args=args, kwargs=kwargs, spark=spark,
-                           master=master, env=env, env_provider=env_provider, output=output,
-                           bind_host=bind_host, start_timeout=start_timeout,
-                           slot_wait_s=slot_wait_s, stage_retries=stage_retries, timeout=timeout)
     if num_proc is None:
         raise ValueError("run needs num_proc (the number of ranks), or data= for one rank per partition")
     sc = spark_context(spark, master)
@@ -229,26 +221,17 @@ def run(fn: Callable[..., Any], num_proc: int | None = None, *, data: Any = None
     return [cloudpickle.loads(r) for r in results]
 
 
-def run_command(argv: Sequence[str], num_proc: int | None = None, *, data: Any = None, spark: SparkSession | SparkContext | None = None,
+def run_command(argv: Sequence[str], num_proc: int | None = None, *,
+                spark: SparkSession | SparkContext | None = None,
                 master: str | None = None, env: dict[str, str] | None = None,
                 env_provider: EnvProvider | None = None, output: OutputSink | None = None,
                 cwd: str | None = None, bind_host: str | None = None, start_timeout: float = 60.0,
                 slot_wait_s: float = 15.0, stage_retries: int | None = None,
                 timeout: float | None = None) -> None:
     """Run ``argv`` as ``num_proc`` MPI ranks in Spark barrier tasks; raises on failure.
-
-    With ``data`` (a DataFrame or RDD), one rank per partition, each finding its partition
-    at ``$SPARKMPI_DATA`` (an Arrow IPC file; docs/ENVIRONMENT.md).
-    """
+    (With ``data=``, one rank per partition: :func:`sparkmpi_dl.run_command`.)"""
     if not argv:
         raise ValueError("run_command needs a command to run")
-    if data is not None:
-        from sparkmpi_dl.dataplane.driver import run_on_data
-        run_on_data(None, argv, data, num_proc, spark=spark, master=master, env=env,
-                    env_provider=env_provider, output=output, cwd=cwd, bind_host=bind_host,
-                    start_timeout=start_timeout, slot_wait_s=slot_wait_s,
-                    stage_retries=stage_retries, timeout=timeout)
-        return
     if num_proc is None:
         raise ValueError("run_command needs num_proc (the number of ranks), or data= for one rank per partition")
     sc = spark_context(spark, master)

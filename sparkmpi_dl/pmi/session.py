@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import Awaitable, Callable, Protocol
 
 from sparkmpi_dl.pmi.mapping import process_mapping
+from sparkmpi_dl.pmi.refusals import RefusalLog
 from sparkmpi_dl.pmi.state import EpochState
 from sparkmpi_dl.pmi.wire import (MAX_MESSAGE_BYTES, V2_LENGTH_DIGITS, Message, WireError,
                                   format_reply, parse_v1, parse_v2_body)
-
-if TYPE_CHECKING:
-    from sparkmpi_dl.pmi.service import JobService
 
 log = logging.getLogger("sparkmpi_dl.pmi")
 
@@ -29,10 +27,21 @@ class ProtocolViolation(Exception):
     """The peer sent something that ends the conversation (oversized or unframeable)."""
 
 
+class SessionHost(Protocol):
+    """What a session needs from the job service that owns it (JobService provides it; the
+    Protocol keeps this module from importing the service, which imports this one)."""
+
+    published_names: dict[str, str]  # MPI_Publish_name: service name -> port
+    refusals: RefusalLog
+
+    async def fail(self, state: EpochState, rank: int, reason: str, exit_code: int) -> None:
+        ...
+
+
 class PmiSession:
     """Serves one rank's PMI connection until finalize, disconnect or job failure."""
 
-    def __init__(self, service: "JobService", state: EpochState, rank: int, host: str,
+    def __init__(self, service: SessionHost, state: EpochState, rank: int, host: str,
                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.service, self.state, self.rank, self.host = service, state, rank, host
         self.reader, self.writer = reader, writer
