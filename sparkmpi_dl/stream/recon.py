@@ -86,6 +86,26 @@ class OnlineReconstruction:
         self.busy = False
         self.tb = None
         self.batch_seconds: list[float] = []
+        self.ranks: Any = None
+
+    def resident_ranks(self) -> Any:
+        """The MPI ranks, started once and fed every micro-batch (``stream.rank.serve``)."""
+        if self.ranks is None:
+            from sparkmpi_dl.dataplane.persistent import ResidentRanks
+
+            from .rank import serve
+
+            self.ranks = ResidentRanks(serve, self.opts.ranks, spark=self.spark,
+                                       args=(str(self.sd.root), self.opts.backend))
+        return self.ranks
+
+    def stop_ranks(self) -> None:
+        if self.ranks is not None:
+            ranks, self.ranks = self.ranks, None
+            if self.error is None:
+                ranks.close()
+            else:  # a failed batch: end the feed without waiting for the ranks' results
+                ranks.__exit__(type(self.error), self.error, None)
 
     # ------------------------------------------------------------ output helpers
     def say(self, text: str) -> None:
@@ -129,10 +149,6 @@ class OnlineReconstruction:
             self.last_data = time.monotonic()
 
     def _handle(self, df, batch_id: int) -> None:
-        import sparkmpi_dl
-
-        from .online import run_batch
-
         if self.done.is_set():
             return
         if self.state.applied(batch_id):  # committed before a crash; Spark re-runs it
@@ -143,9 +159,9 @@ class OnlineReconstruction:
         self._fault("in-batch", batch_id)
         self.sd.prepare(batch_id)
         ctx = self._ctx(batch_id, self.opts.iterations_per_batch)
-        # the data plane: rank r gets partition r of the micro-batch as a pyarrow Table
-        reports = sparkmpi_dl.run(run_batch, self.opts.ranks, data=df, args=(ctx,),
-                                  spark=self.spark)
+        # the data plane: the resident ranks get the micro-batch's partitions (stream k's
+        # entries to rank k % ranks) as pyarrow Tables, and keep their state in memory
+        reports = self.resident_ranks().feed(df, {"op": "batch", **ctx})
         metrics = self._merge(reports, batch_id)
         self.sd.commit(self.state)
         # the batch is applied for good: free its entries now, not when Spark commits it at
@@ -182,8 +198,6 @@ class OnlineReconstruction:
                     st.end = {**end, "seen_at": time.time()}
             if rep["chunk"]:
                 st.chunks.setdefault(str(rep["rank"]), []).append(rep["chunk"])
-            if rep.get("psi"):
-                st.psi[str(rep["rank"])] = rep["psi"]
             if rep.get("shared"):
                 st.shared = rep["shared"]
             if rep.get("used"):
@@ -242,10 +256,6 @@ class OnlineReconstruction:
 
     def finalize(self, complete: bool, reason: str | None = None) -> dict:
         """Final iterations on every rank, then recon.cxi, PNGs and summary.json."""
-        import sparkmpi_dl
-
-        from .online import run_final
-
         st = self.state
         t0 = time.monotonic()
         if not any(st.chunks.values()):  # no frame arrived: only the counts
@@ -256,7 +266,7 @@ class OnlineReconstruction:
             self._trim_read()
             return summary
         ctx = self._ctx(st.batch, 0)
-        results = sparkmpi_dl.run(run_final, self.opts.ranks, args=(ctx,), spark=self.spark)
+        results = self.resident_ranks().feed(None, {"op": "final", **ctx})
         final = next(r["result"] for r in results if r["result"] is not None)
         return self._finish(final, complete, reason, t0)
 
@@ -356,9 +366,16 @@ class OnlineReconstruction:
             self.say(f"scan {self.state.scan} is already reconstructed in {self.out} "
                      f"(summary.json); nothing to do")
             return 0
+        try:
+            return self._run()
+        finally:
+            self.stop_ranks()
+
+    def _run(self) -> int:
         if self.state.end is not None:  # crashed between the end record and the result
             self.finalize(complete=True)
             return 0
+        self.resident_ranks()  # they start while the query starts
         keys = self._wait_for_streams()
         from .source import register
 
@@ -467,11 +484,12 @@ def open_out(options: ReconOptions) -> bool:
 
 
 def spark_session(ranks: int, master: str | None = None):
-    """A Spark session with at least ``ranks`` task slots (local mode unless told)."""
+    """A Spark session with ``ranks`` task slots for the resident ranks and at least two for
+    the micro-batches that feed them (local mode unless told)."""
     from sparkmpi_dl.launch.spark import spark_context
     from pyspark.sql import SparkSession
 
-    master = master or f"local[{max(ranks, os.cpu_count() or 1)}]"
+    master = master or f"local[{max(ranks + 2, os.cpu_count() or 1)}]"
     sc = spark_context(master=master, app_name="sparkmpi-dl stream recon",
                        conf={"spark.ui.enabled": "false",
                              "spark.sql.shuffle.partitions": str(max(ranks, 1)),

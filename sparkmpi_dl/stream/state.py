@@ -10,7 +10,6 @@ A restarted driver finds everything here (``<out>/checkpoint/recon/``):
 * ``start.npz``: probe guess and detector mask from the start record.
 * ``frames/rank<r>-b<batch>.npz``: frames rank ``r`` accepted in a batch (intensities,
   frame indices, positions). Written once: frames stay on the rank that first got them.
-* ``b<batch>/rank<r>-psi.npy``: rank ``r``'s exit waves after that batch.
 * ``b<batch>/shared.npz``: object, probe, illumination and per-iteration history
   (identical on every rank, written by one); ``b<batch>/used.npy``: the bitmap of frame
   indices used so far.
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-FORMAT = "sparkmpi-dl stream-recon state/1"
+FORMAT = "sparkmpi-dl stream-recon state/2"
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -74,7 +73,6 @@ class StreamState:
     start: dict | None = None            # start record metadata (ScanStart.meta() + shape...)
     end: dict | None = None              # end record metadata, once seen
     shared: str | None = None            # relative path of the latest shared.npz
-    psi: dict[str, str] = field(default_factory=dict)        # rank -> psi file
     chunks: dict[str, list[str]] = field(default_factory=dict)  # rank -> frame files
     counts: dict[str, Any] = field(default_factory=lambda: {
         "received": 0, "frames_used": 0, "duplicates": 0, "rejected": 0,
@@ -142,8 +140,7 @@ class StateDir:
         """Make ``state`` the committed one, then drop batch folders it no longer needs."""
         self.root.mkdir(parents=True, exist_ok=True)
         write_json(self.state_file, state.to_json())
-        keep = {Path(p).parts[0] for p in [state.shared or "", state.used or "",
-                                           *state.psi.values()] if p}
+        keep = {Path(p).parts[0] for p in [state.shared or "", state.used or ""] if p}
         for child in self.root.iterdir():
             if child.is_dir() and child.name.startswith("b") and child.name[1:].isdigit() \
                     and child.name not in keep:

@@ -20,14 +20,15 @@ def broker(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def spark():
-    """One local Spark session with 2 task slots (2 MPI ranks as barrier tasks)."""
+    """One local Spark session with 4 task slots: 2 resident MPI ranks (barrier tasks) and
+    2 for the micro-batches that feed them."""
     import sys
 
     from pyspark.sql import SparkSession
 
     from sparkmpi_dl.launch.spark import spark_context
 
-    sc = spark_context(master=None if _active() else "local[2]", app_name="stream-tests",
+    sc = spark_context(master=None if _active() else "local[4]", app_name="stream-tests",
                        conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2",
                              "spark.pyspark.python": sys.executable})
     sc.setLogLevel("OFF")

@@ -115,7 +115,7 @@ def _cli(out: Path, url: str, **env) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "sparkmpi_dl.cli", "stream", "recon", "--ranks", "2",
          "--trigger", "0.5", "--out", str(out), "--broker", url, "--iterations-per-batch", "2",
-         "--final-iterations", "30", "--end-timeout", "120", "--master", "local[2]"],
+         "--final-iterations", "30", "--end-timeout", "120", "--master", "local[4]"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         env={**os.environ, **env})
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from recon_env.engine import Reconstructor
 from recon_env.simulate import SimulationConfig, simulate
 
-from sparkmpi_dl.stream.online import _iterate
+from sparkmpi_dl.stream.rank import iterate
 
 SIM = SimulationConfig(n_frames=24, frame_size=32, probe_diameter=10.0, photons=1e6, seed=2)
 
@@ -12,12 +12,12 @@ SIM = SimulationConfig(n_frames=24, frame_size=32, probe_diameter=10.0, photons=
 def test_batch_iterations_fixed_or_steered_by_the_agent():
     data = simulate(SIM)
     fixed = Reconstructor(data)
-    done = _iterate(fixed, {"algorithm": "raar", "beta": 0.8}, 4)
+    done = iterate(fixed, {"algorithm": "raar", "beta": 0.8}, 4)
     assert len(done["errors"]) == 4 and done["schedule"] is None
     assert fixed.history["algorithm"] == ["raar"] * 4 and fixed.history["beta"] == [0.8] * 4
 
     steered = Reconstructor(data)
-    done = _iterate(steered, {"agent": "pretrained", "agent_every": 2}, 6)
+    done = iterate(steered, {"agent": "pretrained", "agent_every": 2}, 6)
     assert [entry["iterations"] for entry in done["schedule"]] == [2, 2, 2]
     assert len(done["errors"]) == 6 and done["model_error"] > 0
     # the agent's choices are what ran
