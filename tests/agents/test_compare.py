@@ -13,7 +13,8 @@ from scipy import stats
 
 from agents.bo import minimize_scalar_bo
 from agents.compare import (CompareConfig, Run, compare, interval95, iterations_fraction,
-                            iterations_to_reach, reach, reach_summary, score_scan, summarize)
+                            iterations_to_reach, reach, reach_summary, score_scan,
+                            summarize, sustained_fraction)
 from agents.steer import Agent
 from recon_env.observation import N_ACTIONS, OBS_SIZE
 
@@ -103,6 +104,11 @@ def test_reach_is_counted_after_the_start_and_flags_scans_that_got_worse():
     # every run starts at iteration 0 with the start error: that never counts as reaching
     assert iterations_fraction([[0, 0.1], [5, 0.3], [10, 0.2]], 0.2, 10) == 1.0
     assert iterations_fraction([[0, 0.1], [5, 0.3]], 0.2, 10) == math.inf
+    # reached for good: from the point after which it never rises above the target again
+    assert sustained_fraction([[0, 0.1], [5, 0.1], [10, 0.3], [15, 0.2], [20, 0.1]], 0.2,
+                              20) == 0.75
+    assert sustained_fraction([[0, 0.1], [5, 0.1], [10, 0.3]], 0.2, 10) == math.inf
+    assert sustained_fraction([[0, 0.3], [5, 0.1], [10, 0.2]], 0.2, 10) == 0.5
     summary = reach_summary([0.5, 0.9, math.inf, 0.25], [True, True, False, False])
     assert summary["median_fraction"] == pytest.approx(0.7)  # median of 0.25, 0.5, 0.9, inf
     assert summary["scans_within_target"] == 2 and summary["scans_reached"] == 3
@@ -119,11 +125,13 @@ def test_reach_with_a_given_best_fixed_setting(tmp_path: Path):
     for row in result["scans"]:
         agent = row["agents"]["keep"]
         assert agent["phase_rms"] == pytest.approx(row["best_fixed_phase_rms"], rel=1e-12)
-        assert 0 < agent["fraction"] <= 1.0 and agent["curve"][0][0] == 0
+        assert 0 < agent["fraction"] <= agent["sustained_fraction"] <= 1.0
+        assert agent["curve"][0][0] == 0
         assert row["best_fixed_improved"] == (row["best_fixed_phase_rms"]
                                               < row["start_phase_rms"])
-    assert result["summary"]["keep"]["scans"] == 2
-    assert "| keep |" in (tmp_path / "reach.md").read_text()
+    assert result["summary"]["keep"]["first"]["scans"] == 2
+    table = (tmp_path / "reach.md").read_text()
+    assert "| keep | first |" in table and "| keep | sustained |" in table
     assert (tmp_path / "reach.png").stat().st_size > 5_000
 
 
