@@ -13,19 +13,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sparkmpi_dl.errors import JobFailed, SparkMPIError, SparkSetupError
+
 if TYPE_CHECKING:
     from sparkmpi_dl.api import run, run_command
     from sparkmpi_dl.dataplane.driver import map_in_mpi
-    from sparkmpi_dl.launch.local import JobFailed, mpirun, run_local
+    from sparkmpi_dl.launch.local import mpirun, run_local
     from sparkmpi_dl.launch.spark import NotEnoughSlots
 
-__all__ = ["run", "run_command", "run_local", "mpirun", "map_in_mpi", "JobFailed", "NotEnoughSlots"]
+__all__ = ["run", "run_command", "run_local", "mpirun", "map_in_mpi", "JobFailed", "NotEnoughSlots",
+           "SparkMPIError", "SparkSetupError"]
 
 _EXPORTS = {
     "run": "sparkmpi_dl.api", "run_command": "sparkmpi_dl.api",
     "NotEnoughSlots": "sparkmpi_dl.launch.spark", "map_in_mpi": "sparkmpi_dl.dataplane.driver",
     "run_local": "sparkmpi_dl.launch.local", "mpirun": "sparkmpi_dl.launch.local",
-    "JobFailed": "sparkmpi_dl.launch.local",
 }
 
 

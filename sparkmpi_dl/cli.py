@@ -28,6 +28,7 @@ from importlib import metadata
 
 from sparkmpi_dl import commands as core_commands
 from sparkmpi_dl import plugins
+from sparkmpi_dl.errors import JobFailed, SparkSetupError
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -144,9 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(err: Exception) -> int:
     """One line for the errors a user meets (their exit codes as mpiexec's); others raise."""
-    from sparkmpi_dl.launch.local import JobFailed
-    from sparkmpi_dl.launch.rank import exit_status
-    from sparkmpi_dl.launch.spark_setup import SparkSetupError
+    from sparkmpi_dl.launch.rank import exit_status  # the launch modules stay unimported for --help
 
     if isinstance(err, SparkSetupError):
         print(f"sparkmpi-dl: error: {err}", file=sys.stderr, flush=True)

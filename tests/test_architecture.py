@@ -252,3 +252,29 @@ def test_cli_names_a_subcommand_module_that_fails_to_import(tmp_path):
     assert ("sparkmpi-dl: warning: subcommands 'broken' (broken_cmds:register) not available: "
             "ImportError: needs libfoo.so") in proc.stderr.splitlines(), proc.stderr
     assert "mpirun" in proc.stdout and "recon" in proc.stdout and "train" in proc.stdout
+
+
+def _fail_on_rank_one() -> None:
+    from mpi4py import MPI
+    if MPI.COMM_WORLD.Get_rank() == 1:
+        raise RuntimeError("rank one gives up")
+
+
+def test_job_failures_are_one_family():
+    """Every launch error is a SparkMPIError; the caller's is JobFailed naming the rank."""
+    import pytest
+
+    import sparkmpi_dl
+    from sparkmpi_dl import errors
+    from sparkmpi_dl.launch.spark import NotEnoughSlots
+    from sparkmpi_dl.launch.spark_setup import BadMaster, InterpreterMismatch
+
+    for cls in (errors.JobFailed, errors.RankProcessFailed, errors.SparkSetupError, NotEnoughSlots,
+                BadMaster, InterpreterMismatch):
+        assert issubclass(cls, sparkmpi_dl.SparkMPIError), cls
+    assert sparkmpi_dl.JobFailed is errors.JobFailed
+    with pytest.raises(sparkmpi_dl.SparkMPIError) as info:
+        sparkmpi_dl.run_local(_fail_on_rank_one, 2, output=lambda rank, stream, line: None)
+    assert isinstance(info.value, errors.JobFailed)
+    assert info.value.failure is not None and info.value.failure.rank == 1
+    assert "rank one gives up" in str(info.value)

@@ -10,22 +10,12 @@ from typing import Any, Callable, Sequence
 
 import cloudpickle
 
+from sparkmpi_dl.errors import JobFailed, RankProcessFailed
 from sparkmpi_dl.launch.output import print_prefixed
-from sparkmpi_dl.launch.rank import RankFailed, RankSpec, exit_status, run_rank
-from sparkmpi_dl.pmi import EnvProvider, JobService, OutputSink, RankFailure
+from sparkmpi_dl.launch.rank import RankSpec, exit_status, run_rank
+from sparkmpi_dl.pmi import EnvProvider, JobService, OutputSink
 
-
-class JobFailed(RuntimeError):
-    """A rank failed; ``failure`` says which one and carries its stderr tail.
-
-    ``processes`` maps each rank to the (host, pid) its process had, for post-mortems.
-    """
-
-    def __init__(self, failure: RankFailure | None, fallback: str = "the job failed",
-                 processes: dict[int, tuple[str, int]] | None = None) -> None:
-        super().__init__(failure.describe() if failure else fallback)
-        self.failure = failure
-        self.processes = processes or {}
+__all__ = ["JobFailed", "mpirun", "run_local"]  # JobFailed: sparkmpi_dl.errors, kept here for imports
 
 
 def _run_ranks(spec: RankSpec, num_proc: int) -> tuple[list[Any], list[BaseException | None]]:
@@ -41,11 +31,8 @@ def _run_ranks(spec: RankSpec, num_proc: int) -> tuple[list[Any], list[BaseExcep
     threads = [threading.Thread(target=one, args=(r,), name=f"rank-{r}") for r in range(num_proc)]
     for thread in threads:
         thread.start()
-    try:
-        for thread in threads:
-            thread.join()
-    except KeyboardInterrupt:
-        raise
+    for thread in threads:
+        thread.join()
     return results, errors
 
 
@@ -107,6 +94,6 @@ def run_local(fn: Callable[..., Any], num_proc: int, *, args: Sequence[Any] = ()
         outcome = _settled_outcome(service)
         failure, processes = outcome.failure if outcome else None, service.rank_processes()
     if failure is not None or any(errors):
-        first = next((e for e in errors if isinstance(e, RankFailed)), None)
+        first = next((e for e in errors if isinstance(e, RankProcessFailed)), None)
         raise JobFailed(failure, str(first or next(e for e in errors if e)), processes)
     return [cloudpickle.loads(r) for r in results]

@@ -9,7 +9,7 @@ Spark path and the local reference share every line of rank-side behaviour:
 4. run the rank as a fresh subprocess (MPI can be initialised once per process, and Spark
    reuses its Python workers), forwarding its output lines to the driver;
 5. kill it when the driver says another rank failed or the driver goes away;
-6. report the exit status; raise :class:`RankFailed` if it was not zero.
+6. report the exit status; raise :class:`~sparkmpi_dl.errors.RankProcessFailed` if it was not zero.
 """
 from __future__ import annotations
 
@@ -26,19 +26,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sparkmpi_dl.errors import RankProcessFailed
 from sparkmpi_dl.pmi.auth import Hello, join
 from sparkmpi_dl.pmi.keepalive import keep_alive
 
 KILL_GRACE_S = 3.0
 _PR_SET_PDEATHSIG = 1
-
-
-class RankFailed(RuntimeError):
-    """This rank's process failed, or was stopped because another rank failed."""
-
-    def __init__(self, rank: int, code: int, detail: str) -> None:
-        super().__init__(f"rank {rank}: {detail}")
-        self.rank, self.code, self.detail = rank, code, detail
 
 
 @dataclass(frozen=True)
@@ -160,7 +153,7 @@ def run_rank(spec: RankSpec, rank: int, epoch: int,
         first = control.receive()
         if first is None or first.get("t") != "env":
             reason = (first or {}).get("reason", "the driver closed the control channel")
-            raise RankFailed(rank, 1, f"did not start: {reason}")
+            raise RankProcessFailed(rank, 1, f"did not start: {reason}")
         pmi = join(spec.address, spec.secret, Hello(spec.job_id, epoch, rank, "pmi", host))
         pmi_fd = pmi.detach()
         with tempfile.TemporaryDirectory(prefix=f"sparkmpi-rank{rank}-") as tmp:
@@ -176,7 +169,7 @@ def run_rank(spec: RankSpec, rank: int, epoch: int,
                                         preexec_fn=_die_with_parent)
             except OSError as err:
                 control.send({"t": "exit", "code": 127, "reason": f"could not start {argv[0]!r}: {err}"})
-                raise RankFailed(rank, 127, f"could not start {argv[0]!r}: {err}") from None
+                raise RankProcessFailed(rank, 127, f"could not start {argv[0]!r}: {err}") from None
             finally:
                 os.close(pmi_fd)
             control.send({"t": "started", "pid": proc.pid, "host": host})
@@ -209,12 +202,12 @@ def _supervise(proc: subprocess.Popen, control: _Control, rank: int, result_path
         pump.join()
     if kill_reason:
         control.send({"t": "exit", "code": code, "killed": True})
-        raise RankFailed(rank, code, f"stopped because {kill_reason[0]}")
+        raise RankProcessFailed(rank, code, f"stopped because {kill_reason[0]}")
     control.send({"t": "exit", "code": code, "reason": describe_exit(code)})
     if code != 0:
-        raise RankFailed(rank, code, describe_exit(code) + ("\n" + "\n".join(tail) if tail else ""))
+        raise RankProcessFailed(rank, code, describe_exit(code) + ("\n" + "\n".join(tail) if tail else ""))
     if result_path is None:
         return None
     if not result_path.exists():
-        raise RankFailed(rank, 1, "exited 0 but wrote no result")
+        raise RankProcessFailed(rank, 1, "exited 0 but wrote no result")
     return result_path.read_bytes()

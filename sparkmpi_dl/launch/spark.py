@@ -17,7 +17,7 @@ import cloudpickle
 from pyspark import BarrierTaskContext, SparkContext
 from pyspark.sql import SparkSession
 
-from sparkmpi_dl.launch.local import JobFailed
+from sparkmpi_dl.errors import FailureReport, JobFailed
 from sparkmpi_dl.launch.output import print_prefixed
 from sparkmpi_dl.launch.rank import RankSpec, run_rank
 from sparkmpi_dl.launch.spark_setup import (BadMaster, InterpreterMismatch,  # noqa: F401 (API)
@@ -25,7 +25,7 @@ from sparkmpi_dl.launch.spark_setup import (BadMaster, InterpreterMismatch,  # n
                                             adopt_interpreter, check_interpreter, check_master,
                                             choose_interpreter, first_line, keep_sigint_handler,
                                             quiet, quiet_startup)
-from sparkmpi_dl.pmi import EnvProvider, JobService, OutputSink, RankFailure
+from sparkmpi_dl.pmi import EnvProvider, JobService, OutputSink
 
 DEFAULT_MASTER = "local[*]"
 
@@ -161,9 +161,9 @@ def _launch(sc: SparkContext, spec_for: Callable[[JobService], RankSpec], num_pr
     require_slots(sc, num_proc, slot_wait_s)
     group = f"sparkmpi-{uuid.uuid4().hex[:8]}"
     retries = _stage_retries(sc, stage_retries)
-    failed_epochs: list[RankFailure] = []
+    failed_epochs: list[FailureReport] = []
 
-    def on_failure(failure: RankFailure) -> None:
+    def on_failure(failure: FailureReport) -> None:
         # Spark resubmits a failed barrier stage up to spark.stage.maxConsecutiveAttempts
         # times; past the retries asked for, cancel so a deterministic failure fails fast.
         failed_epochs.append(failure)

@@ -25,6 +25,8 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from sparkmpi_dl.errors import SparkSetupError
+
 VERBOSE_ENV = "SPARKMPI_DL_VERBOSE"
 QUIET_LOG4J = Path(__file__).with_name("log4j2-quiet.properties")
 CONNECT_TIMEOUT_S = 5.0
@@ -34,10 +36,6 @@ _SPARK = re.compile(r"spark://(.+)")
 _OTHER = re.compile(r"yarn|k8s://\S+|mesos://\S+|connect://\S+")
 
 _checked: set[tuple[str, str]] = set()
-
-
-class SparkSetupError(RuntimeError):
-    """Spark could not be started or used as asked; the message is one line for the user."""
 
 
 class BadMaster(SparkSetupError):

@@ -20,7 +20,6 @@ import asyncio
 import ipaddress
 import json
 import logging
-import socket
 import threading
 import uuid
 from collections import OrderedDict
@@ -32,7 +31,8 @@ from sparkmpi_dl.pmi.keepalive import keep_alive
 from sparkmpi_dl.pmi.mapping import local_ranks
 from sparkmpi_dl.pmi.refusals import RefusalLog
 from sparkmpi_dl.pmi.session import PmiSession, ProtocolViolation
-from sparkmpi_dl.pmi.state import EpochState, RankFailure
+from sparkmpi_dl.errors import FailureReport
+from sparkmpi_dl.pmi.state import EpochState
 from sparkmpi_dl.pmi.wire import MAX_MESSAGE_BYTES, WireError, format_v1, parse_v1
 
 log = logging.getLogger("sparkmpi_dl.pmi")
@@ -82,13 +82,10 @@ def check_bind_host(host: str, allow_wildcard: bool) -> None:
 
 @dataclass
 class JobOutcome:
-    epoch: int
-    exit_codes: dict[int, int]
-    failure: RankFailure | None
+    """How an epoch ended: its first failure, or None when every rank exited 0."""
 
-    @property
-    def ok(self) -> bool:
-        return self.failure is None
+    epoch: int
+    failure: FailureReport | None
 
 
 class JobService:
@@ -99,7 +96,7 @@ class JobService:
                  env_provider: EnvProvider | None = None, output: OutputSink | None = None,
                  allow_plain_pmi: bool = False, allow_wildcard: bool = False,
                  start_timeout: float = 60.0,
-                 on_failure: Callable[[RankFailure], None] | None = None,
+                 on_failure: Callable[[FailureReport], None] | None = None,
                  timeout: float | None = None, max_unauthenticated: int | None = None) -> None:
         if size < 1:
             raise ValueError(f"a job needs at least one rank, got size={size}")
@@ -117,7 +114,7 @@ class JobService:
         self.published_names: dict[str, str] = {}
         self.refusals = RefusalLog(log, f"job {self.job_id}")
         self._pending: OrderedDict[asyncio.Task, object] = OrderedDict()  # task -> peer
-        self._expired: RankFailure | None = None
+        self._expired: FailureReport | None = None
         self.epochs: dict[int, EpochState] = {}
         self.current: EpochState | None = None
         self._loop = asyncio.new_event_loop()
@@ -177,8 +174,8 @@ class JobService:
     def outcome(self) -> JobOutcome | None:
         state = self.current
         if state is None:
-            return JobOutcome(-1, {}, self._expired) if self._expired else None
-        return JobOutcome(state.epoch, dict(state.exits), state.failure or self._expired)
+            return JobOutcome(-1, self._expired) if self._expired else None
+        return JobOutcome(state.epoch, state.failure or self._expired)
 
     def abort(self, reason: str) -> None:
         """Stop every rank of the current epoch (e.g. on Ctrl-C)."""
@@ -190,7 +187,7 @@ class JobService:
         """(host, pid) of each rank's process in the current epoch, as its task reported."""
         return dict(self.current.processes) if self.current else {}
 
-    def failure_of(self, epoch: int | None = None) -> RankFailure | None:
+    def failure_of(self, epoch: int | None = None) -> FailureReport | None:
         state = self.current if epoch is None else self.epochs.get(epoch)
         return state.failure if state and state.failure else self._expired
 
@@ -238,7 +235,7 @@ class JobService:
         if state is not None and state.finished:
             return
         reason = f"timed out after {timeout:g} s (the job's timeout); every rank was stopped"
-        self._expired = RankFailure(-1, reason, TIMEOUT_EXIT_CODE)
+        self._expired = FailureReport(-1, reason, TIMEOUT_EXIT_CODE)
         if state is not None:
             await self.fail(state, -1, reason, TIMEOUT_EXIT_CODE)
             return
@@ -254,7 +251,7 @@ class JobService:
         if state.failure is not None:
             return
         tail = tuple(state.stderr_tail(rank)) if rank >= 0 else ()
-        state.failure = RankFailure(rank, reason, exit_code, tail)
+        state.failure = FailureReport(rank, reason, exit_code, tail)
         what = f"rank {rank} {reason}" if rank >= 0 else reason
         log.error("job %s epoch %d: %s", self.job_id, state.epoch, what)
         for other, channel in state.ctl.items():
@@ -502,10 +499,3 @@ class CtlChannel:
         except ConnectionError:
             pass
 
-
-def default_driver_host() -> str:
-    """This machine's address as its own hostname resolves (falls back to loopback)."""
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"

@@ -6,26 +6,9 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any
 
+from sparkmpi_dl.errors import FailureReport
+
 STDERR_TAIL_LINES = 40
-
-
-@dataclass(frozen=True)
-class RankFailure:
-    """The first thing that went wrong in an epoch: which rank, and what it left behind.
-
-    ``rank`` is -1 when the whole job failed (its timeout, an interruption)."""
-
-    rank: int
-    reason: str
-    exit_code: int
-    stderr_tail: tuple[str, ...] = ()
-
-    def describe(self) -> str:
-        text = f"rank {self.rank} {self.reason}" if self.rank >= 0 else self.reason
-        if self.stderr_tail:
-            text += "\n--- last stderr lines of rank %d ---\n%s" % (
-                self.rank, "\n".join(self.stderr_tail))
-        return text
 
 
 @dataclass
@@ -45,7 +28,7 @@ class EpochState:
     exits: dict[int, int] = field(default_factory=dict)
     processes: dict[int, tuple[str, int]] = field(default_factory=dict)  # rank -> (host, pid)
     stderr_tails: dict[int, collections.deque] = field(default_factory=dict)
-    failure: RankFailure | None = None
+    failure: FailureReport | None = None
     env_sent: bool = False
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -63,10 +46,6 @@ class EpochState:
         """The other ranks that have neither finalized MPI nor exited."""
         return [r for r in range(self.size)
                 if r != rank and r not in self.exits and r not in self.finalized]
-
-    @property
-    def succeeded(self) -> bool:
-        return self.failure is None and len(self.exits) == self.size and not any(self.exits.values())
 
     @property
     def finished(self) -> bool:
