@@ -120,6 +120,48 @@ class _Stopwatch:
         return max(self.wall + running, 1e-9)
 
 
+class _SingleEnv:
+    """The training env in this process, seen as a vector of one (what ``Trainer.train``
+    steps); left open: the Trainer owns it."""
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+
+    def reset(self, seeds: list[int | None], mask: np.ndarray) -> np.ndarray:
+        obs, _ = self.env.reset(seed=seeds[0])
+        return np.asarray(obs, np.float32)[None]
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
+        obs, reward, terminated, truncated, _ = self.env.step(int(actions[0]))
+        return (np.asarray(obs, np.float32)[None], np.array([reward]), np.array([terminated]),
+                np.array([truncated]))
+
+    def close(self) -> None:
+        pass
+
+
+class _VectorEnv:
+    """``num_envs`` envs in worker processes (gymnasium ``AsyncVectorEnv``, no autoreset)."""
+
+    def __init__(self, run: RunConfig) -> None:
+        import gymnasium as gym
+
+        self.venv = gym.vector.AsyncVectorEnv(
+            [lambda: make_env(run.env_id, run.env_kwargs) for _ in range(run.num_envs)],
+            autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+
+    def reset(self, seeds: list[int | None], mask: np.ndarray) -> np.ndarray:
+        obs, _ = self.venv.reset(seed=seeds, options={"reset_mask": mask})
+        return obs
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
+        obs, rewards, terminated, truncated, _ = self.venv.step(actions)
+        return obs, rewards, terminated, truncated
+
+    def close(self) -> None:
+        self.venv.close()
+
+
 class Trainer:
     """Holds one run's env, learner, replay and RNG; ``run`` trains up to ``total_steps``."""
 
@@ -174,69 +216,18 @@ class Trainer:
         return linear_schedule(step, lr, lr * self.cfg.lr_final_fraction, self.run.total_steps)
 
     def train(self) -> TrainResult:
-        """Train until ``run.total_steps`` env steps, then evaluate and write the artefacts."""
-        if self.run.num_envs > 1:
-            return self._train_vector()
+        """Train until ``run.total_steps`` env steps, then evaluate and write the artefacts.
+
+        One loop for one env and for ``num_envs`` envs in worker processes (gymnasium
+        ``AsyncVectorEnv``, no autoreset: each new episode's seed still comes from the run's
+        RNG). Transitions enter the replay one by one in env order, each one counting as an
+        env step for learning, evaluation, logging and checkpoints, so the schedules do not
+        depend on ``num_envs``. Acting for all envs uses the network of the start of the
+        vector step. A checkpoint is taken when an episode ends; the other envs' unfinished
+        episodes are dropped on resume (``mid_episode``)."""
         run, p = self.run, self.progress
-        next_ckpt = (p.step // run.checkpoint_every + 1) * run.checkpoint_every \
-            if run.checkpoint_every else None
-        obs: np.ndarray | None = None
-        ep_return, ep_len = 0.0, 0
-        metrics: dict[str, float] = {}
-        watch, step0 = _Stopwatch(), p.step
-        watch.start()
-        while p.step < run.total_steps:
-            if obs is None:  # a new episode; its seed comes from the run's RNG
-                obs, _ = self.env.reset(seed=int(self.rng.integers(2**31 - 1)))
-                ep_return, ep_len = 0.0, 0
-            eps = self.epsilon(p.step)
-            action = self._act(obs, eps)
-            next_obs, reward, terminated, truncated, _ = self.env.step(action)
-            # store `terminated` only: a truncated episode still bootstraps from next_obs
-            self.replay.add(obs, action, float(reward), next_obs, bool(terminated))
-            ep_return += float(reward)
-            ep_len += 1
-            p.step += 1
-            obs = next_obs
-            metrics = self._learn() or metrics
-
-            if terminated or truncated:
-                p.episodes.append([p.step, ep_return, ep_len])
-                self._scalars(p.step, {"charts/episode_return": ep_return,
-                                       "charts/episode_length": ep_len, "charts/epsilon": eps})
-                obs = None
-                if next_ckpt is not None and p.step >= next_ckpt:
-                    watch.stop()
-                    self._checkpoint()
-                    watch.start()
-                    next_ckpt = (p.step // run.checkpoint_every + 1) * run.checkpoint_every
-            if run.eval_every and p.step % run.eval_every == 0:
-                watch.stop()
-                self._periodic_eval()
-                watch.start()
-            if p.step % run.log_every == 0:
-                self._progress_line(eps, metrics, (p.step - step0) / watch.elapsed())
-        watch.stop()
-        p.train_seconds += watch.wall
-        p.mid_episode = obs is not None
-        self.save()
-        steps = p.step - step0
-        return self._finish(steps / max(watch.wall, 1e-9), steps / max(watch.cpu, 1e-9))
-
-    def _train_vector(self) -> TrainResult:
-        """``num_envs`` envs in worker processes (gymnasium ``AsyncVectorEnv``, no autoreset:
-        each new episode's seed still comes from the run's RNG). Their transitions enter the
-        replay one by one in env order, each one counting as an env step for learning,
-        evaluation, logging and checkpoints, so the schedules are those of the single-env
-        loop. Acting for all envs uses the network of the start of the vector step. A
-        checkpoint is taken when an episode ends; the other envs' unfinished episodes are
-        dropped on resume (``mid_episode``)."""
-        import gymnasium as gym
-
-        run, p, n = self.run, self.progress, self.run.num_envs
-        venv = gym.vector.AsyncVectorEnv(
-            [lambda: make_env(run.env_id, run.env_kwargs) for _ in range(n)],
-            autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+        envs = _SingleEnv(self.env) if run.num_envs == 1 else _VectorEnv(run)
+        n = run.num_envs
         next_ckpt = (p.step // run.checkpoint_every + 1) * run.checkpoint_every \
             if run.checkpoint_every else None
         obs = np.zeros((n, obs_dim(self.env)), np.float32)
@@ -247,18 +238,18 @@ class Trainer:
         watch.start()
         try:
             while p.step < run.total_steps:
-                if fresh.any():
+                if fresh.any():  # new episodes; their seeds come from the run's RNG
                     seeds = [int(self.rng.integers(2**31 - 1)) if f else None for f in fresh]
-                    new_obs, _ = venv.reset(seed=seeds, options={"reset_mask": fresh})
-                    obs[fresh] = new_obs[fresh]
+                    obs[fresh] = envs.reset(seeds, fresh)[fresh]
                     ep_return[fresh], ep_len[fresh] = 0.0, 0
                     fresh[:] = False
                 eps = self.epsilon(p.step)
                 actions = np.array([self._act(o, eps) for o in obs])
-                next_obs, rewards, terminated, truncated, _ = venv.step(actions)
+                next_obs, rewards, terminated, truncated = envs.step(actions)
                 for i in range(n):
                     if p.step >= run.total_steps:
                         break
+                    # store `terminated` only: a truncated episode still bootstraps from next_obs
                     self.replay.add(obs[i], int(actions[i]), float(rewards[i]), next_obs[i],
                                     bool(terminated[i]))
                     ep_return[i] += float(rewards[i])
@@ -285,7 +276,7 @@ class Trainer:
                         self._progress_line(eps, metrics, (p.step - step0) / watch.elapsed())
                 obs = np.asarray(next_obs, np.float32).copy()
         finally:
-            venv.close()
+            envs.close()
         watch.stop()
         p.train_seconds += watch.wall
         p.mid_episode = not fresh.all()
