@@ -24,3 +24,21 @@ def test_two_envs_fill_one_replay(tmp_path: Path):
     assert result.progress.updates == 5  # every 2nd step from step 4 on (4, 6, ..., 12)
     assert json.loads((tmp_path / "a" / "config.json").read_text())["run"]["num_envs"] == 2
     assert json.loads((tmp_path / "a" / "run.json").read_text())["config"]["num_envs"] == 2
+
+
+def test_true_error_reward_reaches_the_worker_envs(tmp_path: Path):
+    """The env's reward option travels to the worker processes: with the same seeds (same
+    scans, same random actions before learning starts) the returns are the decades of true
+    phase error removed, not of model error."""
+    returns = {}
+    for reward in ("model_error", "true_error"):
+        cfg = RunConfig("recon_env/PtychoTuning-v0", total_steps=8, seed=7,
+                        env_kwargs={**TINY_ENV, "reward": reward}, eval_every=0,
+                        final_eval_episodes=1, checkpoint_every=0, log_every=100, num_envs=2)
+        dqn = DQNConfig(**{**TINY_DQN.__dict__, "learning_starts": 100})  # random actions
+        result = train(cfg, dqn, tmp_path / reward, log=lambda m: None)
+        returns[reward] = np.asarray(result.progress.episodes)[:, 1]
+        saved = json.loads((tmp_path / reward / "config.json").read_text())
+        assert saved["run"]["env_kwargs"]["reward"] == reward
+    assert len(returns["true_error"]) == len(returns["model_error"]) == 4
+    assert not np.allclose(returns["true_error"], returns["model_error"])
