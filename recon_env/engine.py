@@ -352,6 +352,7 @@ class Reconstructor:
             self._store(s, e, psi)
 
         self._map_blocks(lambda: None, start)
+        self._probe_next = None  # (object, eq. 5 sums) left by the last GPU update
         self.iteration = 0
         self.history: dict[str, list[float]] = {"fourier_error": [], "exit_change": [],
                                                 "beta": [], "gamma1": [], "gamma2": [],
@@ -401,6 +402,7 @@ class Reconstructor:
         self.object = self.ops.asarray(state["object"]).copy()
         self.probe = self.ops.asarray(state["probe"]).copy()
         self.iteration = int(state["iteration"])
+        self._probe_next = None
         self.history = {k: list(v) for k, v in state["history"].items()}
         if "positions" in state and not np.array_equal(state["positions"], self.positions):
             self._set_positions(np.array(state["positions"], dtype=np.float64))
@@ -447,10 +449,14 @@ class Reconstructor:
             self.ops.probe_sums(self.object, self._psi(s, e), self.iy[s:e], self.ix[s:e],
                                 acc[0], acc[1], work.f[: e - s], work.dev[: e - s])
 
-        parts = self._map_blocks(lambda: (xp.zeros((n, n), dtype=xp.complex64),
-                                          xp.zeros((n, n), dtype=xp.float32)), add)
-        num = self._sum([p[0] for p in parts])
-        den = self._sum([p[1] for p in parts])
+        fused, self._probe_next = self._probe_next, None
+        if fused is not None and fused[0] is self.object:  # summed by the last update
+            num, den = fused[1], fused[2]
+        else:
+            parts = self._map_blocks(lambda: (xp.zeros((n, n), dtype=xp.complex64),
+                                              xp.zeros((n, n), dtype=xp.float32)), add)
+            num = self._sum([p[0] for p in parts])
+            den = self._sum([p[1] for p in parts])
         self.comm.allreduce(num)
         self.comm.allreduce(den)
         reg = self.config.probe_inertia * float(den.max())
@@ -574,6 +580,10 @@ class Reconstructor:
             den = self._obj_den
             reg = self.config.object_inertia * float(den.max())
             extra_obj = (num + reg * self.object) / (den + reg + 1e-30)
+        # GPU, one shared probe: the update also sums the next probe update's eq. 5 terms
+        # (the object stays as it is until then), which saves that update a pass over psi
+        fuse = self.plain and getattr(ops, "fuses_probe_sums", False)
+
         def update(work, s, e, acc):
             v = self._vs(s, e)
             k = v.stop - v.start
@@ -586,12 +596,20 @@ class Reconstructor:
             psi = self._psi(s, e)
             err, dchange = ops.fourier_update(
                 psi, po, self._amp(s, e), self.maskf, self.notmask, coef, pb, work.f[:k],
-                work.cut("abs", k), work.dev[:k], extra, modes=self.K)
+                work.cut("abs", k), work.dev[:k], extra, modes=self.K,
+                **({"probe_sums": acc[2]} if fuse else {}))
             self._store(s, e, psi)
             acc[0] += float(err.sum())
             acc[1] += dchange
 
-        parts = self._map_blocks(lambda: [0.0, 0.0], update)
+        n = self.n
+        parts = self._map_blocks(
+            lambda: [0.0, 0.0, (xp.zeros((n, n), dtype=xp.complex64),
+                                xp.zeros((n, n), dtype=xp.float32))] if fuse else [0.0, 0.0],
+            update)
+        if fuse:
+            self._probe_next = (self.object, self._sum([p[2][0] for p in parts]),
+                                self._sum([p[2][1] for p in parts]))
         totals = self.comm.allreduce_scalars([sum(p[0] for p in parts),
                                               sum(p[1] for p in parts)])
         if self.config.refine_positions and self.iteration >= self.config.position_start:
@@ -749,6 +767,7 @@ class Reconstructor:
     def _restart_frames(self, changed: np.ndarray) -> None:
         """psi_j = P_j O_j for the frames flagged in ``changed`` (host bool per frame)."""
         km = self.K
+        self._probe_next = None  # psi changes outside the update
 
         def reset(work, s, e, acc):
             rows = np.repeat(changed[s:e], km)

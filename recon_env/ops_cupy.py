@@ -1,10 +1,11 @@
 """CuPy kernels of the engine: batched cuFFT plus fused elementwise / raw kernels.
 
 No Python loop over frames: every kernel covers a whole block of frames (by default all
-of this rank's frames). Results repeat bit for bit: object sums add 64-bit fixed-point
-integers atomically (integer addition is associative, so the thread order cannot change
-the result; the scale comes from the block's largest value, ~2^-42 of it per term), and
-the probe sums reduce per-chunk partials in a fixed order.
+of this rank's frames). Results repeat bit for bit: no float atomics by default; the object
+sums are gathers (each object pixel adds the views that cover it, in frame order, from the
+running sum) and the probe sums add groups of 16 frames in order, so a scan streamed from
+the host in blocks of a multiple of 16 frames also gives the resident result. The exit-wave
+update computes the next probe update's sums on the way (one pass over the frames fewer).
 Imported only when backend="cupy" is asked for.
 
 ``probe`` arguments are one (n, n) probe or one per view (views, n, n): the kernels read
@@ -33,30 +34,106 @@ _gather_product = cp.ElementwiseKernel(
     "int32 ps", "complex64 out", _INDEX + "out = probe[j * ps + p] * obj[o];",
     "recon_gather_product")
 
-_FIXED = """
-    const double sc = scale[0];
-    const unsigned long long qr = (unsigned long long)__double2ll_rn((double)v.real() * sc);
-    const unsigned long long qi = (unsigned long long)__double2ll_rn((double)v.imag() * sc);
-    atomicAdd(&acc[2 * o], qr);
-    atomicAdd(&acc[2 * o + 1], qi);
+# Object sums as a gather, no atomics: each thread owns object pixels of one 32 x (8 R)
+# tile and adds, in frame order, every view whose window covers them (the tile's list of
+# views, sorted by view). The sum starts from the target's own value, so a scan summed in
+# contiguous blocks of frames (host streaming) adds exactly the same terms in the same
+# order as one resident pass: results repeat bit for bit and do not depend on the blocking.
+_GATHER = r"""
+#include <cupy/complex.cuh>
+template <int R, int U, bool POWER>
+__global__ void recon_gather_sum(complex<float>* target, const complex<float>* __restrict__ psi,
+    const complex<float>* __restrict__ probe, const int* __restrict__ iy,
+    const int* __restrict__ ix, const int* __restrict__ starts, const int* __restrict__ views,
+    int n, int H, int W, int ps, int ntx) {
+  // U: views whose terms are loaded before they are added (in order), for small tiles
+  const int tile = blockIdx.x;
+  const int ty = tile / ntx, tx = tile - ty * ntx;
+  const int ox = tx * 32 + threadIdx.x;
+  const int oy0 = ty * (8 * R) + threadIdx.y;
+  const long long nn = (long long)n * n;
+  complex<float> acc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int oy = oy0 + 8 * r;
+    acc[r] = (ox < W && oy < H) ? target[(long long)oy * W + ox] : complex<float>(0.f, 0.f);
+  }
+  const int k1 = starts[tile + 1];
+  for (int k = starts[tile]; k < k1; k += U) {
+    complex<float> t[U][R];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const bool valid = k + u < k1;
+      const int j = valid ? views[k + u] : 0;
+      const int px = ox - ix[j];
+      const int y0 = iy[j];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int py = oy0 + 8 * r - y0;
+        t[u][r] = complex<float>(0.f, 0.f);
+        if (valid && (unsigned)px < (unsigned)n && (unsigned)py < (unsigned)n) {
+          const long long q = (long long)py * n + px;
+          const complex<float> P = probe[j * (long long)ps + q];
+          if (POWER) {
+            t[u][r] = complex<float>(P.real() * P.real() + P.imag() * P.imag(), 0.f);
+          } else {
+            t[u][r] = conj(P) * psi[j * nn + q];
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[r] += t[u][r];
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int oy = oy0 + 8 * r;
+    if (ox < W && oy < H) target[(long long)oy * W + ox] = acc[r];
+  }
+}
+
+// eq. 5 partial sums: one thread per (probe pixel, chunk of frames), the chunk's frames
+// added in order; the chunks are then summed in a fixed order.
+extern "C" __global__ void recon_probe_sums(
+    const complex<float>* __restrict__ obj, const complex<float>* __restrict__ psi,
+    const int* __restrict__ iy, const int* __restrict__ ix, complex<float>* pnum,
+    float* pden, int frames, int n, int W, int chunk) {
+  const int nn = n * n;
+  const int p = blockIdx.x * blockDim.x + threadIdx.x;
+  const int c = blockIdx.y;
+  if (p >= nn) return;
+  const int j0 = c * chunk, j1 = min(frames, j0 + chunk);
+  const int y = p / n, x = p - (p / n) * n;
+  complex<float> a(0.f, 0.f);
+  float d = 0.f;
+#pragma unroll 4
+  for (int j = j0; j < j1; ++j) {
+    const complex<float> o = obj[(long long)(iy[j] + y) * W + ix[j] + x];
+    a += conj(o) * psi[(long long)j * nn + p];
+    d += o.real() * o.real() + o.imag() * o.imag();
+  }
+  pnum[(long long)c * nn + p] = a;
+  pden[(long long)c * nn + p] = d;
+}
 """
+# (rows of 8 per thread, views loaded at once): 32 x 32 tiles, or 32 x 8 for small objects
+_TILE_ROWS = ((4, 1), (1, 4))
+_GROUP = 16  # frames per thread in the probe sums and the exit-wave update
 
-_scatter_conj = cp.ElementwiseKernel(
-    "raw complex64 psi, raw complex64 probe, raw int32 iy, raw int32 ix, int32 n, int32 W, "
-    "int32 ps, raw float64 scale", "raw uint64 acc",
-    _INDEX + "const complex<float> v = conj(probe[j * ps + p]) * psi[i];" + _FIXED,
-    "recon_scatter_conj_fixed")
+# total += parts[0] + parts[1] + ... in this order, from the running total: with blocks of a
+# multiple of _GROUP frames, a streamed scan adds the same group sums in the same order
+_add_groups = cp.ElementwiseKernel(
+    "raw T parts, int32 groups, int32 nn", "T total",
+    "T t = total; for (int g = 0; g < groups; ++g) t += parts[(long long)g * nn + i]; total = t;",
+    "recon_add_groups")
+_gather = cp.RawModule(code=_GATHER, name_expressions=[
+    f"recon_gather_sum<{r}, {u}, {p}>" for r, u in _TILE_ROWS for p in ("true", "false")]
+    + ["recon_probe_sums"])
 
-_scatter_power = cp.ElementwiseKernel(
-    "raw complex64 probe, raw int32 iy, raw int32 ix, int32 n, int32 W, int32 ps, "
-    "raw float64 scale",
-    "raw uint64 acc",
-    _INDEX + """
-    const complex<float> P = probe[j * ps + p];
-    const complex<float> v(P.real() * P.real() + P.imag() * P.imag(), 0.f);
-    """ + _FIXED, "recon_scatter_power_fixed")
-
-# float atomics: faster by a little, but the thread order changes the last bits of the sums
+# float atomics (--gpu-atomics): the thread order changes the last bits of the sums
 _scatter_conj_atomic = cp.ElementwiseKernel(
     "raw complex64 psi, raw complex64 probe, raw int32 iy, raw int32 ix, int32 n, int32 W, "
     "int32 ps", "raw float32 target",
@@ -66,71 +143,65 @@ _scatter_conj_atomic = cp.ElementwiseKernel(
     atomicAdd(&target[2 * o + 1], v.imag());
     """, "recon_scatter_conj")
 
-_max_abs2 = cp.ReductionKernel(
-    "complex64 x", "float32 y", "x.real() * x.real() + x.imag() * x.imag()", "max(a, b)",
-    "y = a", "0", "recon_max_abs2")
 
-_TERM_BITS = 41  # one term <= 2^41: 2^22 terms per object pixel before int64 overflows
+_LAYOUTS_KEPT = 16  # per (views, N, object shape): a streamed scan keeps one per block
 
-# One thread per (pixel, chunk of frames): reads O_j (from L2: the object is small) and
-# accumulates the eq. 5 sums for its chunk in registers, then one atomic add per pixel/chunk.
-_probe_sums = cp.RawKernel(r"""
-#include <cupy/complex.cuh>
-extern "C" __global__ void recon_probe_sums(
-    const complex<float>* obj, const complex<float>* psi, const int* iy, const int* ix,
-    float* num, float* den, int frames, int n, int W, int chunk) {
-  // num, den: one (n, n) partial per chunk of frames, summed afterwards in a fixed order
-  const int nn = n * n;
-  const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  const int p = t % nn;
-  const int c = t / nn;
-  const int j0 = c * chunk;
-  if (j0 >= frames) return;
-  const int j1 = min(frames, j0 + chunk);
-  const int y = p / n, x = p - (p / n) * n;
-  float ar = 0.f, ai = 0.f, d = 0.f;
-  for (int j = j0; j < j1; ++j) {
-    const complex<float> o = obj[(long long)(iy[j] + y) * W + ix[j] + x];
-    const complex<float> s = conj(o) * psi[(long long)j * nn + p];
-    ar += s.real(); ai += s.imag();
-    d += o.real() * o.real() + o.imag() * o.imag();
-  }
-  num[2 * ((long long)c * nn + p)] = ar;
-  num[2 * ((long long)c * nn + p) + 1] = ai;
-  den[(long long)c * nn + p] = d;
-}
-""", "recon_probe_sums")
 
-# Exit waves P * O_j are never stored: both kernels below recompute them from the object
-# (read through L2) and the probe, which saves a full write + read of the frames.
-_mix = cp.ElementwiseKernel(
-    "raw complex64 obj, raw complex64 pr, raw int32 iy, raw int32 ix, int32 n, int32 W, "
-    "int32 ps, complex64 psi, float32 a, float32 b", "complex64 f",
-    _INDEX + "f = a * (pr[j * ps + p] * obj[o]) + b * psi;", "recon_mix")
+class _Layout:
+    """Which views cover each object tile (CSR: views[starts[t]:starts[t+1]], sorted)."""
 
+    __slots__ = ("iy", "ix", "starts", "views", "rows", "unroll", "ntx", "ntiles", "comb")
+
+    def __init__(self, iy, ix, n: int, shape: tuple[int, int]) -> None:
+        h, w = shape
+        tiles_big = ((h + 31) // 32) * ((w + 31) // 32)
+        # enough tiles to fill the GPU: 32 x 32 tiles on large objects, 32 x 8 otherwise
+        self.rows, self.unroll = _TILE_ROWS[0] if tiles_big >= 1024 else _TILE_ROWS[1]
+        th = 8 * self.rows
+        self.ntx = (w + 31) // 32
+        self.ntiles = ((h + th - 1) // th) * self.ntx
+        self.iy, self.ix = iy, ix  # held: their memory cannot be reused while cached
+        self.comb = None  # FFT of the scan positions' comb (scatter_power), made on demand
+        views = iy.size
+        ty0, tx0 = iy // th, ix // 32
+        cy = (iy + n - 1) // th - ty0 + 1
+        cx = (ix + n - 1) // 32 - tx0 + 1
+        cnt = (cy * cx).astype(cp.int64)
+        end = cp.cumsum(cnt)
+        total = int(end[-1]) if views else 0
+        k = cp.arange(total, dtype=cp.int64)
+        j = cp.searchsorted(end, k, side="right")
+        local = k - (end[j] - cnt[j])
+        tile = (ty0[j] + local // cx[j]) * self.ntx + tx0[j] + local % cx[j]
+        order = cp.argsort(tile * views + j)  # unique keys: by tile, then by view
+        self.views = j[order].astype(cp.int32)
+        self.starts = cp.searchsorted(tile[order], cp.arange(self.ntiles + 1),
+                                      side="left").astype(cp.int32)
+
+    def matches(self, iy, ix) -> bool:
+        return (self.iy.data.ptr == iy.data.ptr and self.ix.data.ptr == ix.data.ptr
+                and self.iy.shape == iy.shape and self.ix.shape == ix.shape
+                and self.iy.strides == iy.strides and self.ix.strides == ix.strides)
+
+
+# Exit waves P * O_j are never stored: the mix and update kernels recompute them from the
+# object (read through L2) and the probe, which saves a full write + read of the frames.
+# The FFTs run unscaled (cuFFT's own output; CuPy's "ortho" scaling would be one more pass
+# over the frames each way): the kernels below take s = 1/N and see |F| = s |FFT f|, and the
+# projection writes s^2 F' so that the unscaled inverse returns the orthonormal result.
 _frame_error = cp.ReductionKernel(
-    "complex64 f, float32 amp, float32 m", "float32 err",
-    "m * (abs(f) - amp) * (abs(f) - amp)", "a + b", "err = a", "0", "recon_frame_error")
+    "complex64 f, float32 amp, float32 m, float32 s", "float32 err",
+    "m * (abs(f) * s - amp) * (abs(f) * s - amp)", "a + b", "err = a", "0",
+    "recon_frame_error")
 
 _project = cp.ElementwiseKernel(
-    "float32 amp, float32 m, raw float32 r, int32 nn", "complex64 f",
+    "float32 amp, float32 m, raw float32 r, int32 nn, float32 s", "complex64 f",
     """
     const float rj = r[i / nn];
-    const float mag = max(abs(f), 1e-30f);
+    const float mag = max(abs(f) * s, 1e-30f);
     const float factor = m > 0.f ? (1.f - rj) * amp / mag + rj : 1.f;
-    f = f * factor;
+    f = f * (factor * s * s);
     """, "recon_project")
-
-_update = cp.ElementwiseKernel(
-    "complex64 fp, raw complex64 obj, raw complex64 xobj, raw complex64 pr, raw int32 iy, "
-    "raw int32 ix, int32 n, int32 W, int32 ps, float32 d, float32 e, float32 c1, float32 g",
-    "complex64 psi, float32 change",
-    _INDEX + """
-    const complex<float> P = pr[j * ps + p];
-    const complex<float> delta = d * fp + e * (P * obj[o]) + c1 * psi + g * (P * xobj[o]);
-    psi = psi + delta;
-    change = delta.real() * delta.real() + delta.imag() * delta.imag();
-    """, "recon_update")
 
 
 # Fused passes (no frame-sized temporaries): the modulus projection with its per-frame
@@ -150,45 +221,89 @@ __device__ float block_sum(float v) {
   return sh[0];
 }
 
+// f = a P O_j + b psi_j: one block per contiguous range of one frame (no 64-bit division
+// per element, which made the elementwise version ~60 % slower than its memory traffic)
+extern "C" __global__ void recon_mix(
+    const complex<float>* __restrict__ obj, const complex<float>* __restrict__ pr,
+    const int* __restrict__ iy, const int* __restrict__ ix, int n, int W, int ps,
+    const complex<float>* __restrict__ psi, float a, float b, complex<float>* __restrict__ f,
+    int chunks) {
+  const int nn = n * n;
+  const int j = blockIdx.x / chunks, chunk = blockIdx.x - j * chunks;
+  const int per = (nn + chunks - 1) / chunks;
+  const int start = chunk * per, stop = min(nn, start + per);
+  const long long base = (long long)j * nn;
+  const complex<float>* P = pr + (long long)j * ps;
+  const complex<float>* O = obj + (long long)iy[j] * W + ix[j];
+  for (int p = start + threadIdx.x; p < stop; p += blockDim.x) {
+    const int y = p / n, x = p - (p / n) * n;
+    f[base + p] = a * (P[p] * O[(long long)y * W + x]) + b * psi[base + p];
+  }
+}
+
+// unscaled spectrum f (s = 1/N, see above): error of |F| = s|f| against amp, f <- s^2 F'
 extern "C" __global__ void recon_modulus(complex<float>* f, const float* amp, const float* m,
-                                         float* partial, int nn, int chunks) {
+                                         float* partial, int nn, int chunks, float s) {
   const int frame = blockIdx.x / chunks, chunk = blockIdx.x - frame * chunks;
   const int per = (nn + chunks - 1) / chunks;
   const int start = chunk * per, stop = min(nn, start + per);
+  const float s2 = s * s;
   float acc = 0.f;
   for (int p = start + threadIdx.x; p < stop; p += blockDim.x) {
     const long long i = (long long)frame * nn + p;
     const complex<float> v = f[i];
     const float a = amp[i], mk = m[p];
-    const float mag = abs(v);
+    const float mag = abs(v) * s;
     const float dev = mag - a;
     acc += mk * dev * dev;
-    f[i] = v * (mk > 0.f ? a / max(mag, 1e-30f) : 1.f);
+    f[i] = v * (mk > 0.f ? s2 * a / max(mag, 1e-30f) : s2);
   }
   const float total = block_sum(acc);
   if (threadIdx.x == 0) partial[blockIdx.x] = total;
 }
 
+// psi_j <- psi_j + delta_j for a group of G frames, one thread per frame pixel looping over
+// the group (loads of U frames in flight); writes the group's partial change sum per block
+// and, when pnum is given (shared probe), the group's eq. 5 sums conj(O_j) psi_j, |O_j|^2
+// with the NEW psi: they are the next probe update's sums (the object does not change in
+// between), which saves that update a pass over the frames.
 extern "C" __global__ void recon_update(
-    const complex<float>* fp, const complex<float>* obj, const complex<float>* xobj,
-    const complex<float>* pr, const int* iy, const int* ix, int n, int W, int ps,
-    float d, float e, float c1, float g, complex<float>* psi, float* partial, int chunks) {
+    const complex<float>* __restrict__ fp, const complex<float>* __restrict__ obj,
+    const complex<float>* __restrict__ xobj, const complex<float>* __restrict__ pr,
+    const int* __restrict__ iy, const int* __restrict__ ix, int n, int W, int ps,
+    float d, float e, float c1, float g, complex<float>* __restrict__ psi,
+    float* __restrict__ partial, int frames, int G, complex<float>* __restrict__ pnum,
+    float* __restrict__ pden) {
   const int nn = n * n;
-  const int j = blockIdx.x / chunks, chunk = blockIdx.x - j * chunks;
-  const int per = (nn + chunks - 1) / chunks;
-  const int start = chunk * per, stop = min(nn, start + per);
-  float acc = 0.f;
-  for (int p = start + threadIdx.x; p < stop; p += blockDim.x) {
-    const long long i = (long long)j * nn + p;
-    const int y = p / n, x = p - y * n;
-    const long long o = (long long)(iy[j] + y) * W + ix[j] + x;
-    const complex<float> P = pr[(long long)j * ps + p];
-    const complex<float> delta = d * fp[i] + e * (P * obj[o]) + c1 * psi[i] + g * (P * xobj[o]);
-    psi[i] = psi[i] + delta;
-    acc += delta.real() * delta.real() + delta.imag() * delta.imag();
+  const int p = blockIdx.x * blockDim.x + threadIdx.x;
+  const int grp = blockIdx.y;
+  const int j0 = grp * G, j1 = min(frames, j0 + G);
+  float acc = 0.f, dd = 0.f;
+  complex<float> a(0.f, 0.f);
+  if (p < nn) {
+    const int y = p / n, x = p - (p / n) * n;
+#pragma unroll 4
+    for (int j = j0; j < j1; ++j) {
+      const long long i = (long long)j * nn + p;
+      const long long o = (long long)(iy[j] + y) * W + ix[j] + x;
+      const complex<float> P = pr[(long long)j * ps + p];
+      const complex<float> O = obj[o];
+      const complex<float> old = psi[i];
+      complex<float> delta = d * fp[i] + e * (P * O) + c1 * old;
+      if (g != 0.f) delta += g * (P * xobj[o]);
+      const complex<float> nv = old + delta;
+      psi[i] = nv;
+      acc += delta.real() * delta.real() + delta.imag() * delta.imag();
+      a += conj(O) * nv;
+      dd += O.real() * O.real() + O.imag() * O.imag();
+    }
+    if (pnum != nullptr) {
+      pnum[(long long)grp * nn + p] = a;
+      pden[(long long)grp * nn + p] = dd;
+    }
   }
   const float total = block_sum(acc);
-  if (threadIdx.x == 0) partial[blockIdx.x] = total;
+  if (threadIdx.x == 0) partial[(long long)grp * gridDim.x + blockIdx.x] = total;
 }
 """
 _fused = cp.RawModule(code=_FUSED)
@@ -217,9 +332,7 @@ class CupyOps:
     def __init__(self, deterministic: bool = True) -> None:
         self._ones = {}
         self.deterministic = bool(deterministic)
-        # bound on |psi| entries (set by the engine from the measured frame norms: the
-        # modulus projection keeps ||psi_j|| near ||A_j||); saves a pass over the frames
-        self.psi_bound: float | None = None
+        self._layouts: dict = {}
 
     # ------------------------------------------------------------ memory
     def asarray(self, a, dtype=None):
@@ -302,65 +415,82 @@ class CupyOps:
         """P * O_j for a block, left lazy (see _ExitWaves)."""
         return _ExitWaves(obj, probe, iy, ix)
 
-    @staticmethod
-    def _fixed_scale(peak2):
-        """Fixed-point scale (a device scalar: no host sync) for terms up to sqrt(peak2):
-        the largest maps to 2^_TERM_BITS."""
-        return (2.0 ** _TERM_BITS / cp.maximum(cp.sqrt(peak2.astype(cp.float64)), 1e-30)).reshape(1)
+    def _layout(self, iy, ix, n: int, shape) -> _Layout:
+        """The tile lists for these windows, built once per pair of position arrays (a
+        scan's blocks each keep theirs; no device sync to look them up). Position arrays
+        are identified by their memory, which the cache holds: they must not be modified
+        in place (the engine makes new ones when positions change)."""
+        key = (int(iy.size), int(n), tuple(shape))
+        for lay in self._layouts.get(key, ()):
+            if lay.matches(iy, ix):
+                return lay
+        lay = _Layout(iy, ix, n, tuple(shape))
+        cached = self._layouts.setdefault(key, [])
+        cached.insert(0, lay)
+        del cached[_LAYOUTS_KEPT:]
+        return lay
 
-    @staticmethod
-    def _add_fixed(target, acc, scale: float) -> None:
-        vals = acc.view(cp.int64).astype(cp.float64) / scale
+    def _gather_sum(self, target, psi, probe, iy, ix, power: bool) -> None:
+        """target += sum_j window_j(conj(P_j) psi_j), or of |P_j|^2 (power): see _GATHER."""
+        n = probe.shape[-1]
+        h, w = target.shape
+        lay = self._layout(iy, ix, n, target.shape)
         if target.dtype == cp.complex64:
-            target += (vals[..., 0] + 1j * vals[..., 1]).astype(cp.complex64)
-        else:
-            target += vals[..., 0].astype(target.dtype)
+            acc = target
+        else:  # float32 power maps: the kernel adds complex values
+            acc = target.astype(cp.complex64)
+        name = f"recon_gather_sum<{lay.rows}, {lay.unroll}, {'true' if power else 'false'}>"
+        _gather.get_function(name)(
+            (lay.ntiles,), (32, 8),
+            (acc, probe if psi is None else psi, probe, iy, ix, lay.starts, lay.views,
+             np.int32(n), np.int32(h), np.int32(w), self._ps(probe), np.int32(lay.ntx)))
+        if acc is not target:
+            target[...] = acc.real
 
     def scatter_conj_probe(self, target, psi, probe, iy, ix, buf) -> None:
-        """target += sum_j window_j(conj(P_j) psi_j), bit-reproducible (fixed point)."""
-        n, w = self._dims(target, psi)
+        """target += sum_j window_j(conj(P_j) psi_j): a gather in frame order (bit for bit
+        repeatable), or float atomics when deterministic=False."""
         if not self.deterministic:
+            n, w = self._dims(target, psi)
             _scatter_conj_atomic(psi, probe, iy, ix, n, w, self._ps(probe),
                                  target.view(cp.float32), size=psi.size)
             return
-        psi_peak2 = _max_abs2(psi) if self.psi_bound is None else self.psi_bound ** 2
-        scale = self._fixed_scale(psi_peak2 * _max_abs2(probe))
-        acc = cp.zeros(target.shape + (2,), dtype=cp.uint64)
-        _scatter_conj(psi, probe, iy, ix, n, w, self._ps(probe), scale, acc, size=psi.size)
-        self._add_fixed(target, acc, scale)
+        self._gather_sum(target, psi, probe, iy, ix, power=False)
 
     def scatter_power(self, target, probe, iy, ix) -> None:
         """target += sum_j window_j(|P|^2), as a float64 FFT convolution of the scan
-        positions with |P|^2 (a few object-sized FFTs instead of frames x N^2 atomics);
-        per-view probes are scattered directly."""
+        positions with |P|^2 (a few object-sized FFTs instead of frames x N^2 terms);
+        per-view probes are gathered directly."""
         if probe.ndim == 3:
-            n, w = self._dims(target, probe)
-            scale = self._fixed_scale(_max_abs2(probe) ** 2)
-            acc = cp.zeros(target.shape + (2,), dtype=cp.uint64)
-            _scatter_power(probe, iy, ix, n, w, self._ps(probe), scale, acc, size=probe.size)
-            self._add_fixed(target, acc, scale)
+            self._gather_sum(target, None, probe, iy, ix, power=True)
             return
         h, w = target.shape
         n = probe.shape[0]
-        comb = cp.zeros((h, w), dtype=cp.float64)
-        cp.add.at(comb, (iy, ix), 1.0)
-        kernel = cp.zeros((h, w), dtype=cp.float64)
+        # any size >= the object's holds the linear convolution (every window lies inside
+        # it): sizes with small prime factors keep cuFFT off its slow (Bluestein) path
+        fh, fw = cufft.next_fast_len(h, real=True), cufft.next_fast_len(w, real=True)
+        lay = self._layout(iy, ix, n, target.shape)
+        if lay.comb is None:  # the positions' spectrum, kept with their tile lists
+            comb = cp.zeros((fh, fw), dtype=cp.float64)
+            cp.add.at(comb, (iy, ix), 1.0)
+            lay.comb = cp.fft.rfft2(comb)
+        kernel = cp.zeros((fh, fw), dtype=cp.float64)
         kernel[:n, :n] = cp.abs(probe.astype(cp.complex128)) ** 2
-        den = cp.fft.irfft2(cp.fft.rfft2(comb) * cp.fft.rfft2(kernel), s=(h, w))
+        den = cp.fft.irfft2(lay.comb * cp.fft.rfft2(kernel), s=(fh, fw))[:h, :w]
         target += cp.maximum(den, 0.0).astype(target.dtype)
 
     def probe_sums(self, obj, psi, iy, ix, num, den, buf, rbuf) -> None:
+        """num += sum_j conj(O_j) psi_j, den += sum_j |O_j|^2 (fixed-order partial sums)."""
         frames, n = psi.shape[0], psi.shape[-1]
-        chunk = 16
-        chunks = (frames + chunk - 1) // chunk
-        threads = n * n * chunks
-        pnum = cp.empty((chunks, n, n), dtype=cp.complex64)
-        pden = cp.empty((chunks, n, n), dtype=cp.float32)
-        _probe_sums(((threads + 255) // 256,), (256,),
-                    (obj, psi, iy, ix, pnum.view(cp.float32), pden, np.int32(frames),
-                     np.int32(n), np.int32(obj.shape[1]), np.int32(chunk)))
-        num += pnum.sum(axis=0)  # CuPy's reductions run in a fixed order
-        den += pden.sum(axis=0)
+        nn, groups = n * n, (frames + _GROUP - 1) // _GROUP
+        pnum = cp.empty((groups, n, n), dtype=cp.complex64)
+        pden = cp.empty((groups, n, n), dtype=cp.float32)
+        _gather.get_function("recon_probe_sums")(
+            ((nn + 255) // 256, groups), (256,),
+            (obj, psi, iy, ix, pnum, pden, np.int32(frames), np.int32(n),
+             np.int32(obj.shape[1]), np.int32(_GROUP)))
+        _add_groups(pnum, np.int32(groups), np.int32(nn), num)
+        _add_groups(pden, np.int32(groups), np.int32(nn), den)
 
     # ------------------------------------------------------------ Fourier
     def _maskf(self, maskf, n):
@@ -372,35 +502,36 @@ class CupyOps:
 
     def _modulus(self, f, amp, maskf, pbound, modes=1):
         """Returns (P_F(f), per-frame errors); f is transformed in place when cuFFT can.
-        With ``modes`` > 1, f holds that many views per frame whose intensities add."""
+        With ``modes`` > 1, f holds that many views per frame whose intensities add.
+        Both FFTs run unscaled; the projection applies the scale (see _frame_error)."""
         n = f.shape[-1]
         m = self._maskf(maskf, n)
-        big = cufft.fft2(f, axes=(-2, -1), norm="ortho", overwrite_x=True)
+        sc = np.float32(1.0 / n)  # 1 / sqrt(N^2)
+        big = cufft.fft2(f, axes=(-2, -1), norm="backward", overwrite_x=True)
         if modes > 1:
-            return self._modulus_modes(big, amp, m, pbound, modes)
-        if pbound is None:  # one fused pass: error and projection
+            err = self._modulus_modes(big, amp, m, pbound, modes, sc)
+        elif pbound is None:  # one fused pass: error and projection
             frames, nn = big.shape[0], n * n
             chunks = _chunks(nn)
             partial = cp.empty(frames * chunks, dtype=cp.float32)
             _fused.get_function("recon_modulus")(
-                (frames * chunks,), (256,), (big, amp, m, partial, np.int32(nn), np.int32(chunks)))
+                (frames * chunks,), (256,),
+                (big, amp, m, partial, np.int32(nn), np.int32(chunks), sc))
             err = partial.reshape(frames, chunks).sum(axis=1)
-            return cufft.ifft2(big, axes=(-2, -1), norm="ortho", overwrite_x=True), err
-        err = _frame_error(big, amp, m, axis=(1, 2))
-        if pbound is None:
-            r = cp.zeros(big.shape[0], dtype=cp.float32)
         else:
+            err = _frame_error(big, amp, m, sc, axis=(1, 2))
             lim = pbound * float(m.sum())
             r = cp.where(err > lim, cp.sqrt(lim / cp.maximum(err, 1e-30)), 1.0).astype(cp.float32)
-        _project(amp, m, r, np.int32(n * n), big)
-        return cufft.ifft2(big, axes=(-2, -1), norm="ortho", overwrite_x=True), err
+            _project(amp, m, r, np.int32(n * n), sc, big)
+        return cufft.ifft2(big, axes=(-2, -1), norm="forward", overwrite_x=True), err
 
     @staticmethod
-    def _modulus_modes(big, amp, m, pbound, modes):
-        """Mixed-state modulus projection: one factor sqrt(I)/sqrt(sum_k |F_k|^2) per pixel."""
+    def _modulus_modes(big, amp, m, pbound, modes, sc):
+        """Mixed-state modulus projection: one factor sqrt(I)/sqrt(sum_k |F_k|^2) per pixel,
+        in place on the unscaled spectra; returns the per-frame errors."""
         frames, n = big.shape[0] // modes, big.shape[-1]
         b4 = big.reshape(frames, modes, n, n)
-        mag = cp.sqrt((b4.real ** 2 + b4.imag ** 2).sum(axis=1))
+        mag = cp.sqrt((b4.real ** 2 + b4.imag ** 2).sum(axis=1)) * sc
         err = (m * (mag - amp) ** 2).sum(axis=(1, 2))
         if pbound is None:
             r = cp.zeros((frames, 1, 1), dtype=cp.float32)
@@ -408,40 +539,59 @@ class CupyOps:
             lim = pbound * float(m.sum())
             r = cp.where(err > lim, cp.sqrt(lim / cp.maximum(err, 1e-30)), 1.0)
             r = r.astype(cp.float32)[:, None, None]
-        factor = cp.where(m > 0, (1 - r) * amp / cp.maximum(mag, 1e-30) + r, 1.0)
+        factor = cp.where(m > 0, (1 - r) * amp / cp.maximum(mag, 1e-30) + r, 1.0) * (sc * sc)
         b4 *= factor.astype(cp.float32)[:, None]
-        return cufft.ifft2(big, axes=(-2, -1), norm="ortho", overwrite_x=True), err
+        return err
+
+    # the exit-wave update also returns the next probe update's sums (shared probe only)
+    fuses_probe_sums = True
 
     def fourier_update(self, psi, po, amp, maskf, notmask, coef, pbound, fbuf, absbuf, devbuf,
-                       extra=None, modes=1):
-        """psi <- c psi + d P_F(a PO + b psi) + e PO + g extra; PO, extra are _ExitWaves."""
+                       extra=None, modes=1, probe_sums=None):
+        """psi <- c psi + d P_F(a PO + b psi) + e PO + g extra; PO, extra are _ExitWaves.
+
+        ``probe_sums``: (num, den) to which sum_j conj(O_j) psi_j and sum_j |O_j|^2 of the
+        updated psi are added (one shared probe, one mode), as probe_sums() would."""
         a, b, c, d, e, g = (np.float32(v) for v in coef)
         n, w = np.int32(psi.shape[-1]), np.int32(po.obj.shape[1])
         ps = self._ps(po.probe)
-        _mix(po.obj, po.probe, po.iy, po.ix, n, w, ps, psi, a, b, fbuf)
+        frames, nn = psi.shape[0], int(n) * int(n)
+        chunks = _chunks(nn)
+        _fused.get_function("recon_mix")(
+            (frames * chunks,), (256,),
+            (po.obj, po.probe, po.iy, po.ix, n, w, ps, psi, a, b, fbuf, np.int32(chunks)))
         proj, err = self._modulus(fbuf, amp, maskf, pbound, modes)
         xobj = po.obj if extra is None else extra.obj
         if extra is None:
             g = np.float32(0.0)
-        frames, nn = psi.shape[0], int(n) * int(n)
-        chunks = _chunks(nn)
-        partial = cp.empty(frames * chunks, dtype=cp.float32)
+        groups, blocks = (frames + _GROUP - 1) // _GROUP, (nn + 255) // 256
+        partial = cp.empty(groups * blocks, dtype=cp.float32)
+        pnum = pden = None
+        if probe_sums is not None:
+            if ps != 0 or modes != 1:
+                raise ValueError("fused probe sums need one shared probe and one mode")
+            pnum = cp.empty((groups, int(n), int(n)), dtype=cp.complex64)
+            pden = cp.empty((groups, int(n), int(n)), dtype=cp.float32)
         _fused.get_function("recon_update")(
-            (frames * chunks,), (256,),
+            (blocks, groups), (256,),
             (proj, po.obj, xobj, po.probe, po.iy, po.ix, n, w, ps, d, e, np.float32(c - 1.0), g,
-             psi, partial, np.int32(chunks)))
+             psi, partial, np.int32(frames), np.int32(_GROUP), pnum, pden))
+        if probe_sums is not None:
+            _add_groups(pnum, np.int32(groups), np.int32(nn), probe_sums[0])
+            _add_groups(pden, np.int32(groups), np.int32(nn), probe_sums[1])
         return err, float(partial.sum(dtype=cp.float64))
 
     def fourier_error(self, waves, amp, maskf, absbuf, devbuf, modes=1):
         """Per-frame sum over valid pixels of (|FFT(waves)| - A)^2; waves is overwritten."""
-        big = cufft.fft2(waves, axes=(-2, -1), norm="ortho", overwrite_x=True)
-        m = self._maskf(maskf, waves.shape[-1])
+        n = waves.shape[-1]
+        big = cufft.fft2(waves, axes=(-2, -1), norm="backward", overwrite_x=True)
+        m = self._maskf(maskf, n)
+        sc = np.float32(1.0 / n)
         if modes > 1:
-            n = big.shape[-1]
             b4 = big.reshape(-1, modes, n, n)
-            mag = cp.sqrt((b4.real ** 2 + b4.imag ** 2).sum(axis=1))
+            mag = cp.sqrt((b4.real ** 2 + b4.imag ** 2).sum(axis=1)) * sc
             return (m * (mag - amp) ** 2).sum(axis=(1, 2))
-        return _frame_error(big, amp, m, axis=(1, 2))
+        return _frame_error(big, amp, m, sc, axis=(1, 2))
 
     def fourier_project(self, psi, amp, maskf, notmask, pbound, fbuf, absbuf, devbuf, modes=1):
         cp.copyto(fbuf, psi)
