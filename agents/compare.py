@@ -391,14 +391,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def iterations_to_reach(iterations: list[int], errors: list[float], level: float) -> int | None:
-    """First iteration whose error is <= level (at step granularity); None if never."""
-    for it, e in zip(iterations, errors):
-        if e <= level:
-            return it
-    return None
-
-
 # ---- target 2: iterations to reach the best fixed setting's final true error ---------------
 REACH_TARGET = 0.7  # the issue's target: <= 70 % of the best fixed setting's iterations
 

@@ -13,8 +13,7 @@ from scipy import stats
 
 from agents.bo import minimize_scalar_bo
 from agents.compare import (CompareConfig, Run, compare, interval95, iterations_fraction,
-                            iterations_to_reach, reach, reach_summary, score_scan,
-                            summarize, sustained_fraction)
+                            reach, reach_summary, score_scan, summarize, sustained_fraction)
 from agents.steer import Agent
 from recon_env.observation import N_ACTIONS, OBS_SIZE
 
@@ -69,11 +68,6 @@ def test_bo_finds_a_minimum_within_its_trials():
     x, value = minimize_scalar_bo(f, 0.1, 1.0, 12, np.random.default_rng(0))
     assert len(calls) == 12 and all(0.1 <= c <= 1.0 for c in calls)
     assert abs(x - 0.37) < 0.03 and value == min(f(c) for c in list(calls))
-
-
-def test_iterations_to_reach():
-    assert iterations_to_reach([0, 5, 10, 15], [1.0, 0.5, 0.2, 0.1], 0.3) == 10
-    assert iterations_to_reach([0, 5], [1.0, 0.5], 0.1) is None
 
 
 def test_console_script_error_is_one_line(tmp_path: Path):
