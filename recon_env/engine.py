@@ -417,22 +417,32 @@ class Reconstructor:
                                self.iy, self.ix)
         return self.comm.allreduce(den)
 
-    def _object_numerator(self):
+    def _object_numerator(self, with_den: bool = False):
+        """(eq. 4 numerator, denominator or None): with_den (GPU) sums the denominator in
+        the same pass over the frames, from the same probe values."""
         xp = self.xp
 
-        def add(work, s, e, num):
+        def add(work, s, e, acc):
             v = self._vs(s, e)
-            self.ops.scatter_conj_probe(num, self._psi(s, e), self._probe_arg(s, e), self.iy[v],
-                                        self.ix[v], work.f[: v.stop - v.start])
+            self.ops.scatter_conj_probe(acc[0], self._psi(s, e), self._probe_arg(s, e),
+                                        self.iy[v], self.ix[v], work.f[: v.stop - v.start],
+                                        **({"power": acc[1]} if with_den else {}))
 
-        num = self._sum(self._map_blocks(
-            lambda: xp.zeros(self.object_shape, dtype=xp.complex64), add))
-        return self.comm.allreduce(num)
+        parts = self._map_blocks(
+            lambda: (xp.zeros(self.object_shape, dtype=xp.complex64),
+                     xp.zeros(self.object_shape, dtype=xp.float32) if with_den else None), add)
+        num = self.comm.allreduce(self._sum([p[0] for p in parts]))
+        if not with_den:
+            return num, None
+        return num, self.comm.allreduce(self._sum([p[1] for p in parts]))
 
     def _update_object(self) -> None:
         """Eq. 4 with a little inertia (keeps unlit pixels at their old value)."""
-        num = self._object_numerator()
-        if self._obj_den is None:
+        fuse = self._obj_den is None and getattr(self.ops, "fuses_object_power", False)
+        num, den = self._object_numerator(with_den=fuse)
+        if fuse:
+            self._obj_den = den
+        elif self._obj_den is None:
             self._obj_den = self._object_denominator()
         den = self._obj_den
         reg = self.config.object_inertia * float(den.max())

@@ -73,6 +73,8 @@ def profile(frames: int, shape: int, deterministic: bool = True, repeat: int = 2
         "probe_sums": lambda: ops.probe_sums(obj, psi, iy, ix, pnum, pden, None, None),
         "object_sums": lambda: ops.scatter_conj_probe(num, psi, probe, iy, ix, None),
         "object_power": lambda: ops.scatter_power(den, probe, iy, ix),
+        "object_sums_with_power": lambda: ops.scatter_conj_probe(num, psi, probe, iy, ix, None,
+                                                                 power=den),
     }
     out = {"frames": frames, "shape": shape, "deterministic": deterministic,
            "object_shape": list(obj.shape)}

@@ -41,11 +41,12 @@ _gather_product = cp.ElementwiseKernel(
 # order as one resident pass: results repeat bit for bit and do not depend on the blocking.
 _GATHER = r"""
 #include <cupy/complex.cuh>
-template <int R, int U, bool POWER>
-__global__ void recon_gather_sum(complex<float>* target, const complex<float>* __restrict__ psi,
-    const complex<float>* __restrict__ probe, const int* __restrict__ iy,
-    const int* __restrict__ ix, const int* __restrict__ starts, const int* __restrict__ views,
-    int n, int H, int W, int ps, int ntx) {
+template <int R, int U, bool NUM, bool DEN>
+__global__ void recon_gather_sum(complex<float>* num, float* den,
+    const complex<float>* __restrict__ psi, const complex<float>* __restrict__ probe,
+    const int* __restrict__ iy, const int* __restrict__ ix, const int* __restrict__ starts,
+    const int* __restrict__ views, int n, int H, int W, int ps, int ntx) {
+  // NUM: num += conj(P_j) psi_j; DEN: den += |P_j|^2 (the same probe loads serve both)
   // U: views whose terms are loaded before they are added (in order), for small tiles
   const int tile = blockIdx.x;
   const int ty = tile / ntx, tx = tile - ty * ntx;
@@ -53,14 +54,18 @@ __global__ void recon_gather_sum(complex<float>* target, const complex<float>* _
   const int oy0 = ty * (8 * R) + threadIdx.y;
   const long long nn = (long long)n * n;
   complex<float> acc[R];
+  float accd[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const int oy = oy0 + 8 * r;
-    acc[r] = (ox < W && oy < H) ? target[(long long)oy * W + ox] : complex<float>(0.f, 0.f);
+    const bool in = ox < W && oy < H;
+    acc[r] = (NUM && in) ? num[(long long)oy * W + ox] : complex<float>(0.f, 0.f);
+    accd[r] = (DEN && in) ? den[(long long)oy * W + ox] : 0.f;
   }
   const int k1 = starts[tile + 1];
   for (int k = starts[tile]; k < k1; k += U) {
     complex<float> t[U][R];
+    float td[U][R];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const bool valid = k + u < k1;
@@ -71,27 +76,31 @@ __global__ void recon_gather_sum(complex<float>* target, const complex<float>* _
       for (int r = 0; r < R; ++r) {
         const int py = oy0 + 8 * r - y0;
         t[u][r] = complex<float>(0.f, 0.f);
+        td[u][r] = 0.f;
         if (valid && (unsigned)px < (unsigned)n && (unsigned)py < (unsigned)n) {
           const long long q = (long long)py * n + px;
           const complex<float> P = probe[j * (long long)ps + q];
-          if (POWER) {
-            t[u][r] = complex<float>(P.real() * P.real() + P.imag() * P.imag(), 0.f);
-          } else {
-            t[u][r] = conj(P) * psi[j * nn + q];
-          }
+          if (DEN) td[u][r] = P.real() * P.real() + P.imag() * P.imag();
+          if (NUM) t[u][r] = conj(P) * psi[j * nn + q];
         }
       }
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
 #pragma unroll
-      for (int r = 0; r < R; ++r) acc[r] += t[u][r];
+      for (int r = 0; r < R; ++r) {
+        if (NUM) acc[r] += t[u][r];
+        if (DEN) accd[r] += td[u][r];
+      }
     }
   }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const int oy = oy0 + 8 * r;
-    if (ox < W && oy < H) target[(long long)oy * W + ox] = acc[r];
+    if (ox < W && oy < H) {
+      if (NUM) num[(long long)oy * W + ox] = acc[r];
+      if (DEN) den[(long long)oy * W + ox] = accd[r];
+    }
   }
 }
 
@@ -130,7 +139,8 @@ _add_groups = cp.ElementwiseKernel(
     "T t = total; for (int g = 0; g < groups; ++g) t += parts[(long long)g * nn + i]; total = t;",
     "recon_add_groups")
 _gather = cp.RawModule(code=_GATHER, name_expressions=[
-    f"recon_gather_sum<{r}, {u}, {p}>" for r, u in _TILE_ROWS for p in ("true", "false")]
+    f"recon_gather_sum<{r}, {u}, {m}>" for r, u in _TILE_ROWS
+    for m in ("true, false", "false, true", "true, true")]
     + ["recon_probe_sums"])
 
 # float atomics (--gpu-atomics): the thread order changes the last bits of the sums
@@ -430,39 +440,42 @@ class CupyOps:
         del cached[_LAYOUTS_KEPT:]
         return lay
 
-    def _gather_sum(self, target, psi, probe, iy, ix, power: bool) -> None:
-        """target += sum_j window_j(conj(P_j) psi_j), or of |P_j|^2 (power): see _GATHER."""
+    def _gather_sum(self, num, den, psi, probe, iy, ix) -> None:
+        """num += sum_j window_j(conj(P_j) psi_j), den += sum_j window_j(|P_j|^2) (either
+        may be None): see _GATHER."""
         n = probe.shape[-1]
-        h, w = target.shape
-        lay = self._layout(iy, ix, n, target.shape)
-        if target.dtype == cp.complex64:
-            acc = target
-        else:  # float32 power maps: the kernel adds complex values
-            acc = target.astype(cp.complex64)
-        name = f"recon_gather_sum<{lay.rows}, {lay.unroll}, {'true' if power else 'false'}>"
-        _gather.get_function(name)(
+        h, w = (num if num is not None else den).shape
+        lay = self._layout(iy, ix, n, (h, w))
+        mode = f"{'true' if num is not None else 'false'}, {'true' if den is not None else 'false'}"
+        _gather.get_function(f"recon_gather_sum<{lay.rows}, {lay.unroll}, {mode}>")(
             (lay.ntiles,), (32, 8),
-            (acc, probe if psi is None else psi, probe, iy, ix, lay.starts, lay.views,
-             np.int32(n), np.int32(h), np.int32(w), self._ps(probe), np.int32(lay.ntx)))
-        if acc is not target:
-            target[...] = acc.real
+            (num, den, psi, probe, iy, ix, lay.starts, lay.views, np.int32(n), np.int32(h),
+             np.int32(w), self._ps(probe), np.int32(lay.ntx)))
 
-    def scatter_conj_probe(self, target, psi, probe, iy, ix, buf) -> None:
+    @property
+    def fuses_object_power(self) -> bool:
+        """scatter_conj_probe can add the eq. 4 denominator in the same pass (power=)."""
+        return self.deterministic
+
+    def scatter_conj_probe(self, target, psi, probe, iy, ix, buf, power=None) -> None:
         """target += sum_j window_j(conj(P_j) psi_j): a gather in frame order (bit for bit
-        repeatable), or float atomics when deterministic=False."""
+        repeatable), or float atomics when deterministic=False; with ``power`` (float32,
+        object-shaped) also power += sum_j window_j(|P_j|^2) from the same probe loads."""
         if not self.deterministic:
             n, w = self._dims(target, psi)
             _scatter_conj_atomic(psi, probe, iy, ix, n, w, self._ps(probe),
                                  target.view(cp.float32), size=psi.size)
+            if power is not None:
+                self.scatter_power(power, probe, iy, ix)
             return
-        self._gather_sum(target, psi, probe, iy, ix, power=False)
+        self._gather_sum(target, power, psi, probe, iy, ix)
 
     def scatter_power(self, target, probe, iy, ix) -> None:
         """target += sum_j window_j(|P|^2), as a float64 FFT convolution of the scan
         positions with |P|^2 (a few object-sized FFTs instead of frames x N^2 terms);
         per-view probes are gathered directly."""
         if probe.ndim == 3:
-            self._gather_sum(target, None, probe, iy, ix, power=True)
+            self._gather_sum(None, target, None, probe, iy, ix)
             return
         h, w = target.shape
         n = probe.shape[0]

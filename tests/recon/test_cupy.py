@@ -51,6 +51,10 @@ def test_overlap_kernels_match_numpy(case, deterministic):
     h.scatter_power(ph, c["probe"], c["iy"], c["ix"])
     g.scatter_power(pd, d["probe"], d["iy"], d["ix"])
     assert _rel(pd, ph) < 1e-5
+    # numerator and denominator of eq. 4 in one pass (the engine's object update)
+    td, pd = cp.zeros_like(d["obj"]), cp.zeros(c["obj"].shape, cp.float32)
+    g.scatter_conj_probe(td, d["psi"], d["probe"], d["iy"], d["ix"], None, power=pd)
+    assert _rel(td, th) < 1e-5 and _rel(pd, ph) < 1e-5
     nh, dh = np.zeros((n, n), np.complex64), np.zeros((n, n), np.float32)
     nd, dd = cp.zeros((n, n), cp.complex64), cp.zeros((n, n), cp.float32)
     h.probe_sums(c["obj"], c["psi"], c["iy"], c["ix"], nh, dh, np.empty_like(c["psi"]),
@@ -109,6 +113,13 @@ def test_object_sums_on_large_tiles_match_numpy():
     h.scatter_power(ph, probes, iy, ix)
     g.scatter_power(pd, cp.asarray(probes), cp.asarray(iy), cp.asarray(ix))
     assert _rel(pd, ph) < 1e-6
+    td, pd = cp.zeros(shape, cp.complex64), cp.zeros(shape, cp.float32)
+    g.scatter_conj_probe(td, cp.asarray(psi), cp.asarray(probes[0]), cp.asarray(iy),
+                         cp.asarray(ix), None, power=pd)  # one shared probe
+    th, ph = np.zeros(shape, np.complex64), np.zeros(shape, np.float32)
+    h.scatter_conj_probe(th, psi, probes[0], iy, ix, np.empty_like(psi))
+    h.scatter_power(ph, probes[0], iy, ix)
+    assert _rel(td, th) < 1e-6 and _rel(pd, ph) < 1e-6
 
 
 @pytest.mark.parametrize("algorithm, beta", [("dm", 1.0), ("raar", 0.8), ("dm", 0.8)])
