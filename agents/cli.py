@@ -154,6 +154,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     cmp_.add_argument("--best-fixed", metavar="ALG:BETA", default=None,
                       help="use this setting as (a), e.g. raar:0.9, instead of the grid search "
                            "on training scans (where the grid is unaffordable; reported as given)")
+    cmp_.add_argument("--agents-only", action="store_true",
+                      help="only the agents and (a) best fixed (skip ptypy's defaults, the hand "
+                           "schedule and BO): a cheap agent-vs-agent check on the same scans")
     cmp_.add_argument("--reach", action="store_true",
                       help="only measure how many iterations each agent needs to reach the best "
                            "fixed setting's final true error on each held-out scan (issue 13 "
@@ -289,7 +292,8 @@ def _compare(args: argparse.Namespace) -> int:
             iterations=args.iterations, bo_trials=args.bo_trials,
             bo_budget_trials=args.bo_budget_trials, backend=args.backend,
             heldout_objects=tuple(o for o in args.heldout_objects.split(",") if o) or None,
-            best_fixed=parse_best_fixed(args.best_fixed) if args.best_fixed else None)
+            best_fixed=parse_best_fixed(args.best_fixed) if args.best_fixed else None,
+            baselines=not args.agents_only)
         (reach if args.reach else compare)(agents, config, args.out)
     except (ValueError, argparse.ArgumentTypeError) as err:
         print(f"agent compare: error: {err}")

@@ -71,6 +71,7 @@ class CompareConfig:
     test_seed: int = 200_000                        # scan i is drawn from seed test_seed + i
     train_seed: int = 100_000
     best_fixed: tuple[str, float] | None = None     # given (a): no grid search
+    baselines: bool = True                          # False: only the agents and (a)
     curve_every: int = 5                            # iterations between points of (a)'s curve
 
     def check(self) -> None:
@@ -308,19 +309,12 @@ def compare(agents: dict[str, Any], config: CompareConfig, out_dir: Path,
     (best_alg, best_beta), grid = best_fixed_setting(config, log)
     best_name = f"(a) best fixed {best_alg.upper()} {best_beta:g}"
     lo, hi = config.betas[0], config.betas[-1]
-    per_trial = B // config.bo_budget_trials
     methods: dict[str, Callable[[ScanCase, int], Run]] = {}
     for name, agent in agents.items():
         methods[f"agent {name}"] = (lambda a: lambda c, i: _agent(c, i, a, B))(agent)
     methods[best_name] = lambda c, i: _fixed(c, i, best_alg, best_beta, B, curve=True)
-    methods["(b) ptypy DM alpha 1"] = lambda c, i: _fixed(c, i, "dm", 1.0, B)
-    methods["(b) ptypy RAAR 0.75"] = lambda c, i: _fixed(c, i, "raar", 0.75, B)
-    methods["(c) hand DM>RAAR 0.9>RAAR 0.5"] = lambda c, i: Run(
-        "", i, *c.play(hand_schedule(B))[:3])
-    methods[f"(d) BO {config.bo_budget_trials}x{per_trial} it (same budget)"] = \
-        lambda c, i: _bo(c, i, best_alg, config.bo_budget_trials, per_trial, lo, hi)
-    methods[f"(d) BO {config.bo_trials}x{B} it"] = \
-        lambda c, i: _bo(c, i, best_alg, config.bo_trials, B, lo, hi)
+    if config.baselines:
+        methods.update(_baselines(config, best_alg, lo, hi))
 
     runs: dict[str, list[Run]] = {name: [] for name in methods}
     scans = draw_scans(config, config.test_seed, config.test_scans, heldout=True)
@@ -360,6 +354,22 @@ def compare(agents: dict[str, Any], config: CompareConfig, out_dir: Path,
                                  f"{B} iterations")
     log(markdown_table(rows))
     return result
+
+
+def _baselines(config: CompareConfig, best_alg: str, lo: float, hi: float
+               ) -> dict[str, Callable[[ScanCase, int], Run]]:
+    """(b) ptypy's defaults, (c) the hand schedule, (d) per-scan BO (both budgets)."""
+    B = config.iterations
+    per_trial = B // config.bo_budget_trials
+    return {
+        "(b) ptypy DM alpha 1": lambda c, i: _fixed(c, i, "dm", 1.0, B),
+        "(b) ptypy RAAR 0.75": lambda c, i: _fixed(c, i, "raar", 0.75, B),
+        "(c) hand DM>RAAR 0.9>RAAR 0.5": lambda c, i: Run("", i, *c.play(hand_schedule(B))[:3]),
+        f"(d) BO {config.bo_budget_trials}x{per_trial} it (same budget)":
+            lambda c, i: _bo(c, i, best_alg, config.bo_budget_trials, per_trial, lo, hi),
+        f"(d) BO {config.bo_trials}x{B} it":
+            lambda c, i: _bo(c, i, best_alg, config.bo_trials, B, lo, hi),
+    }
 
 
 def _agent(case: ScanCase, i: int, agent: Any, B: int) -> Run:

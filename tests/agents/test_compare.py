@@ -45,6 +45,15 @@ def test_every_method_runs_on_the_same_scans(tmp_path: Path):
     assert (tmp_path / "comparison.png").stat().st_size > 10_000
 
 
+def test_agents_only_runs_the_agents_and_best_fixed_on_the_same_scans(tmp_path: Path):
+    config = dataclasses.replace(TINY, baselines=False, best_fixed=("dm", 1.0))
+    result = compare({"keep": keep_plain_dm()}, config, tmp_path, log=lambda m: None)
+    assert [row["method"] for row in result["summary"]] == ["agent keep", "(a) best fixed DM 1"]
+    assert [r["phase_rms"] for r in result["runs"]["agent keep"]] == \
+        [r["phase_rms"] for r in result["runs"]["(a) best fixed DM 1"]]
+    assert result["best_fixed"]["source"] == "given" and result["grid"] == []
+
+
 def test_summary_statistics():
     ref = [Run("a", i, v, 0.1) for i, v in enumerate([0.10, 0.20, 0.30, 0.40])]
     agent = [Run("x", i, v, 0.05) for i, v in enumerate([0.105, 0.25, 0.20])]
