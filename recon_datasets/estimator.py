@@ -63,7 +63,7 @@ def check_run_folder(config: EstimatorConfig, write: bool = False) -> None:
                                        may_change=("epochs",))
 
 
-def features(columns: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def features(columns: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Model inputs from measured columns only; target log10(truth_phase_rms) if present.
 
     images: (n, C, C, 2) phase and amplitude/mean-1; curve: (n, H, 2) log10 Fourier error
@@ -172,6 +172,7 @@ def train_estimator(config: EstimatorConfig) -> dict[str, Any]:
     shard = plan_shards(config.data, size)[rank]
     columns = _read_shard(shard, f"rank {rank} of {size}")
     inputs, target = features(columns)
+    assert target is not None  # a dataset row always carries truth_phase_rms
     val = columns["scan_index"] % config.val_every == 0
     train_idx, val_idx = np.nonzero(~val)[0], np.nonzero(val)[0]
     counts = hvd_tf.allgather_object(len(train_idx))

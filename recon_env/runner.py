@@ -145,7 +145,7 @@ def run_recon(options: dict, share=None) -> dict:
     params = {k: options.get(k) for k in ("beta", "gamma1", "gamma2")}
     t0 = time.perf_counter()
     schedule = None
-    if agent is not None:
+    if steering is not None and agent is not None:
         every = int(options.get("agent_every") or agent.every)
 
         def report(entry: dict, hist: dict) -> None:

@@ -65,7 +65,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -74,6 +74,11 @@ from recon_env.observation import (ALGORITHMS, BETAS, CLIP, N_ACTIONS, OBS_SIZE,
                                    discrete_action)
 from recon_env.observation import log10 as _log10
 from sparkmpi_dl import plugins
+
+if TYPE_CHECKING:
+    from recon_env.engine import Reconstructor
+
+StepResult = tuple[np.ndarray, float, bool, bool, dict[str, Any]]
 
 ENV_ID = "recon_env/PtychoTuning-v0"
 CONTINUOUS_ENV_ID = "recon_env/PtychoTuningContinuous-v0"
@@ -145,8 +150,9 @@ class ScanGenerator:
         if name not in cls.PRESETS:
             raise ValueError(f"ScanGenerator: unknown preset {name!r}; one of "
                              f"{sorted(cls.PRESETS)}")
-        values = {**cls.PRESETS[name], **overrides}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        values: dict[str, Any] = {**cls.PRESETS[name], **overrides}
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**fields)
 
     @classmethod
     def from_spec(cls, spec: "ScanGenerator | dict | str | None") -> "ScanGenerator":
@@ -249,7 +255,7 @@ def simulate_scan(scan: dict[str, Any]) -> Any:
     return data
 
 
-class PtychoTuningEnv(gym.Env):
+class PtychoTuningEnv(gym.Env[np.ndarray, int]):
     """See the module docstring for actions, observation, reward and termination."""
 
     metadata = {"render_modes": list(RENDER_MODES), "render_fps": 4}
@@ -300,8 +306,9 @@ class PtychoTuningEnv(gym.Env):
         # a model path is loaded on first use (TensorFlow takes seconds to import)
         self.estimator_path = str(estimator) if isinstance(estimator, (str, Path)) else None
         self.estimator_weight = float(estimator_weight)
-        self._estimator: PhaseErrorEstimator | None = (
-            None if estimator is None or self.estimator_path is not None else estimator)
+        self._estimator: PhaseErrorEstimator | None = None
+        if estimator is not None and not isinstance(estimator, (str, Path)):
+            self._estimator = estimator
         self._estimator_on = estimator is not None
         self._estimate_start: float | None = None
         if reward not in REWARDS:
@@ -323,9 +330,10 @@ class PtychoTuningEnv(gym.Env):
             from recon_env.comm import MPIComm
 
             self.comm = MPIComm()
-        self.action_space = gym.spaces.Discrete(N_ACTIONS)
+        # Discrete samples np.int64, an int to step(); the continuous variant puts a Box here
+        self.action_space = gym.spaces.Discrete(N_ACTIONS)  # type: ignore[assignment]
         self.observation_space = gym.spaces.Box(-CLIP, CLIP, (OBS_SIZE,), np.float32)
-        self.recon = None
+        self.recon: Reconstructor | None = None
         self.scan: dict[str, Any] = {}
         self._track = MeasuredTrack()
         self.beta_index = self.initial_beta_index
@@ -333,25 +341,26 @@ class PtychoTuningEnv(gym.Env):
         self.algorithm = initial_algorithm
 
     # ---- gymnasium API -------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Draw a scan (deterministic for a seed) and start its reconstruction afresh."""
         super().reset(seed=seed)
         scan = self.generator.draw(self.np_random)
         self._broadcast("reset", scan)
         return self._start(scan)
 
-    def _start(self, scan: dict[str, Any]):
+    def _start(self, scan: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
         from recon_env.engine import EngineConfig, Reconstructor
 
         self.scan = scan
         data = simulate_scan(self.scan)
-        self.recon = Reconstructor(data, EngineConfig(**self.engine_kwargs), backend=self.backend,
-                                   comm=self.comm)
+        self.recon = recon = Reconstructor(data, EngineConfig(**self.engine_kwargs),
+                                           backend=self.backend, comm=self.comm)
         self._track = MeasuredTrack()
         self.beta_index = self.initial_beta_index
         self.beta = self.betas[self.beta_index]
         self.algorithm = self.initial_algorithm
-        start = self.recon.step(0)["model_error"]  # M_0: the start guess
+        start = recon.step(0)["model_error"]  # M_0: the start guess
         self._track.start(start)
         info = {"scan": dict(self.scan), "model_error": float(start)}
         if self.reward_kind == "true_error":
@@ -367,16 +376,23 @@ class PtychoTuningEnv(gym.Env):
 
     def _true_phase_rms(self) -> float:
         """True phase RMS (rad) after registration, as recon_env.metrics computes it."""
-        return float(self.recon.quality()["phase_rms"])
+        return float(self._running().quality()["phase_rms"])
 
     def _estimated_phase_rms(self) -> float:
         """The quality estimator's prediction of the true phase RMS (rad), measured data only."""
         if self._estimator is None:
             self._estimator = plugins.load(plugins.ESTIMATORS)(self.estimator_path)
-        return self._estimator.from_reconstructor(self.recon, self.recon.history["fourier_error"],
+        recon = self._running()
+        return self._estimator.from_reconstructor(recon, recon.history["fourier_error"],
                                                   self._estimator.history)
 
-    def step(self, action):
+    def _running(self) -> Reconstructor:
+        """The reconstruction reset() started."""
+        if self.recon is None:
+            raise RuntimeError("PtychoTuningEnv: call reset() first")
+        return self.recon
+
+    def step(self, action: int) -> StepResult:
         if self.recon is None:
             raise RuntimeError("PtychoTuningEnv.step called before reset()")
         if not self.action_space.contains(action):
@@ -395,20 +411,21 @@ class PtychoTuningEnv(gym.Env):
         self.algorithm, self.beta_index = discrete_action(action, self.beta_index, len(self.betas))
         self.beta = self.betas[self.beta_index]
 
-    def _advance(self, action: Any):
+    def _advance(self, action: Any) -> StepResult:
         from recon_env.errors import ReconstructionDiverged
 
         self._apply(action)
         beta = self.beta
         n = min(self.k, self.budget - self._track.iterations)
+        recon = self._running()
         info: dict[str, Any] = {"algorithm": self.algorithm, "beta": beta, "diverged": False}
         try:
-            out = self.recon.step(n, beta=beta, algorithm=self.algorithm)
+            out = recon.step(n, beta=beta, algorithm=self.algorithm)
             if not math.isfinite(out["model_error"]):
-                raise ReconstructionDiverged(self.recon.iteration, "non-finite model error")
+                raise ReconstructionDiverged(recon.iteration, "non-finite model error")
         except ReconstructionDiverged as err:
-            self._track.iterations = self.recon.iteration
-            info.update(diverged=True, divergence=str(err), iteration=self.recon.iteration,
+            self._track.iterations = recon.iteration
+            info.update(diverged=True, divergence=str(err), iteration=recon.iteration,
                         fourier_errors=[])
             return self._observation(), -self.divergence_penalty, True, False, info
         errors = [float(e) for e in out["fourier_error"]]
@@ -424,10 +441,11 @@ class PtychoTuningEnv(gym.Env):
         if truncated and self._estimator_on:
             # estimator reward term: decades of predicted true phase error removed this episode
             estimate = self._estimated_phase_rms()
-            reward += self.estimator_weight * (_log10(self._estimate_start) - _log10(estimate))
+            start = estimate if self._estimate_start is None else self._estimate_start  # set by reset()
+            reward += self.estimator_weight * (_log10(start) - _log10(estimate))
             info["estimated_phase_rms"] = estimate
-        if truncated and self.truth_metrics and self.recon.data.truth_object is not None:
-            info.update({f"truth_{k}": v for k, v in self.recon.quality().items()
+        if truncated and self.truth_metrics and recon.data.truth_object is not None:
+            info.update({f"truth_{k}": v for k, v in recon.quality().items()
                          if isinstance(v, float)})
         return self._observation(), reward, False, truncated, info
 
@@ -488,7 +506,7 @@ class PtychoTuningContinuousEnv(PtychoTuningEnv):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.action_space = gym.spaces.Box(0.0, 1.0, (2,), np.float32)
+        self.action_space = gym.spaces.Box(0.0, 1.0, (2,), np.float32)  # type: ignore[assignment]
 
     def _plain(self, action: Any) -> Any:
         return [float(a) for a in np.asarray(action, np.float64)]

@@ -41,7 +41,7 @@ echo "setup: [1/5] base stack (TensorFlow, MPICH, mpi4py, pyspark, gymnasium)"
 pip install -q --upgrade pip wheel setuptools
 pip install -q "numpy<2" "tensorflow-cpu==2.15.1" "mpich==4.3.2" "mpi4py>=4.1,<4.2" \
   "pyspark>=4.0,<4.1" "gymnasium>=1.0,<2" "cmake<4" cloudpickle h5py scipy matplotlib "pyarrow<26" pandas tqdm \
-  pytest pytest-timeout redis ruff
+  pytest pytest-timeout redis ruff mypy
 
 echo "setup: [2/5] Horovod 0.28.1 (built from source once, ~6 min on 2 cores; pip caches the wheel)"
 if ! "$VENV/bin/python" -c "import horovod.tensorflow" 2>/dev/null; then

@@ -24,6 +24,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from importlib import metadata
 
 from sparkmpi_dl import commands as core_commands
@@ -48,7 +49,7 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def _subparsers(parser: argparse.ArgumentParser):
+def _subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
     """Every parser below ``parser``, depth first."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -67,7 +68,7 @@ def version() -> str:
 
         pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
         if pyproject.is_file():
-            return tomllib.loads(pyproject.read_text())["project"]["version"] + " (source tree)"
+            return str(tomllib.loads(pyproject.read_text())["project"]["version"]) + " (source tree)"
         return "unknown (not installed)"
 
 

@@ -20,7 +20,7 @@ def _add_launch_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _command(args: argparse.Namespace) -> list[str]:
-    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    cmd: list[str] = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise SystemExit("sparkmpi-dl: give the command to run after '--'")
     if args.num_proc < 1:
@@ -57,7 +57,8 @@ def _spark_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+             bench: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mpirun = commands.add_parser(
         "mpirun", help="run a command as N local MPI ranks (an mpiexec stand-in, no Spark)",
         description="Run CMD as N MPI ranks on this host through the project's PMI service. "

@@ -1,31 +1,31 @@
 """`make demo`: the product's main job on an embedded Spark (``local[*]``), stage by stage.
 
 Each stage prints what it is doing and returns figures for the report. Areas of the project
-contribute stages by exposing ``demo_stages() -> list[tuple[str, StageFn]]`` in the modules
-listed in STAGE_MODULES; a module that is not there is skipped. The report (Markdown + JSON,
+contribute stages by exposing ``demo_stages() -> list[tuple[str, StageFn]]``: the core's
+directly, the packages above it as entry points of the group ``sparkmpi_dl.demo``
+(pyproject.toml; their names sort in stage order). The report (Markdown + JSON,
 plus any PNGs the stages write) lands in ``runs/demo-<time>/``.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-StageFn = Callable[[Any, Path], dict]
+from sparkmpi_dl import plugins
+from sparkmpi_dl.dataplane import demo as dataplane_demo
+
+StageFn = Callable[[Any, Path], dict[str, Any]]
 """(SparkContext, report directory) -> figures for the report."""
 
-STAGE_MODULES = ("sparkmpi_dl.dataplane.demo", "recon_env.demo", "agents.demo", "trainers.demo",
-                 "recon_datasets.demo", "sparkmpi_dl.stream.demo")
 
-
-def allreduce_stage(sc, out: Path) -> dict:
+def allreduce_stage(sc: Any, out: Path) -> dict[str, Any]:
     """Two Spark barrier tasks become MPI ranks and sum 8 MB arrays with MPI_Allreduce."""
     import sparkmpi_dl
 
-    def allreduce(n: int) -> dict:
+    def allreduce(n: int) -> float:
         import numpy as np
         from mpi4py import MPI
         comm = MPI.COMM_WORLD
@@ -44,7 +44,7 @@ def allreduce_stage(sc, out: Path) -> dict:
     return {"ranks": ranks, "allreduce_sum": sums[0]}
 
 
-def table_one_stage(sc, out: Path) -> dict:
+def table_one_stage(sc: Any, out: Path) -> dict[str, Any]:
     """The seed paper's Table I on this machine: Spark collect/treeReduce vs Spark-MPI vs mpiexec."""
     from sparkmpi_dl.bench.allreduce import measure, print_table
     ranks = min(2, sc.defaultParallelism)
@@ -60,19 +60,13 @@ CORE_STAGES: list[tuple[str, StageFn]] = [
 
 
 def all_stages() -> list[tuple[str, StageFn]]:
-    stages = list(CORE_STAGES)
-    for name in STAGE_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name == name:
-                continue
-            raise
-        stages.extend(module.demo_stages())
+    stages = list(CORE_STAGES) + list(dataplane_demo.demo_stages())
+    for point in sorted(plugins.entry_points(plugins.DEMO_STAGES), key=lambda p: p.name):
+        stages.extend(point.load()())
     return stages
 
 
-def write_report(out: Path, figures: dict[str, dict], seconds: dict[str, float]) -> Path:
+def write_report(out: Path, figures: dict[str, dict[str, Any]], seconds: dict[str, float]) -> Path:
     lines = ["# sparkmpi-dl demo report", "", f"Run at {time.strftime('%Y-%m-%d %H:%M:%S')}.", ""]
     for title, values in figures.items():
         lines += [f"## {title}", "", f"Took {seconds[title]:.1f} s.", "", "| figure | value |", "|---|---|"]
@@ -95,7 +89,7 @@ def main() -> int:
     print(f"sparkmpi-dl demo: Spark {sc.version} at {sc.master} "
           f"({sc.defaultParallelism} task slots); report in {out}/", flush=True)
     stages = all_stages()
-    figures: dict[str, dict] = {}
+    figures: dict[str, dict[str, Any]] = {}
     seconds: dict[str, float] = {}
     for number, (title, stage) in enumerate(stages, 1):
         print(f"\n=== [{number}/{len(stages)}] {title}", flush=True)

@@ -34,7 +34,7 @@ def add_aliased(parser: Any, names: tuple[str, ...], hidden: tuple[str, ...], *,
     either spelling satisfies it and giving both is refused.
     """
     target = parser.add_mutually_exclusive_group(required=True) if required else parser
-    action = target.add_argument(*names, dest=dest, **kwargs)
+    action: argparse.Action = target.add_argument(*names, dest=dest, **kwargs)
     alias = {k: v for k, v in kwargs.items() if k not in ("help", "default", "metavar")}
     for name in hidden:
         target.add_argument(name, dest=dest, help=argparse.SUPPRESS,

@@ -102,7 +102,7 @@ def run(fn: Callable[..., Any], num_proc: int | None = None, *, data: Any = None
         options.update(spark=spark, master=master, slot_wait_s=slot_wait_s)
     if data is not None:
         options["data"] = data
-    launcher = sparkmpi_dl.run_local if local else sparkmpi_dl.run
+    launcher: Callable[..., list[Any]] = sparkmpi_dl.run_local if local else sparkmpi_dl.run
     fn = _ExitOnError(fn)
     if controller == "mpi":
         results = launcher(fn, num_proc, env_provider=mpi_env, **options)

@@ -15,6 +15,7 @@ from typing import Any
 COMMANDS = "sparkmpi_dl.commands"  # register(commands, bench) functions for the CLI
 ESTIMATORS = "recon_env.estimators"  # estimator classes: Cls(model_path) -> PhaseErrorEstimator
 STEERING = "recon_env.steering"  # modules with load_agent(spec) and steer(...)
+DEMO_STAGES = "sparkmpi_dl.demo"  # demo_stages() -> [(title, stage(sc, out) -> figures)]
 
 
 class PluginMissing(LookupError):

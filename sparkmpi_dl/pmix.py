@@ -64,7 +64,7 @@ def _die_with_driver() -> None:
 
 def ompi_prefix(prefix: str | Path | None = None) -> Path:
     """The Open MPI venv, checked: it must have prterun and a python with mpi4py."""
-    root = Path(prefix or os.environ.get("SPARKMPI_OMPI_PREFIX", DEFAULT_PREFIX))
+    root = Path(prefix or os.environ.get("SPARKMPI_OMPI_PREFIX", str(DEFAULT_PREFIX)))
     for tool in ("mpirun", "prterun", "python"):
         if not (root / "bin" / tool).exists():
             raise FileNotFoundError(f"Open MPI prefix {root} has no bin/{tool}; {SETUP_HINT}")
@@ -91,7 +91,7 @@ class PmixJob:
         self.hostname = socket.gethostname()
         self._envs: list[dict[str, str]] = []
         self._dir: Path | None = None
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def python(self) -> str:
@@ -117,12 +117,14 @@ class PmixJob:
         return self
 
     def _collect(self) -> list[dict[str, str]]:
+        proc, directory = self._proc, self._dir
+        assert proc is not None and proc.stdout is not None and directory is not None  # start()
         deadline = time.monotonic() + self.start_timeout
-        files = [self._dir / f"env-{r}.json" for r in range(self.num_proc)]  # type: ignore[operator]
+        files = [directory / f"env-{r}.json" for r in range(self.num_proc)]
         while not all(f.exists() for f in files):
-            if self._proc.poll() is not None:  # type: ignore[union-attr]
-                out = self._proc.stdout.read().decode(errors="replace")[-2000:]  # type: ignore[union-attr]
-                raise RuntimeError(f"Open MPI's mpirun exited with code {self._proc.returncode} "
+            if proc.poll() is not None:
+                out = proc.stdout.read().decode(errors="replace")[-2000:]
+                raise RuntimeError(f"Open MPI's mpirun exited with code {proc.returncode} "
                                    f"before its {self.num_proc} placeholder ranks started:\n{out}")
             if time.monotonic() > deadline:
                 missing = [f.name for f in files if not f.exists()]

@@ -51,7 +51,8 @@ class RunFolder:
 
 def _plain(config: Mapping[str, Any]) -> dict[str, Any]:
     """The config as JSON would give it back (tuples -> lists), so comparisons are fair."""
-    return json.loads(json.dumps(dict(config), default=str))
+    plain: dict[str, Any] = json.loads(json.dumps(dict(config), default=str))
+    return plain
 
 
 def read_run(folder: str | Path) -> dict[str, Any] | None:

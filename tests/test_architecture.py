@@ -3,8 +3,9 @@
     sparkmpi_dl (core)  <-  recon_env  <-  agents, recon_datasets, trainers, sparkmpi_dl.stream
 
 A module may import its own layer and the layers below, never a layer above. Imports are
-read with ``ast`` (module-level and function-local ones, and ``importlib.import_module``
-of a literal name), so a dependency hidden in a function body still counts. A lower layer
+read with ``ast`` (module-level and function-local ones, ``importlib.import_module`` of a
+literal name, and any string that is exactly a project module's name, as in a table of
+modules to import later), so a dependency hidden in a function body still counts. A lower layer
 that needs a higher one's code gets it through an interface it owns: the CLI's
 subcommands and the tuning env's quality estimator arrive through entry points
 (pyproject.toml) that the higher packages declare.
@@ -15,6 +16,7 @@ and are left out) or between the packages of one layer.
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import subprocess
 import sys
@@ -39,7 +41,13 @@ class Edge:
     source: str
     target: str
     where: str  # path:line
-    runtime: bool  # False under `if TYPE_CHECKING:`
+    runtime: bool  # False under `if TYPE_CHECKING:`, and for a module only named by a string
+
+
+@functools.cache
+def project_edges() -> list[Edge]:
+    """The import edges of the project's modules (read once per test session)."""
+    return import_edges(project_modules())
 
 
 def project_modules() -> dict[str, Path]:
@@ -99,6 +107,12 @@ def import_edges(modules: dict[str, Path]) -> list[Edge]:
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         for node, runtime in _walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Constant) and node.value in modules and node.value != name:
+                # a module named by a string (imported elsewhere, maybe): a dependency, but
+                # not an import for the cycle check (an entry-point group may share its name)
+                where = f"{path.relative_to(REPO)}:{node.lineno}"
+                edges.append(Edge(name, node.value, where, False))
+                continue
             targets = set()
             for imported in _imported_names(node, package):
                 while imported and imported not in modules:
@@ -110,7 +124,7 @@ def import_edges(modules: dict[str, Path]) -> list[Edge]:
                 if not any(other.startswith(target + ".") for other in targets):
                     where = f"{path.relative_to(REPO)}:{getattr(node, 'lineno', '?')}"
                     edges.append(Edge(name, target, where, runtime))
-    return edges
+    return list(dict.fromkeys(edges))  # a call naming its module once as a string, too
 
 
 def component(module: str) -> str:
@@ -119,9 +133,9 @@ def component(module: str) -> str:
 
 
 def upward(edges: list[Edge]) -> list[str]:
-    return [f"{e.where}: {e.source} imports {e.target} (layer {LAYERS[component(e.target)]} "
+    return sorted({f"{e.where}: {e.source} imports {e.target} (layer {LAYERS[component(e.target)]} "
             f"above {LAYERS[component(e.source)]})"
-            for e in edges if LAYERS[component(e.target)] > LAYERS[component(e.source)]]
+            for e in edges if LAYERS[component(e.target)] > LAYERS[component(e.source)]})
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -194,6 +208,9 @@ def test_checker_sees_function_local_upward_imports_and_cycles(tmp_path, monkeyp
         "sparkmpi_dl/__init__.py": "",
         "sparkmpi_dl/a.py": "def f():\n    import importlib\n    importlib.import_module('recon_env.b')\n",
         "sparkmpi_dl/c.py": "def g():\n    from sparkmpi_dl import d\n",
+        "sparkmpi_dl/f.py": "STAGES = ('agents.demo',)\n",
+        "agents/__init__.py": "",
+        "agents/demo.py": "",
         "sparkmpi_dl/d.py": "from . import c\n",
         "sparkmpi_dl/stream/__init__.py": "from recon_env import b\n",
         "recon_env/__init__.py": "",
@@ -202,8 +219,9 @@ def test_checker_sees_function_local_upward_imports_and_cycles(tmp_path, monkeyp
     })
     edges = import_edges(modules)
     assert upward(edges) == [
+        "recon_env/e.py:2: recon_env.e imports sparkmpi_dl.stream (layer 2 above 1)",
         "sparkmpi_dl/a.py:3: sparkmpi_dl.a imports recon_env.b (layer 1 above 0)",
-        "recon_env/e.py:2: recon_env.e imports sparkmpi_dl.stream (layer 2 above 1)"]
+        "sparkmpi_dl/f.py:1: sparkmpi_dl.f imports agents.demo (layer 2 above 0)"]
     graph: dict[str, set[str]] = {}
     for e in edges:
         if e.runtime:
@@ -214,12 +232,12 @@ def test_checker_sees_function_local_upward_imports_and_cycles(tmp_path, monkeyp
 # ---- the project ---------------------------------------------------------------------------
 
 def test_no_module_imports_a_layer_above_its_own():
-    problems = upward(import_edges(project_modules()))
+    problems = upward(project_edges())
     assert not problems, "upward imports:\n" + "\n".join(problems)
 
 
 def test_no_import_cycle_between_modules():
-    edges = import_edges(project_modules())
+    edges = project_edges()
     graph: dict[str, set[str]] = {}
     for e in edges:
         if e.runtime:
@@ -230,7 +248,7 @@ def test_no_import_cycle_between_modules():
 
 def test_no_cycle_between_the_packages_of_a_layer():
     graph: dict[str, set[str]] = {}
-    for e in import_edges(project_modules()):
+    for e in project_edges():
         source, target = component(e.source), component(e.target)
         if source != target:
             graph.setdefault(source, set()).add(target)
@@ -278,3 +296,17 @@ def test_job_failures_are_one_family():
     assert isinstance(info.value, errors.JobFailed)
     assert info.value.failure is not None and info.value.failure.rank == 1
     assert "rank one gives up" in str(info.value)
+
+
+def test_public_run_has_a_signature_type_checkers_see(tmp_path):
+    """sparkmpi_dl.run is reached through a lazy module __getattr__ at run time; type
+    checkers must still see its real signature (it was Any), and py.typed must ship."""
+    assert (REPO / "sparkmpi_dl" / "py.typed").is_file()
+    snippet = tmp_path / "use_run.py"
+    snippet.write_text("import sparkmpi_dl\n"
+                       "sparkmpi_dl.run(len, 'two')\n"
+                       "sparkmpi_dl.run_command(['true'], 2, data=None, cwd=3)\n")
+    proc = subprocess.run([sys.executable, "-m", "mypy", str(snippet)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert 'Argument 2 to "run" has incompatible type "str"; expected "int | None"' in proc.stdout, proc.stdout
+    assert '"run_command" has incompatible type "int"; expected "str | None"' in proc.stdout, proc.stdout

@@ -53,7 +53,7 @@ class LossLog(tf.keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         record = {"epoch": self._epoch, "step": self._epoch * self.steps_per_epoch + batch,
-                  "loss": float(logs["loss"])}
+                  "loss": float((logs or {})["loss"])}
         self.steps.append(record)
         self._write(record)
 
@@ -103,7 +103,7 @@ class ProgressLines(tf.keras.callbacks.Callback):
         if done % self.every == 0 and done < self.steps:
             rate = done / (time.perf_counter() - self._t0)
             print(f"epoch {self._epoch + 1}/{self.epochs} step {done}/{self.steps} "
-                  f"loss {logs['loss']:.4g} ({rate:.1f} steps/s)", flush=True)
+                  f"loss {(logs or {})['loss']:.4g} ({rate:.1f} steps/s)", flush=True)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         seconds = time.perf_counter() - self._t0

@@ -43,6 +43,7 @@ def load_rank_data(config: TrainConfig, rank: int, size: int) -> tuple[np.ndarra
     if config.synthetic:
         return data.synthetic_images(config.synthetic_samples, config.image_shape,
                                      config.num_classes, config.seed, rank)
+    assert config.data is not None  # TrainConfig.check(): --data unless --synthetic
     shards = data.assign_row_groups(data.list_row_groups(config.data), size)
     return data.read_shard(shards[rank], config.image_col, config.label_col,
                            config.image_shape, config.num_classes)
@@ -64,6 +65,7 @@ def _shard_rows(config: TrainConfig, size: int) -> list[int]:
         return [config.synthetic_samples] * size
     from trainers import data
 
+    assert config.data is not None  # TrainConfig.check(): --data unless --synthetic
     shards = data.assign_row_groups(data.list_row_groups(config.data), size)
     return [sum(g.num_rows for g in shard) for shard in shards]
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 from sparkmpi_dl.flags import add_num_proc
 
@@ -27,7 +28,7 @@ TRIALS = 3
 """Spark-MPI and native mpiexec runs alternate this many times; medians pool all calls."""
 
 
-def _sendbuf(rank_and_size):
+def _sendbuf(rank_and_size: tuple[int, int]) -> Any:
     import numpy as np
     _, size = rank_and_size
     buf = np.arange(size, dtype=np.float32)
@@ -35,7 +36,7 @@ def _sendbuf(rank_and_size):
     return buf
 
 
-def _timed(fn, repeat: int) -> float:
+def _timed(fn: Callable[[], Any], repeat: int) -> float:
     fn()  # warm-up: Python workers, broadcast of the closure
     times = []
     for _ in range(repeat):
@@ -45,28 +46,29 @@ def _timed(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-def spark_driver_worker(sc, ranks: int, size: int, repeat: int) -> tuple[float, float]:
+def spark_driver_worker(sc: Any, ranks: int, size: int, repeat: int) -> tuple[float, float]:
     """Median seconds for the collect-and-sum and the treeReduce paths."""
     import numpy as np
     rdd = sc.parallelize([(r, size) for r in range(ranks)], ranks)
 
-    def collect_sum():
+    def collect_sum() -> Any:
         return np.sum(rdd.map(_sendbuf).collect(), axis=0)
 
-    def tree_reduce():
+    def tree_reduce() -> Any:
         return rdd.map(_sendbuf).treeReduce(np.add)
 
     return _timed(collect_sum, repeat), _timed(tree_reduce, repeat)
 
 
-def _rank0_json(lines: list[str]) -> dict:
+def _rank0_json(lines: list[str]) -> dict[str, Any]:
     for line in reversed(lines):
         if line.startswith("{"):
-            return json.loads(line)
+            result: dict[str, Any] = json.loads(line)
+            return result
     raise RuntimeError("the allreduce program printed no result line:\n" + "\n".join(lines[-20:]))
 
 
-def spark_mpi(sc, ranks: int, size: int, repeat: int) -> dict:
+def spark_mpi(sc: Any, ranks: int, size: int, repeat: int) -> dict[str, Any]:
     from sparkmpi_dl.launch.spark import run_command
     lines: list[str] = []
 
@@ -96,7 +98,7 @@ def venv_tool(name: str) -> str:
     return str(tool)
 
 
-def native_mpiexec(ranks: int, size: int, repeat: int) -> dict:
+def native_mpiexec(ranks: int, size: int, repeat: int) -> dict[str, Any]:
     mpiexec = venv_tool("mpiexec")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_"))}
     start = time.time()
@@ -110,7 +112,7 @@ def native_mpiexec(ranks: int, size: int, repeat: int) -> dict:
     return result
 
 
-def measure(ranks: int, size: int, repeat: int, master: str | None) -> dict:
+def measure(ranks: int, size: int, repeat: int, master: str | None) -> dict[str, Any]:
     from sparkmpi_dl.launch.spark import spark_context
     sc = spark_context(master=master, default_master=f"local[{ranks}]")
     collect_s, tree_s = spark_driver_worker(sc, ranks, size, repeat)
@@ -129,7 +131,7 @@ def measure(ranks: int, size: int, repeat: int, master: str | None) -> dict:
     }
 
 
-def print_table(r: dict) -> None:
+def print_table(r: dict[str, Any]) -> None:
     rows = [("Spark driver-worker, collect + sum (seed Fig. 5)", r["spark_collect_s"]),
             ("Spark treeReduce", r["spark_treereduce_s"]),
             ("Spark-MPI: barrier tasks + PMI service + MPI_Allreduce", r["spark_mpi_s"]),
@@ -158,7 +160,7 @@ def _local_wireup(ranks: int) -> float:
                   output=lambda r, s, line: lines.append(line) if r == 0 and s == "stdout" else None)
     if code:
         raise RuntimeError(f"sparkmpi-dl mpirun failed with exit code {code}")
-    return _rank0_json(lines)["init_done"] - start
+    return float(_rank0_json(lines)["init_done"]) - start
 
 
 def _wireup(args: argparse.Namespace) -> int:
@@ -188,7 +190,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def register(bench: argparse._SubParsersAction) -> None:
+def register(bench: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = bench.add_parser("allreduce", help="Table I: Spark collect/treeReduce vs Spark-MPI vs mpiexec",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_num_proc(parser, type=_positive, default=2, help="number of ranks / partitions")

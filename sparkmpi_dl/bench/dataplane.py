@@ -27,7 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from sparkmpi_dl.flags import add_num_proc
 
@@ -46,7 +46,7 @@ def _allreduce(total: float, rows: int) -> tuple[float, int]:
     return comm.allreduce(total), comm.allreduce(rows)
 
 
-def _sum_table(table) -> float:
+def _sum_table(table: Any) -> float:
     """Sum of the frame column, chunk by chunk from the Arrow buffers (no copy)."""
     import numpy as np
     from sparkmpi_dl.dataplane import column_as_array
@@ -56,7 +56,7 @@ def _sum_table(table) -> float:
     return total
 
 
-def dataplane_rank(table) -> dict[str, Any]:
+def dataplane_rank(table: Any) -> dict[str, Any]:
     start = time.perf_counter()
     total, rows = _allreduce(_sum_table(table), table.num_rows)
     return {"sum": total, "rows": rows, "rss_mb": _peak_rss_mb(), "sum_s": time.perf_counter() - start}
@@ -87,11 +87,11 @@ def parquet_rank(directory: str) -> dict[str, Any]:
     return {"sum": total, "rows": rows, "rss_mb": _peak_rss_mb()}
 
 
-def make_frames(spark, mb: int, ranks: int, column: str = "array"):
+def make_frames(spark: Any, mb: int, ranks: int, column: str = "array") -> tuple[Any, int, float]:
     """``mb`` MB of 128x128 float32 frames in ``ranks`` partitions, held by the executors."""
     rows = max(ranks, mb * 2**20 // FRAME_BYTES)
 
-    def generate(batches):
+    def generate(batches: Iterator[Any]) -> Iterator[Any]:
         import numpy as np
         import pyarrow as pa
         for batch in batches:
@@ -111,11 +111,11 @@ def make_frames(spark, mb: int, ranks: int, column: str = "array"):
     return df, rows, float(sum((i % 7) for i in range(rows)) * FRAME[0] * FRAME[1])
 
 
-def _quiet(*_args) -> None:
+def _quiet(*_args: object) -> None:
     pass
 
 
-def measure(spark, ranks: int, mb: int, repeat: int, column: str = "array") -> dict[str, Any]:
+def measure(spark: Any, ranks: int, mb: int, repeat: int, column: str = "array") -> dict[str, Any]:
     import sparkmpi_dl
     import pyarrow as pa
     import pyarrow.ipc as ipc
@@ -127,7 +127,7 @@ def measure(spark, ranks: int, mb: int, repeat: int, column: str = "array") -> d
     rss: list[float] = []
     sums_s: list[float] = []
 
-    def check(results: list[dict]) -> list[dict]:
+    def check(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         assert results[0]["rows"] == rows and abs(results[0]["sum"] - expected) <= 1e-6 * expected, results[0]
         return results
 
@@ -154,7 +154,7 @@ def measure(spark, ranks: int, mb: int, repeat: int, column: str = "array") -> d
             check(sparkmpi_dl.run(parquet_rank, ranks, args=(tmp + "/frames",), output=_quiet))
 
     def arrow_floor() -> None:
-        def count(batches):
+        def count(batches: Iterator[Any]) -> Iterator[Any]:
             import pyarrow as pa
             n = sum(batch.num_rows for batch in batches)
             yield pa.RecordBatch.from_arrays([pa.array([n], pa.int64())], names=["n"])
@@ -219,7 +219,7 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(bench: argparse._SubParsersAction) -> None:
+def register(bench: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = bench.add_parser("dataplane", help="Spark -> MPI ranks: data plane vs collect+scatter vs Parquet",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_num_proc(parser, dest="ranks", type=_positive, default=2,

@@ -13,7 +13,7 @@ import cloudpickle
 from sparkmpi_dl.errors import JobFailed, RankProcessFailed
 from sparkmpi_dl.launch.output import print_prefixed
 from sparkmpi_dl.launch.rank import RankSpec, exit_status, run_rank
-from sparkmpi_dl.pmi import EnvProvider, JobService, OutputSink
+from sparkmpi_dl.pmi import EnvProvider, JobOutcome, JobService, OutputSink
 
 __all__ = ["JobFailed", "mpirun", "run_local"]  # JobFailed: sparkmpi_dl.errors, kept here for imports
 
@@ -36,7 +36,7 @@ def _run_ranks(spec: RankSpec, num_proc: int) -> tuple[list[Any], list[BaseExcep
     return results, errors
 
 
-def _settled_outcome(service: JobService, timeout: float = 10.0):
+def _settled_outcome(service: JobService, timeout: float = 10.0) -> JobOutcome | None:
     """The epoch's outcome once the service has processed every rank's exit report.
 
     A task returns right after *sending* its exit status; reading the outcome before the

@@ -25,6 +25,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 from sparkmpi_dl.errors import RankProcessFailed
 from sparkmpi_dl.pmi.auth import Hello, join
@@ -80,7 +81,7 @@ class _Control:
         self.reader = sock.makefile("rb")
         self.lock = threading.Lock()
 
-    def send(self, event: dict) -> None:
+    def send(self, event: dict[str, Any]) -> None:
         data = (json.dumps(event) + "\n").encode()
         with self.lock:
             try:
@@ -88,9 +89,10 @@ class _Control:
             except OSError:
                 pass
 
-    def receive(self) -> dict | None:
+    def receive(self) -> dict[str, Any] | None:
         line = self.reader.readline()
-        return json.loads(line) if line else None
+        event: dict[str, Any] | None = json.loads(line) if line else None
+        return event
 
     def close(self) -> None:
         try:
@@ -114,7 +116,7 @@ OUTPUT_CHUNK_CHARS = 8192
 well under the job service's 64 KiB line limit."""
 
 
-def _pump(stream, name: str, control: _Control, tail: deque) -> None:
+def _pump(stream: IO[bytes], name: str, control: _Control, tail: deque[str]) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace").rstrip("\n")
         if name == "stderr":
@@ -124,7 +126,7 @@ def _pump(stream, name: str, control: _Control, tail: deque) -> None:
     stream.close()
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the rank's process group, then SIGKILL what is left after a grace period."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
@@ -178,7 +180,7 @@ def run_rank(spec: RankSpec, rank: int, epoch: int,
         control.close()
 
 
-def _supervise(proc: subprocess.Popen, control: _Control, rank: int, result_path: Path | None) -> bytes | None:
+def _supervise(proc: subprocess.Popen[bytes], control: _Control, rank: int, result_path: Path | None) -> bytes | None:
     tail: deque[str] = deque(maxlen=40)
     pumps = [threading.Thread(target=_pump, args=(s, n, control, tail), daemon=True)
              for s, n in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))]

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import cloudpickle
-from pyspark import BarrierTaskContext, SparkContext
+from pyspark import BarrierTaskContext, SparkContext, TaskContext
 from pyspark.sql import SparkSession
 
-from sparkmpi_dl.errors import FailureReport, JobFailed
+from sparkmpi_dl.errors import FailureReport, JobFailed, SparkSetupError
 from sparkmpi_dl.launch.output import print_prefixed
 from sparkmpi_dl.launch.rank import RankSpec, run_rank
 from sparkmpi_dl.launch.spark_setup import (BadMaster, InterpreterMismatch,  # noqa: F401 (API)
-                                            SparkSetupError,
                                             adopt_interpreter, check_interpreter, check_master,
                                             choose_interpreter, first_line, keep_sigint_handler,
                                             quiet, quiet_startup)
@@ -98,7 +97,8 @@ def require_slots(sc: SparkContext, num_proc: int, wait_s: float = 15.0) -> int:
     A ``local[N]`` master has all its slots from the start, so it does not wait. Then the
     executors' Python is checked once per context (:class:`InterpreterMismatch`).
     """
-    if sc.master.startswith("local"):
+    master = sc.master or ""
+    if master.startswith("local"):
         wait_s = 0.0  # no executor can join a local master
     deadline = time.monotonic() + wait_s
     slots = available_slots(sc)
@@ -111,7 +111,6 @@ def require_slots(sc: SparkContext, num_proc: int, wait_s: float = 15.0) -> int:
         time.sleep(0.5)
         slots = available_slots(sc)
     if slots < num_proc:
-        master = sc.master
         hint = (f"use --master local[{num_proc}] (or more cores)" if master.startswith("local")
                 else "add executors or cores (spark.executor.cores, spark.cores.max, "
                      "more workers), or lower spark.task.cpus")
@@ -119,7 +118,7 @@ def require_slots(sc: SparkContext, num_proc: int, wait_s: float = 15.0) -> int:
             f"this job needs {num_proc} task slots at once (one per MPI rank) but the cluster "
             f"at {master} offers {slots}: {hint}, or run with fewer ranks")
     adopt_interpreter(sc)
-    check_interpreter(sc, 1 if sc.master.startswith("local") else slots)
+    check_interpreter(sc, 1 if master.startswith("local") else slots)
     return slots
 
 
@@ -127,8 +126,8 @@ def _driver_host(sc: SparkContext, bind_host: str | None) -> str:
     return bind_host or sc.getConf().get("spark.driver.host", "127.0.0.1")
 
 
-def _barrier_task(spec: RankSpec):
-    def task(_partition):
+def _barrier_task(spec: RankSpec) -> Callable[[Iterable[Any]], Iterator[tuple[int, bytes | None]]]:
+    def task(_partition: Iterable[Any]) -> Iterator[tuple[int, bytes | None]]:
         ctx = BarrierTaskContext.get()
         rank = ctx.partitionId()
         # PySpark does not expose the stage attempt number; the smallest task attempt id
@@ -138,7 +137,7 @@ def _barrier_task(spec: RankSpec):
     return task
 
 
-def _gpu_env(ctx) -> dict[str, str]:
+def _gpu_env(ctx: TaskContext) -> dict[str, str]:
     """CUDA_VISIBLE_DEVICES from the GPUs Spark assigned to this task, if it assigned any."""
     gpus = ctx.resources().get("gpu")
     if gpus is None or not gpus.addresses:
@@ -188,7 +187,7 @@ def _launch(sc: SparkContext, spec_for: Callable[[JobService], RankSpec], num_pr
             raise JobFailed(service.failure_of(), f"Spark job failed: {str(err).splitlines()[0]}",
                             service.rank_processes()) from None
         finally:
-            sc.setLocalProperty("spark.jobGroup.id", None)
+            sc.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]  # None unsets it
     return [result for _, result in sorted(pairs, key=lambda pair: pair[0])]
 
 

@@ -23,9 +23,9 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
-from sparkmpi_dl.errors import SparkSetupError
+from sparkmpi_dl.errors import SparkSetupError as SparkSetupError  # re-exported for callers
 
 VERBOSE_ENV = "SPARKMPI_DL_VERBOSE"
 QUIET_LOG4J = Path(__file__).with_name("log4j2-quiet.properties")
@@ -191,7 +191,7 @@ def check_interpreter(sc: Any, tasks: int = 1) -> None:
         return
     meant = sc.pythonExec
 
-    def probe(_partition):  # nested, so cloudpickle ships it by value (no project needed)
+    def probe(_partition: Iterable[Any]) -> Iterator[tuple[str, str, str, str | None, bool]]:  # nested, so cloudpickle ships it by value (no project needed)
         import importlib.util
         import socket
         import sys

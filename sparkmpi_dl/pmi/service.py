@@ -24,7 +24,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Coroutine
 
 from sparkmpi_dl.pmi import auth
 from sparkmpi_dl.pmi.keepalive import keep_alive
@@ -33,7 +33,7 @@ from sparkmpi_dl.pmi.refusals import RefusalLog
 from sparkmpi_dl.pmi.session import PmiSession, ProtocolViolation
 from sparkmpi_dl.errors import FailureReport
 from sparkmpi_dl.pmi.state import EpochState
-from sparkmpi_dl.pmi.wire import MAX_MESSAGE_BYTES, WireError, format_v1, parse_v1
+from sparkmpi_dl.pmi.wire import MAX_MESSAGE_BYTES, Message, WireError, format_v1, parse_v1
 
 log = logging.getLogger("sparkmpi_dl.pmi")
 
@@ -113,7 +113,7 @@ class JobService:
         self.max_unauthenticated = max_unauthenticated or max(MIN_UNAUTHENTICATED, 4 * size)
         self.published_names: dict[str, str] = {}
         self.refusals = RefusalLog(log, f"job {self.job_id}")
-        self._pending: OrderedDict[asyncio.Task, object] = OrderedDict()  # task -> peer
+        self._pending: OrderedDict[asyncio.Task[Any], object] = OrderedDict()  # task -> peer
         self._expired: FailureReport | None = None
         self.epochs: dict[int, EpochState] = {}
         self.current: EpochState | None = None
@@ -121,7 +121,7 @@ class JobService:
         self._thread = threading.Thread(target=self._loop.run_forever, name="sparkmpi-job-service",
                                         daemon=True)
         self._server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._finished = threading.Event()
 
     # ---- lifecycle -----------------------------------------------------------------
@@ -221,7 +221,7 @@ class JobService:
                         f"did not join within {self.start_timeout:.0f} s "
                         f"(joined {len(state.ctl)} of {state.size}; missing ranks {missing})", 1)
 
-    def _spawn(self, coro) -> asyncio.Task:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -270,7 +270,7 @@ class JobService:
         if hello.job != self.job_id:
             return f"unknown job {hello.job!r}"
         if state is None:
-            return f"stale epoch {hello.epoch} (current is {self.current.epoch})"
+            return f"stale epoch {hello.epoch} (current is {self.current.epoch if self.current else '?'})"
         if not 0 <= hello.rank < self.size:
             return f"rank {hello.rank} is outside 0..{self.size - 1}"
         table = state.ctl if hello.role == "ctl" else state.pmi
@@ -283,6 +283,7 @@ class JobService:
     # ---- connections ---------------------------------------------------------------
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        assert task is not None  # a connection callback runs as a task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         peer = writer.get_extra_info("peername")
@@ -315,7 +316,7 @@ class JobService:
             self._pending.pop(task, None)
             writer.close()
 
-    def _admit(self, task: asyncio.Task, peer: object) -> None:
+    def _admit(self, task: asyncio.Task[Any], peer: object) -> None:
         """Count a new unauthenticated connection; past the cap, drop the oldest one waiting.
 
         Dropping the oldest (not refusing the newest) keeps the service usable in a flood:
@@ -329,7 +330,9 @@ class JobService:
 
     def _authenticated(self) -> None:
         """The current connection proved itself (or is a permitted plain client): uncounted."""
-        self._pending.pop(asyncio.current_task(), None)
+        task = asyncio.current_task()
+        if task is not None:
+            self._pending.pop(task, None)
 
     async def _refuse(self, writer: asyncio.StreamWriter, peer: object, reason: str) -> None:
         self.refusals.record(reason, peer)
@@ -339,13 +342,14 @@ class JobService:
         except ConnectionError:
             pass
 
-    async def _join(self, msg, reader, writer, peer) -> None:
+    async def _join(self, msg: Message, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    peer: object) -> None:
         hello = auth.Hello.from_message(msg)
         nonce = auth.new_nonce()
         writer.write(format_v1(auth.CHALLENGE, {"nonce": nonce}))
         await writer.drain()
         answer = parse_v1((await asyncio.wait_for(reader.readline(), HANDSHAKE_TIMEOUT_S)).decode(errors="replace"))
-        if answer.cmd != auth.AUTH or not auth.mac_matches(self.secret, nonce, hello, answer.get("mac", "")):
+        if answer.cmd != auth.AUTH or not auth.mac_matches(self.secret, nonce, hello, answer.get("mac") or ""):
             await self._refuse(writer, peer, f"rank {hello.rank}: wrong or missing job secret")
             return
         self._authenticated()
@@ -354,8 +358,8 @@ class JobService:
             return
         state = self._epoch(hello.epoch)
         reason = self._refuse_reason(hello, state)
-        if reason:
-            await self._refuse(writer, peer, reason)
+        if reason or state is None:
+            await self._refuse(writer, peer, reason or f"stale epoch {hello.epoch}")
             return
         writer.write(format_v1(auth.OK))
         await writer.drain()
@@ -364,10 +368,12 @@ class JobService:
         else:
             await self._serve_pmi(state, hello.rank, hello.host, reader, writer)
 
-    async def _join_plain(self, msg, reader, writer, peer) -> None:
+    async def _join_plain(self, msg: Message, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter, peer: object) -> None:
         rank = msg.require_int("pmiid")
         self._authenticated()
         state = self._epoch(self.current.epoch if self.current else 0)
+        assert state is not None  # the current epoch is never stale
         reason = self._refuse_reason(auth.Hello(self.job_id, state.epoch, rank, "pmi", "?"), state)
         if reason:
             await self._refuse(writer, peer, reason)
@@ -377,7 +383,8 @@ class JobService:
         await session._initack(msg)
         await self._serve_pmi(state, rank, host, reader, writer, session)
 
-    async def _serve_pmi(self, state, rank, host, reader, writer, session=None) -> None:
+    async def _serve_pmi(self, state: EpochState, rank: int, host: str, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter, session: PmiSession | None = None) -> None:
         session = session or PmiSession(self, state, rank, host, reader, writer)
         state.pmi[rank] = session
         if rank not in state.hosts:
@@ -409,7 +416,8 @@ class JobService:
             await self.fail(state, rank, "closed its PMI connection without calling MPI_Finalize "
                             f"while ranks {others} were still in the job", 1)
 
-    async def _serve_ctl(self, state: EpochState, hello: auth.Hello, reader, writer) -> None:
+    async def _serve_ctl(self, state: EpochState, hello: auth.Hello, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
         channel = CtlChannel(writer)
         if (sock := writer.get_extra_info("socket")) is not None:
             keep_alive(sock)  # a worker host that goes silent fails the job in seconds
@@ -450,7 +458,7 @@ class JobService:
                     return
             await channel.send({"t": "env", "env": env})
 
-    async def _on_ctl_event(self, state: EpochState, rank: int, event: dict) -> bool:
+    async def _on_ctl_event(self, state: EpochState, rank: int, event: dict[str, Any]) -> bool:
         kind = event.get("t")
         if kind == "out":
             stream, line = event.get("stream", "stdout"), str(event.get("line", ""))
@@ -492,7 +500,7 @@ class CtlChannel:
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
 
-    async def send(self, event: dict) -> None:
+    async def send(self, event: dict[str, Any]) -> None:
         try:
             self.writer.write((json.dumps(event) + "\n").encode())
             await self.writer.drain()

@@ -229,7 +229,7 @@ class PmiSession:
     async def _get_node_attr(self, msg: Message) -> None:
         key = msg.require("key")
         attrs = self.state.node_attrs.setdefault(self.host, {})
-        if msg.get("wait", "FALSE").upper() == "TRUE":
+        if (msg.get("wait") or "FALSE").upper() == "TRUE":
             await self.state.wait_for(lambda: key in attrs, HOSTS_WAIT_S)
         if key in attrs:
             await self.reply("info-getnodeattr-response", {"found": "TRUE", "value": attrs[key], "rc": 0}, msg)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from sparkmpi_dl.errors import FailureReport
 
@@ -27,12 +27,12 @@ class EpochState:
     finalized: set[int] = field(default_factory=set)
     exits: dict[int, int] = field(default_factory=dict)
     processes: dict[int, tuple[str, int]] = field(default_factory=dict)  # rank -> (host, pid)
-    stderr_tails: dict[int, collections.deque] = field(default_factory=dict)
+    stderr_tails: dict[int, collections.deque[str]] = field(default_factory=dict)
     failure: FailureReport | None = None
     env_sent: bool = False
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
-    def stderr_tail(self, rank: int) -> collections.deque:
+    def stderr_tail(self, rank: int) -> collections.deque[str]:
         return self.stderr_tails.setdefault(rank, collections.deque(maxlen=STDERR_TAIL_LINES))
 
     @property
@@ -55,7 +55,7 @@ class EpochState:
         async with self.changed:
             self.changed.notify_all()
 
-    async def wait_for(self, predicate, timeout: float | None) -> bool:
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         """Wait until predicate() holds (re-checked on every notify); False on timeout."""
         async def waiter() -> None:
             async with self.changed:
