@@ -68,8 +68,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-simulation", dest="gpu_simulation", action="store_true",
                    help="with --backend cupy: simulate the data on the GPU (large benchmarks)")
     p.add_argument("--gpu-atomics", dest="deterministic", action="store_const", const=False,
-                   help="with --backend cupy: float atomics for the object sums (a little "
-                   "faster; results then vary in the last bits from run to run)")
+                   help="with --backend cupy: float atomics for the object sums instead of "
+                   "the ordered gather (results then vary in the last bits from run to run; "
+                   "not faster on an H200)")
 
 
 def _fractions(text: str) -> tuple[float, ...]:

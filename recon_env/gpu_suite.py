@@ -3,7 +3,7 @@
     python -m recon_env.gpu_suite OUT_DIR [--quick]
 
 1. CuPy kernels against NumPy (tests/recon/test_cupy.py) and the CPU tests under this
-   machine's numpy 2.x; 2. one-GPU timings (512x128^2 and 4096x256^2, 100 DM iterations,
+   machine's numpy 2.x, and the per-pass GPU profile (gpu_profile.py); 2. one-GPU timings (512x128^2 and 4096x256^2, 100 DM iterations,
    kernels warm); 3. 16384x256^2 strong scaling on 1, 2, 4 GPUs (NCCL sums); 4. the quality
    target on the GPU. Each step has its own time limit, so one failure still leaves the
    others' results in OUT_DIR/results.jsonl; a table is printed last.
@@ -69,6 +69,9 @@ def main(argv: list[str]) -> int:
          out, 60)
     _run("test_cupy", [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/recon/test_cupy.py"],
          out, 150)
+    for frames, shape in (("4096", "256"), ("512", "128")):  # GPU time of each pass
+        _run(f"profile_{frames}x{shape}", [PY, "-m", "recon_env.gpu_profile", frames, shape],
+             out, 90)
     rows = []
     cases = [("1gpu_512x128", ["--frames", "512", "--shape", "128", "--iterations", "100",
                                "--warmup", "5"], 1),
