@@ -81,7 +81,7 @@ def _warn_negative_all_ranks(data, comm, options: dict) -> None:
     mine = (int(np.count_nonzero(neg)),
             (np.flatnonzero(neg.reshape(data.n_frames, -1).any(axis=1)) + first).tolist(),
             float(data.intensities.min()) if neg.any() else 0.0)
-    every = comm.comm.allgather(mine)
+    every = comm.allgather(mine)
     count = sum(c for c, _, _ in every)
     if count == 0:
         return

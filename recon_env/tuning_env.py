@@ -76,6 +76,7 @@ from recon_env.observation import log10 as _log10
 from sparkmpi_dl import plugins
 
 if TYPE_CHECKING:
+    from recon_env.comm import Communicator
     from recon_env.engine import Reconstructor
 
 StepResult = tuple[np.ndarray, float, bool, bool, dict[str, Any]]
@@ -325,7 +326,7 @@ class PtychoTuningEnv(gym.Env[np.ndarray, int]):
         self.render_mode = render_mode
         if comm not in ("serial", "mpi"):
             raise ValueError(f"PtychoTuningEnv: comm must be 'serial' or 'mpi', got {comm!r}")
-        self.comm = None
+        self.comm: Communicator | None = None
         if comm == "mpi":  # frames split over MPI ranks; see serve()
             from recon_env.comm import MPIComm
 
@@ -452,7 +453,7 @@ class PtychoTuningEnv(gym.Env[np.ndarray, int]):
     # ---- MPI: rank 0 hosts the env, the other ranks follow -------------------------------
     def _broadcast(self, command: str, argument: Any) -> None:
         if self.comm is not None and self.comm.size > 1:
-            self.comm.comm.bcast((command, argument), root=0)
+            self.comm.bcast((command, argument), root=0)
 
     def serve(self) -> None:
         """On ranks > 0: repeat rank 0's reset/step calls (their share of the frames) until
@@ -460,7 +461,7 @@ class PtychoTuningEnv(gym.Env[np.ndarray, int]):
         if self.comm is None or self.comm.rank == 0:
             raise RuntimeError("PtychoTuningEnv.serve() is for MPI ranks > 0 (comm='mpi')")
         while True:
-            command, argument = self.comm.comm.bcast(None, root=0)
+            command, argument = self.comm.bcast(None, root=0)
             if command == "close":
                 return
             if command == "reset":
