@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -102,11 +103,27 @@ def check_parameters(algorithm: str, beta: float, gamma1: float, gamma2: float) 
         raise ValueError(f"gamma1 and gamma2 must be in [-10, 10], got {gamma1}, {gamma2}")
 
 
-def update_coefficients(algorithm: str, beta: float, gamma1: float, gamma2: float):
-    """(a, b, c, d, e, g): psi <- c psi + d P_F(a PO + b psi) + e PO + g P_O(P_F psi)."""
+class UpdateCoefficients(NamedTuple):
+    """The exit-wave update as one formula for DM, generalised DM and RAAR:
+
+        psi <- c psi + d P_F(a PO + b psi) + e PO + g P_O(P_F psi)
+
+    with PO = P_O psi. A tuple still (the array ops unpack it as ``a, b, c, d, e, g``);
+    the engine reads the fields by name."""
+
+    a: float  # weight of P_O psi in the wave the Fourier projection gets
+    b: float  # weight of psi in that wave
+    c: float  # weight of psi kept
+    d: float  # weight of the Fourier projection
+    e: float  # weight of P_O psi added
+    g: float  # weight of P_O(P_F psi): nonzero only for generalised DM (gamma1 != -1)
+
+
+def update_coefficients(algorithm: str, beta: float, gamma1: float, gamma2: float) -> UpdateCoefficients:
+    """The coefficients of ``algorithm`` (see :class:`UpdateCoefficients`)."""
     if algorithm == "raar":
-        return 2.0, -1.0, beta, beta, 1.0 - 2.0 * beta, 0.0
-    return (1.0 + gamma2, -gamma2, 1.0, beta, beta * gamma1, -beta * (1.0 + gamma1))
+        return UpdateCoefficients(2.0, -1.0, beta, beta, 1.0 - 2.0 * beta, 0.0)
+    return UpdateCoefficients(1.0 + gamma2, -gamma2, 1.0, beta, beta * gamma1, -beta * (1.0 + gamma1))
 
 
 def make_ops(backend: str, workers: int = 1, deterministic: bool = True):
@@ -574,7 +591,7 @@ class Reconstructor:
         coef = update_coefficients(algorithm, beta, gamma1, gamma2)
         pb = self.config.fourier_power_bound
         extra_obj = None
-        if coef[5] != 0.0:  # generalised DM with gamma1 != -1: P_O(P_F psi), linear in psi
+        if coef.g != 0.0:  # generalised DM with gamma1 != -1: P_O(P_F psi), linear in psi
             def project(work, s, e, num):
                 v = self._vs(s, e)
                 k = v.stop - v.start
