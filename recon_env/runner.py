@@ -12,6 +12,7 @@ import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -142,7 +143,7 @@ def run_recon(options: dict, share=None) -> dict:
     except ValueError as err:  # e.g. no photons: say which input
         raise ValueError(f"{source_name(options)}: {err}") from err
     total, chunk = int(options["iterations"]), max(1, int(options.get("report_every", 10)))
-    params = {k: options.get(k) for k in ("beta", "gamma1", "gamma2")}
+    params: dict[str, Any] = {k: options.get(k) for k in ("beta", "gamma1", "gamma2")}
     t0 = time.perf_counter()
     schedule = None
     if steering is not None and agent is not None:
