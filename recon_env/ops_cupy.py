@@ -154,13 +154,16 @@ _scatter_conj_atomic = cp.ElementwiseKernel(
     """, "recon_scatter_conj")
 
 
-_LAYOUTS_KEPT = 16  # per (views, N, object shape): a streamed scan keeps one per block
+# layouts kept (most recently used first): a scan's blocks, the whole scan for the
+# illumination, and a few earlier position sets (refinement, frames added to a live scan)
+_LAYOUTS_KEPT = 32
 
 
 class _Layout:
     """Which views cover each object tile (CSR: views[starts[t]:starts[t+1]], sorted)."""
 
-    __slots__ = ("iy", "ix", "starts", "views", "rows", "unroll", "ntx", "ntiles", "comb")
+    __slots__ = ("iy", "ix", "n", "shape", "starts", "views", "rows", "unroll", "ntx", "ntiles",
+                 "comb")
 
     def __init__(self, iy, ix, n: int, shape: tuple[int, int]) -> None:
         h, w = shape
@@ -171,6 +174,7 @@ class _Layout:
         self.ntx = (w + 31) // 32
         self.ntiles = ((h + th - 1) // th) * self.ntx
         self.iy, self.ix = iy, ix  # held: their memory cannot be reused while cached
+        self.n, self.shape = n, shape
         self.comb = None  # FFT of the scan positions' comb (scatter_power), made on demand
         views = iy.size
         ty0, tx0 = iy // th, ix // 32
@@ -342,7 +346,7 @@ class CupyOps:
     def __init__(self, deterministic: bool = True) -> None:
         self._ones = {}
         self.deterministic = bool(deterministic)
-        self._layouts: dict = {}
+        self._layouts: list[_Layout] = []
 
     # ------------------------------------------------------------ memory
     def asarray(self, a, dtype=None):
@@ -430,14 +434,14 @@ class CupyOps:
         scan's blocks each keep theirs; no device sync to look them up). Position arrays
         are identified by their memory, which the cache holds: they must not be modified
         in place (the engine makes new ones when positions change)."""
-        key = (int(iy.size), int(n), tuple(shape))
-        for lay in self._layouts.get(key, ()):
-            if lay.matches(iy, ix):
+        for i, lay in enumerate(self._layouts):
+            if lay.n == n and lay.shape == tuple(shape) and lay.matches(iy, ix):
+                if i:  # most recently used first
+                    self._layouts.insert(0, self._layouts.pop(i))
                 return lay
         lay = _Layout(iy, ix, n, tuple(shape))
-        cached = self._layouts.setdefault(key, [])
-        cached.insert(0, lay)
-        del cached[_LAYOUTS_KEPT:]
+        self._layouts.insert(0, lay)
+        del self._layouts[_LAYOUTS_KEPT:]
         return lay
 
     def _gather_sum(self, num, den, psi, probe, iy, ix) -> None:
