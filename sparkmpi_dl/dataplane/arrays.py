@@ -5,7 +5,8 @@ Spark has no fixed-size array type: an ``array<float>`` column reaches Arrow as 
 ``binary`` column as offsets plus one flat byte buffer. When every row holds the same
 number of values, the flat buffer *is* the ``(rows, *shape)`` array, so it can be viewed
 in place: zero-copy for a one-chunk column, one ``np.concatenate`` for a table read from
-several record batches.
+several record batches. The views are made from the buffers with ``np.frombuffer``:
+pyarrow's ``to_numpy`` imports pandas, which costs a rank 0.5-1 s of start-up.
 """
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
+
+
+_NUMPY_TYPES: dict[pa.DataType, type] = {
+    pa.int8(): np.int8, pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64,
+    pa.uint8(): np.uint8, pa.uint16(): np.uint16, pa.uint32(): np.uint32, pa.uint64(): np.uint64,
+    pa.float16(): np.float16, pa.float32(): np.float32, pa.float64(): np.float64,
+}
 
 
 class ColumnShapeError(ValueError):
@@ -53,7 +61,8 @@ def _chunk_values(chunk: pa.Array, column: str, per_row: int,
                                    f"shape asks for {per_row}")
         values = chunk.flatten()
     elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        offsets = chunk.offsets.to_numpy()
+        offset_type = np.int64 if pa.types.is_large_list(kind) else np.int32
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=offset_type)[chunk.offset:chunk.offset + len(chunk) + 1]
         lengths = np.diff(offsets)
         if lengths.size and (lengths.min() != per_row or lengths.max() != per_row):
             raise ColumnShapeError(
@@ -70,7 +79,7 @@ def _chunk_values(chunk: pa.Array, column: str, per_row: int,
         raise ColumnShapeError(f"column {column!r} has type {kind}, which is not an array of numbers")
     if values.null_count:
         raise ColumnShapeError(f"column {column!r} has null values inside its arrays")
-    array = values.to_numpy(zero_copy_only=True)
+    array = _primitive_view(values, column)
     if dtype is not None and array.dtype != np.dtype(dtype):
         raise ColumnShapeError(f"column {column!r} holds {array.dtype} values, not {np.dtype(dtype)} "
                                f"(cast it in Spark, e.g. .cast('array<float>'))")
@@ -100,10 +109,22 @@ def _binary_values(chunk: pa.Array, column: str, per_row: int,
     return np.frombuffer(buffer, dtype=target, count=len(chunk) * per_row, offset=start)
 
 
+def _primitive_view(values: pa.Array, column: str) -> np.ndarray:
+    """The values of a null-free numeric array, viewed in place."""
+    target = _NUMPY_TYPES.get(values.type)
+    if target is None:
+        raise ColumnShapeError(f"column {column!r} holds {values.type} values, which are not numbers "
+                               "NumPy can view in place")
+    if not len(values):
+        return np.empty(0, dtype=target)
+    itemsize = np.dtype(target).itemsize
+    return np.frombuffer(values.buffers()[1], dtype=target, count=len(values), offset=values.offset * itemsize)
+
+
 def _value_dtype(kind: pa.DataType, column: str) -> np.dtype:
     while pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
         kind = kind.value_type
-    try:
-        return np.dtype(kind.to_pandas_dtype())
-    except (NotImplementedError, TypeError):
-        raise ColumnShapeError(f"column {column!r}: say which dtype to use") from None
+    target = _NUMPY_TYPES.get(kind)
+    if target is None:
+        raise ColumnShapeError(f"column {column!r}: say which dtype to use")
+    return np.dtype(target)
