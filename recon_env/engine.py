@@ -210,6 +210,7 @@ class Reconstructor:
         self._limit = np.array(data.object_shape, dtype=np.float64) - n
         self._set_positions(pos)
         mask = np.fft.ifftshift(data.mask)
+        self._mask_fft = mask
         self.maskf = None if mask.all() else self.ops.asarray(mask, dtype=np.float32)
         self.notmask = None if mask.all() else self.ops.asarray(~mask, dtype=np.float32)
         self.local_frames = stop - start
@@ -225,12 +226,9 @@ class Reconstructor:
         if self.streaming and not self.plain:
             raise ValueError("sub-pixel positions and probe modes need this rank's frames "
                              "resident on the GPU: use more ranks or fewer frames per rank")
-        # amplitudes in FFT order, zero at masked pixels; computed where they will live
-        amx = np if self.streaming else xp
-        amp = amx.asarray(data.intensities[start:stop], dtype=np.float32)
-        amp = amx.fft.ifftshift(amx.sqrt(amx.maximum(amp, 0)), axes=(-2, -1))
-        amp *= amx.asarray(mask, dtype=np.float32)
+        amp = self._amplitudes(data.intensities[start:stop])
         self.amp = self.ops.host_array(amp) if self.streaming else amp
+        amx = np if self.streaming else xp
         self.amp_norm = float(self.comm.allreduce_scalars(
             [float(amx.sum(amp * amp, dtype=np.float64))])[0])
         if self.amp_norm <= 0:
@@ -240,6 +238,73 @@ class Reconstructor:
         self._support = self._probe_support_mask()
         self._buffers()
         self.reset()
+
+    def _amplitudes(self, intensities: np.ndarray):
+        """Measured amplitudes in FFT order, zero at masked pixels, computed where they will
+        live (host memory when streaming to the GPU)."""
+        amx = np if self.streaming else self.xp
+        amp = amx.asarray(intensities, dtype=np.float32)
+        amp = amx.fft.ifftshift(amx.sqrt(amx.maximum(amp, 0)), axes=(-2, -1))
+        amp *= amx.asarray(self._mask_fft, dtype=np.float32)
+        return amp
+
+    def add_frames(self, intensities: np.ndarray, positions: np.ndarray) -> bool:
+        """Append frames to this rank's share of a running reconstruction (a live scan).
+
+        Collective over the communicator: every rank calls it, with zero frames if it has
+        none to add. The amplitudes are prepared for the new frames only and their exit
+        waves start as ``P O`` of the current object and probe, so the cost follows the new
+        frames, not the whole scan. Returns False, changing nothing, where the layout cannot
+        grow in place (the GPU would have to stream from host memory, or sub-pixel positions
+        arrive in a whole-pixel reconstruction): then build a new Reconstructor.
+        """
+        pos = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
+        m = len(pos)
+        fractional = bool(np.any(np.abs(pos - np.round(pos)) > 1e-6))
+        total = self.local_frames + m
+        factor = 1 if self.plain else 2 * self.K
+        grows = self.streaming or (fractional and not self.subpixel) or (
+            self.ops.name != "numpy" and self.ops.plan(self.n, total * factor, None,
+                                                       self.config.host_frames)[1])
+        amp = self._amplitudes(intensities) if m and not grows else None
+        power = float(self.xp.sum(amp * amp, dtype=np.float64)) if amp is not None else 0.0
+        blocked, added, frames = self.comm.allreduce_scalars([float(grows), power, float(m)])
+        if blocked > 0:
+            return False
+        self.amp_norm += float(added)
+        self._total += int(frames)
+        if not m:
+            return True
+        old = self.local_frames
+        self.amp = self._extend("amp", amp)
+        self.local_frames = total
+        self.frames = (self.frames[0], self.frames[0] + total)
+        self.initial_positions = np.concatenate([self.initial_positions, pos])
+        self._set_positions(np.concatenate([self.positions, pos]))
+        self.psi = self._extend("psi", None, m * self.K)
+        self._probe_next = None
+        fresh = np.zeros(total, dtype=bool)
+        fresh[old:] = True
+        self._restart_frames(fresh)
+        return True
+
+    def _extend(self, name: str, rows, count: int = 0):
+        """``self.<name>`` with rows appended (``count`` uninitialised ones if ``rows`` is
+        None), in a buffer that doubles when full: appending batch after batch costs the
+        new rows, not a copy of everything held so far."""
+        current = getattr(self, name)
+        count = len(rows) if rows is not None else count
+        used = current.shape[0]
+        store, handed = getattr(self, "_grown", {}).get(name, (None, None))
+        if handed is not current or store.shape[0] < used + count:
+            store = self.xp.empty((max(used + count, 2 * used),) + current.shape[1:],
+                                  dtype=current.dtype)
+            store[:used] = current
+        out = store[:used + count]
+        if rows is not None:
+            out[used:] = rows
+        self._grown = {**getattr(self, "_grown", {}), name: (store, out)}
+        return out
 
     # ------------------------------------------------------------ positions and views
     def _set_positions(self, pos: np.ndarray) -> None:
@@ -646,9 +711,12 @@ class Reconstructor:
         return totals[0] / self.amp_norm, totals[1] / self.amp_norm
 
     def step(self, n_iterations: int, beta: float | None = None, gamma1: float | None = None,
-             gamma2: float | None = None, algorithm: str = "dm") -> dict:
+             gamma2: float | None = None, algorithm: str = "dm",
+             model_error: bool = True) -> dict:
         """Run ``n_iterations`` with the given relaxation; returns this call's error history
-        (lists ``fourier_error``, ``exit_change``) and ``model_error`` after the last one.
+        (lists ``fourier_error``, ``exit_change``) and ``model_error`` after the last one
+        (None with ``model_error=False``: it costs one more pass over the frames, which a
+        caller stepping one iteration at a time may not want).
 
         Defaults: DM beta=1, gamma1=-1/beta, gamma2=1/beta (Elser's choice; plain DM at
         beta=1); RAAR beta=0.9. Raises ValueError for bad parameters and
@@ -673,7 +741,7 @@ class Reconstructor:
                              ("algorithm", algorithm)):
                 self.history[key].append(val)
             self._check_divergence(ferr, change)
-        out["model_error"] = self.model_error()
+        out["model_error"] = self.model_error() if model_error else None
         return out
 
     def model_error(self) -> float:
