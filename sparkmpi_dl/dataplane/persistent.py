@@ -81,6 +81,7 @@ class ResidentRanks:
         self._seq = 0
         self._error: BaseException | None = None
         self._closed = False
+        self._connect_lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._run_job, name="sparkmpi-resident-ranks", daemon=True,
             args=(fn, tuple(args), dict(kwargs or {}), timeout, env, output))
@@ -111,8 +112,13 @@ class ResidentRanks:
         failed.__cause__ = err
         return failed
 
+    def wait_ready(self) -> None:
+        """Return once every rank has started and connected (the first feed waits anyway);
+        raises :class:`ResidentRanksFailed` if the job ends or ``start_timeout`` passes."""
+        with self._connect_lock:
+            self._connect()
+
     def _connect(self) -> None:
-        """Wait for every rank's hello (the first feed calls this)."""
         if len(self._ranks) == self.num_proc:
             return
         deadline = time.monotonic() + self.start_timeout
@@ -146,7 +152,7 @@ class ResidentRanks:
         ``message``; every rank's reply, ordered by rank. ``data=None`` sends the message only."""
         if self._closed:
             raise ResidentRanksFailed("resident ranks: feed() after close()")
-        self._connect()
+        self.wait_ready()
         self._seq += 1
         seq, n = self._seq, self.num_proc
         order: dict[str, Any] = {"seq": seq, "message": message, "kind": "none", "parts": []}

@@ -1,14 +1,16 @@
 """``sparkmpi-dl bench stream``: the live pipeline's figures on this machine.
 
-* **sustained ingest**: for each ``--rates`` value a simulated scan is published at that
-  rate while ``stream recon`` consumes it; the rate is *sustained* when the publisher never
-  had to wait at the backlog bound (the reconstruction kept up) and every frame was used.
+* **sustained ingest**: for each ``--rates`` value ``stream recon`` is started (ranks
+  connected, query running), then a simulated scan is published at that rate; the rate is
+  *sustained* when the publisher never had to wait at the backlog bound (the reconstruction
+  kept up) and every frame was used.
   The report gives the highest sustained rate, the largest backlog seen at each rate and
   the consumer's rate (frames / time from the first frame to the last batch's image).
 * **end-of-scan latency**: from the end record's publication (its entry id) to the final
   image, minus the final iterations' compute time.
-* **empty-batch overhead**: one Spark+MPI step on a micro-batch with no rows (data-plane
-  job, ranks started, state loaded and committed), median of ``--repeat``.
+* **empty-batch overhead**: one Spark+MPI step on a micro-batch with no rows (the feed job
+  to the resident ranks, their intake, the state committed), median of ``--repeat`` after
+  the first (which starts the ranks).
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_num_proc(p, dest="ranks", type=int, default=2, help="MPI ranks")
     p.add_argument("--streams", type=int, default=2, help="Redis streams (topics)")
-    p.add_argument("--frames", type=int, default=2048, help="frames per scan")
+    p.add_argument("--frames", type=int, default=8192,
+                   help="frames per scan (long enough for several micro-batches at each rate)")
     add_frame_size(p, dest="shape", type=int, default=128, help="frame side N (N x N float32)")
     p.add_argument("--rates", default="250,500,1000",
                    help="comma-separated publish rates to try, frames/s")
@@ -42,34 +45,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-len", dest="max_len", type=int, default=2048,
                    help="backlog bound per stream (entries)")
     p.add_argument("--repeat", type=int, default=3, help="empty batches to time")
-    p.add_argument("--master", help="Spark master (default local[max(ranks, cores)])")
+    p.add_argument("--master", help="Spark master (default local[max(ranks + 2, cores)])")
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=bench_command)
 
 
 def _one_rate(spark, url: str, args, rate: float, scan, work: Path) -> dict:
     from .broker import connect
-    from .publish import PublishOptions, publish
-    from .recon import ReconOptions, run_recon
+    from .publish import PublishOptions, prepare_streams, publish
+    from .recon import OnlineReconstruction, ReconOptions, open_out
 
     client = connect(url)
     for key in client.keys("sparkmpi:*"):
         client.delete(key)
-    stats: dict = {}
-
-    def publisher() -> None:
-        stats.update(publish(client, scan, PublishOptions(streams=args.streams, rate=rate,
-                                                          max_len=args.max_len),
-                             out=io.StringIO()))
-
-    thread = threading.Thread(target=publisher)
+    options = PublishOptions(streams=args.streams, rate=rate, max_len=args.max_len)
+    prepare_streams(client, options)
+    recon_options = ReconOptions(out=work, ranks=args.ranks, trigger=args.trigger,
+                                 iterations_per_batch=args.iterations_per_batch,
+                                 final_iterations=args.final_iterations, end_timeout=120,
+                                 quiet=True)
+    open_out(recon_options)
+    recon = OnlineReconstruction(recon_options, url, spark)
+    outcome: dict = {}
+    consumer = threading.Thread(target=lambda: outcome.update(code=recon.run()))
+    consumer.start()
+    while not recon.ready.wait(0.5):  # a scan starts when the consumer is up, as at a beamline
+        if not consumer.is_alive():
+            raise RuntimeError(f"the online reconstruction ended before it was ready: {recon.error}")
     t0 = time.monotonic()
-    thread.start()
-    code, recon = run_recon(ReconOptions(out=work, ranks=args.ranks, trigger=args.trigger,
-                                         iterations_per_batch=args.iterations_per_batch,
-                                         final_iterations=args.final_iterations,
-                                         end_timeout=120, quiet=True), url, spark)
-    thread.join()
+    stats = publish(client, scan, options, out=io.StringIO())
+    consumer.join()
+    code = outcome.get("code", 1)
     summary = recon.result or {}
     seconds = time.monotonic() - t0
     batches = recon.batch_seconds
@@ -79,6 +85,7 @@ def _one_rate(spark, url: str, args, rate: float, scan, work: Path) -> dict:
             "sustained": code == 0 and stats.get("waited_s", 1) == 0
             and summary.get("frames_used") == args.frames,
             "frames_used": summary.get("frames_used"), "batches": len(batches),
+            "batch_seconds_median": statistics.median(batches) if batches else None,
             "batch_seconds_max": max(batches) if batches else None,
             "consumer_frames_per_s": args.frames / seconds if seconds else None,
             "wall_seconds": seconds,
@@ -96,10 +103,13 @@ def _empty_batches(spark, args, work: Path) -> list[float]:
                                  "redis://127.0.0.1:1", spark)
     empty = spark.createDataFrame([], SCHEMA).repartition(args.ranks)
     times = []
-    for batch_id in range(args.repeat + 1):  # the first one starts the Python workers
-        t = time.monotonic()
-        recon.handle_batch(empty, batch_id)
-        times.append(time.monotonic() - t)
+    try:
+        for batch_id in range(args.repeat + 1):  # the first one starts the ranks and workers
+            t = time.monotonic()
+            recon.handle_batch(empty, batch_id)
+            times.append(time.monotonic() - t)
+    finally:
+        recon.stop_ranks()
     return times[1:]
 
 

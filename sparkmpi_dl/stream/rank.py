@@ -66,6 +66,7 @@ class LiveRank:
         self.rec: Any = None
         self.sub: Any = None                # the ranks holding frames (rec's communicator)
         self.stale = False                  # frames arrived since rec was built
+        self.pending: list[tuple[np.ndarray, np.ndarray]] = []  # those frames, not yet in rec
 
     @property
     def n_frames(self) -> int:
@@ -170,20 +171,41 @@ class LiveRank:
         chunk.parent.mkdir(parents=True, exist_ok=True)
         save_npz(chunk, intensities=inten, indices=indices, positions=positions)
         self.intensities.append(inten)
+        self.pending.append((inten, positions))
         self.indices.append(indices)
         self.positions = np.concatenate([self.positions, positions])
         return self.sd.rel(chunk)
 
     # ------------------------------------------------------------ the reconstruction
     def _build(self, ctx: dict) -> None:
-        """(Re)build the reconstructor over all frames when frames arrived (collective over
-        every rank): the running object, probe, history and exit waves carry over, and the
-        new frames start from ``P O``."""
-        from mpi4py import MPI
-
+        """Bring the new frames into the reconstruction (collective over every rank): they
+        join the running one in place (``Reconstructor.add_frames``) when the ranks holding
+        frames stay the same; else it is rebuilt, carrying over object, probe, history and
+        exit waves. New frames start from ``P O`` either way."""
         if not self.stale:
             return
         self.stale = False
+        world = self.world
+        joining = world.allreduce(int(self.rec is None and self.n_frames > 0))
+        running = world.allreduce(int(self.rec is not None))
+        if running and not joining:
+            grew = True
+            if self.rec is not None:
+                n = self.start.frame_shape[0]
+                inten = (np.concatenate([i for i, _ in self.pending]) if self.pending
+                         else np.zeros((0, n, n), np.float32))
+                pos = (np.concatenate([p for _, p in self.pending]) if self.pending
+                       else np.zeros((0, 2)))
+                grew = self.rec.add_frames(inten, pos)
+            if not world.allreduce(int(not grew)):
+                self.pending.clear()
+                return
+        self._rebuild(ctx)
+        self.pending.clear()
+
+    def _rebuild(self, ctx: dict) -> None:
+        from mpi4py import MPI
+
         previous, old_frames = self.shared, 0
         if self.rec is not None:
             self.positions[:self.rec.local_frames] = self.rec.positions  # refined ones
@@ -259,7 +281,7 @@ class LiveRank:
         self._build(ctx)
         if self.rec is None:
             return None
-        saved = self._iterate_and_save(ctx, self.sd.root / "final",
+        saved = self._iterate_and_save({**ctx, "model_error": True}, self.sd.root / "final",
                                        int(ctx.get("final_iterations", 0)))
         if saved["result"] is None:
             return None
@@ -290,10 +312,11 @@ def iterate(rec: Any, ctx: dict, n: int) -> dict:
                          iterations=n)
         model_error = schedule[-1]["model_error"]
     elif n:
-        model_error = rec.step(n, beta=ctx.get("beta"), algorithm=ctx.get("algorithm", "dm"))[
-            "model_error"]
+        model_error = rec.step(n, beta=ctx.get("beta"), algorithm=ctx.get("algorithm", "dm"),
+                               model_error=bool(ctx.get("model_error", True)))["model_error"]
     else:
-        model_error = rec.model_error()
+        model_error = rec.model_error() if ctx.get("model_error", True) else None
     return {"errors": rec.history["fourier_error"][before:],
             "exit_change": rec.history["exit_change"][before:],
-            "model_error": float(model_error), "schedule": schedule}
+            "model_error": None if model_error is None else float(model_error),
+            "schedule": schedule}

@@ -81,6 +81,7 @@ class OnlineReconstruction:
         self.spark = spark
         self.error: BaseException | None = None
         self.done = threading.Event()
+        self.ready = threading.Event()  # the query runs and every rank is connected
         self.result: dict | None = None
         self.last_data = time.monotonic()
         self.busy = False
@@ -126,7 +127,10 @@ class OnlineReconstruction:
                 "backend": self.opts.backend,
                 "threads": self.opts.threads, "algorithm": self.opts.algorithm,
                 "beta": self.opts.beta, "agent": self.opts.agent,
-                "agent_every": self.opts.agent_every, "engine": dict(self.opts.engine)}
+                "agent_every": self.opts.agent_every, "engine": dict(self.opts.engine),
+                # a batch's model error would cost one more pass over every frame: the
+                # final result reports it
+                "model_error": False}
 
     def _fault(self, phase: str, batch_id: int) -> None:
         if os.environ.get(FAULT_ENV) == f"{phase}:{batch_id}":
@@ -387,6 +391,8 @@ class OnlineReconstruction:
                  .option("checkpointLocation", str(self.out / "checkpoint" / "query"))
                  .trigger(processingTime=f"{self.opts.trigger} seconds")
                  .queryName(f"sparkmpi-stream-recon-{os.getpid()}").start())
+        self.resident_ranks().wait_ready()
+        self.ready.set()
         self.last_data = time.monotonic()
         timed_out = False
         try:
