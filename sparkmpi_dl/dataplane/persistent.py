@@ -40,13 +40,15 @@ from pyspark import RDD, SparkContext, TaskContext
 from pyspark.sql import DataFrame, SparkSession
 
 from sparkmpi_dl.dataplane.inbox import ACK, recv_message, send_message, serve_rank
+from sparkmpi_dl.errors import SparkMPIError
 
 ACK_SCHEMA = "part long, rows long"
 POLL_S = 0.5
 
 
-class ResidentRanksFailed(RuntimeError):
-    """The resident job ended (a rank failed, exited or timed out); the message says which."""
+class ResidentRanksFailed(SparkMPIError, RuntimeError):
+    """The resident job ended (a rank failed, exited or timed out), or a feed could not be
+    delivered; the message says which, the job's own :class:`JobFailed` is its cause."""
 
 
 class ResidentRanks:
