@@ -208,6 +208,8 @@ class OnlineReconstruction:
                 st.used = rep["used"]
             if rep.get("metrics"):
                 metrics = rep["metrics"]
+                st.schedule.extend({**entry, "batch": batch_id}
+                                   for entry in metrics.get("schedule") or [])
             for stream, eid in (rep.get("last_ids") or {}).items():
                 st.read_to[stream] = eid
         st.batch = batch_id
@@ -277,6 +279,8 @@ class OnlineReconstruction:
     def _finish(self, final: dict, complete: bool, reason: str | None, t0: float) -> dict:
         """Write recon.cxi, the PNGs and summary.json from the final result; commit."""
         st = self.state
+        st.schedule.extend({**entry, "batch": "final"}
+                           for entry in final["metrics"].get("schedule") or [])
         self._write_result(final)
         summary = self._summary(final, complete, reason, time.monotonic() - t0,
                                 final["metrics"]["iterate_s"])
@@ -350,6 +354,7 @@ class OnlineReconstruction:
             "final_iterations": self.opts.final_iterations,
             "steering": (f"agent {self.opts.agent}" if self.opts.agent else
                          f"fixed: {self.opts.algorithm} beta {self.opts.beta or 'default'}"),
+            "schedule": st.schedule,
             "broker": self.url, "final_seconds": final_total_s,
             "final_iterations_seconds": final_iter_s}
         if final is not None:

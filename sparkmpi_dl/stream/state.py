@@ -81,6 +81,7 @@ class StreamState:
     read_to: dict[str, str] = field(default_factory=dict)      # stream -> last entry id read
     used: str | None = None              # relative path of the used-frames bitmap
     final: dict | None = None            # summary of the final step, once done
+    schedule: list[dict] = field(default_factory=list)  # the agent's choices, per batch
 
     def applied(self, batch_id: int) -> bool:
         return batch_id <= self.batch

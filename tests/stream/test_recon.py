@@ -111,6 +111,23 @@ def test_missing_end_of_scan_times_out_with_the_partial_result(broker, spark, sc
     assert (out / "recon.cxi").stat().st_size > 0
 
 
+def test_the_agent_steers_the_live_batches_and_its_schedule_is_recorded(broker, spark, scan, tmp_path):
+    _send(broker.client(), scan)
+    out = tmp_path / "steered"
+    code, _ = run_recon(ReconOptions(out=out, ranks=2, trigger=0.5, iterations_per_batch=4,
+                                     final_iterations=4, end_timeout=60, agent="pretrained",
+                                     agent_every=2, quiet=True), broker.url, spark)
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steering"] == "agent pretrained" and summary["frames_used"] == 64
+    schedule = summary["schedule"]
+    # two decisions in the batch that brought the frames, two in the final iterations
+    assert [e["iterations"] for e in schedule] == [2, 2, 2, 2], schedule
+    assert schedule[-1]["batch"] == "final" and isinstance(schedule[0]["batch"], int)
+    assert sum(e["iterations"] for e in schedule) == summary["iterations"] == 8
+    assert all(e["algorithm"] in ("dm", "raar") and 0 < e["beta"] <= 1 for e in schedule)
+
+
 def _cli(out: Path, url: str, **env) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "sparkmpi_dl.cli", "stream", "recon", "--ranks", "2",
