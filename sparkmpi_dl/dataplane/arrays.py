@@ -35,6 +35,13 @@ def column_as_array(table: pa.Table | pa.RecordBatch, column: str, shape: Sequen
     binary columns (e.g. ``ndarray.tobytes()`` per row; ``dtype`` required) and plain
     numeric columns. Every row must hold ``prod(shape)`` values and none may be null.
     The result is read-only when it is a view of a memory-mapped partition.
+
+    Layout, for speed: store large fixed-size arrays as a ``binary`` column of each row's raw
+    bytes (``ndarray.astype(np.float32).tobytes()``) rather than ``array<float>``: Spark hands
+    a binary column to Arrow by memory copy, an array column element by element (about 1.5x
+    slower on 128x128 frames; BENCHMARKS.md, ``bench dataplane --column``). A partition
+    arrives as record batches of about 4 MiB, so viewing a whole table copies once into one
+    array; for no copy at all, view each of ``table.to_batches()`` in turn.
     """
     if column not in table.column_names:
         raise KeyError(f"no column {column!r}; the table has {table.column_names}")
