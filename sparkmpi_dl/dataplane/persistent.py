@@ -22,7 +22,10 @@ between feeds::
     # leaving the block closes the feed; ranks.results holds each rank's return value
 
 The feed jobs need task slots besides the ranks' own: the cluster must offer ``num_proc + 1``
-slots at least (``local[N+2]`` locally). A rank that fails ends the job as
+slots at least (``local[N+2]`` locally). On a local master with fewer slots (``local[*]`` on
+a small machine), ``placement="auto"`` runs the ranks as local MPI processes beside Spark
+instead (:func:`sparkmpi_dl.run_local`: the same host, the same PMI service, no slot
+held), and says so. A rank that fails ends the job as
 ``sparkmpi_dl.run`` would, and the next ``feed`` raises :class:`ResidentRanksFailed` naming
 it, within seconds.
 """
@@ -59,19 +62,29 @@ class ResidentRanks:
                  spark: SparkSession | SparkContext | None = None, master: str | None = None,
                  bind_host: str | None = None, start_timeout: float = 120.0,
                  timeout: float | None = None, env: dict[str, str] | None = None,
-                 output: Any = None) -> None:
+                 output: Any = None, placement: str = "auto") -> None:
         from sparkmpi_dl.launch.spark import (NotEnoughSlots, _driver_host, available_slots,
                                               spark_context)
 
         if num_proc < 1:
             raise ValueError(f"ResidentRanks needs num_proc >= 1, got {num_proc}")
+        if placement not in ("auto", "tasks", "local"):
+            raise ValueError(f"placement must be 'auto', 'tasks' or 'local', not {placement!r}")
         self.sc = spark_context(spark, master)
         slots = available_slots(self.sc)
-        if slots < num_proc + 1:
+        local_master = self.sc.master.startswith("local")
+        if placement == "auto":
+            placement = "tasks" if slots >= num_proc + 1 or not local_master else "local"
+            if placement == "local":
+                print(f"sparkmpi-dl: {self.sc.master} offers {slots} task slots, too few for "
+                      f"{num_proc} resident ranks and the jobs that feed them: the ranks run "
+                      f"as local MPI processes beside Spark", flush=True)
+        if placement == "tasks" and slots < num_proc + 1:
             raise NotEnoughSlots(
                 f"{num_proc} resident ranks need {num_proc + 1} task slots ({num_proc} held by "
                 f"the ranks, at least 1 for the jobs that feed them) but {self.sc.master} offers "
                 f"{slots}: use local[{num_proc + 2}] (or more executors), or fewer ranks")
+        self.placement = placement
         self.num_proc = num_proc
         self.start_timeout = start_timeout
         self.results: list[Any] | None = None
@@ -92,12 +105,19 @@ class ResidentRanks:
     # ------------------------------------------------------------ the MPI job
     def _run_job(self, fn: Callable[..., Any], args: tuple, kwargs: dict,
                  timeout: float | None, env: dict[str, str] | None, output: Any) -> None:
+        from sparkmpi_dl.launch.local import run_local
         from sparkmpi_dl.launch.spark import run
 
+        rank_args = (fn, self._address, self._token, args, kwargs)
         try:
-            self.results = run(serve_rank, self.num_proc, spark=self.sc, env=env, output=output,
-                               args=(fn, self._address, self._token, args, kwargs),
-                               start_timeout=self.start_timeout, timeout=timeout)
+            if self.placement == "tasks":
+                self.results = run(serve_rank, self.num_proc, spark=self.sc, env=env,
+                                   output=output, args=rank_args,
+                                   start_timeout=self.start_timeout, timeout=timeout)
+            else:
+                self.results = run_local(serve_rank, self.num_proc, env=env, output=output,
+                                         args=rank_args, start_timeout=self.start_timeout,
+                                         timeout=timeout)
         except BaseException as err:  # noqa: BLE001 - reported by the next feed/close
             self._error = err
         finally:

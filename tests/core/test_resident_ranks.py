@@ -65,7 +65,17 @@ def test_a_failing_rank_fails_the_next_feed_in_seconds_naming_it(spark):
 
 def test_too_few_slots_for_ranks_and_feeds_is_refused_before_anything_starts(spark):
     with pytest.raises(NotEnoughSlots, match=r"4 resident ranks need 5 task slots"):
-        ResidentRanks(_accumulate, 4, args=(1,), spark=spark)
+        ResidentRanks(_accumulate, 4, args=(1,), spark=spark, placement="tasks")
+
+
+def test_on_a_small_local_master_the_ranks_run_as_local_processes(spark, capsys):
+    """local[4] cannot hold 4 ranks and a feed job: 'auto' places the ranks beside Spark."""
+    with ResidentRanks(_accumulate, 4, args=(1,), spark=spark) as ranks:
+        assert ranks.placement == "local"
+        replies = ranks.feed(spark.range(0, 8, numPartitions=4), "x")
+    assert "the ranks run as local MPI processes beside Spark" in capsys.readouterr().out
+    assert [r["ids"] for r in replies] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert all(r["total"] == 28 for r in replies)
 
 
 def test_output_of_resident_ranks_is_prefixed(spark):
