@@ -526,9 +526,21 @@ class Reconstructor:
             self._obj_den = den
         elif self._obj_den is None:
             self._obj_den = self._object_denominator()
-        den = self._obj_den
-        reg = self.config.object_inertia * float(den.max())
-        self.object = (num + reg * self.object) / (den + reg + 1e-30)
+        self.object = self._inertia_update(num, self.object, self._obj_den,
+                                           self.config.object_inertia)
+
+    def _inertia_update(self, num, old, den, inertia: float, support=None):
+        """(num + reg old) / (den + reg + 1e-30), reg = inertia * max(den), times support:
+        eq. 4/5 with inertia. The GPU ops do it in one kernel without reading max(den) back
+        to the host (a device sync every update), with the same result bit for bit."""
+        fused = getattr(self.ops, "inertia_update", None)
+        if fused is not None:
+            return fused(num, old, den, inertia, support)
+        reg = inertia * float(den.max())
+        out = (num + reg * old) / (den + reg + 1e-30)
+        if support is not None:
+            out *= support
+        return out
 
     def _update_probe(self) -> None:
         """Eq. 5 with inertia, then the support constraint."""
@@ -551,11 +563,9 @@ class Reconstructor:
             den = self._sum([p[1] for p in parts])
         self.comm.allreduce(num)
         self.comm.allreduce(den)
-        reg = self.config.probe_inertia * float(den.max())
-        probe = (num + reg * self.probe) / (den + reg + 1e-30)
-        if self._support is not None:
-            probe *= self._support
-        self.probe = probe.astype(xp.complex64)
+        probe = self._inertia_update(num, self.probe, den, self.config.probe_inertia,
+                                     self._support)
+        self.probe = probe.astype(xp.complex64, copy=False)
         self._obj_den = None  # the eq. 4 denominator depends on the probe
 
     def _update_probe_views(self) -> None:
@@ -650,7 +660,10 @@ class Reconstructor:
             self._update_object()
 
     # ------------------------------------------------------------ one iteration
-    def _iterate(self, algorithm: str, beta: float, gamma1: float, gamma2: float) -> tuple[float, float]:
+    def _iterate(self, algorithm: str, beta: float, gamma1: float, gamma2: float) -> list:
+        """One iteration; returns its error sums unread: per thread, the blocks' Fourier
+        error sums and exit-wave change sums (host floats, or device scalars on the GPU),
+        which _flush turns into the history values."""
         ops, xp = self.ops, self.xp
         self._overlap_update()
         coef = update_coefficients(algorithm, beta, gamma1, gamma2)
@@ -669,9 +682,8 @@ class Reconstructor:
             num = self._sum(self._map_blocks(
                 lambda: xp.zeros(self.object_shape, dtype=xp.complex64), project))
             self.comm.allreduce(num)
-            den = self._obj_den
-            reg = self.config.object_inertia * float(den.max())
-            extra_obj = (num + reg * self.object) / (den + reg + 1e-30)
+            extra_obj = self._inertia_update(num, self.object, self._obj_den,
+                                             self.config.object_inertia)
         # GPU, one shared probe: the update also sums the next probe update's eq. 5 terms
         # (the object stays as it is until then), which saves that update a pass over psi
         fuse = self.plain and getattr(ops, "fuses_probe_sums", False)
@@ -691,24 +703,63 @@ class Reconstructor:
                 work.cut("abs", k), work.dev[:k], extra, modes=self.K,
                 **({"probe_sums": acc[2]} if fuse else {}))
             self._store(s, e, psi)
-            acc[0] += float(err.sum())
-            acc[1] += dchange
+            acc[0].append(err.sum())  # read back later (_flush): no device sync here
+            acc[1].append(dchange)
 
         n = self.n
         parts = self._map_blocks(
-            lambda: [0.0, 0.0, (xp.zeros((n, n), dtype=xp.complex64),
-                                xp.zeros((n, n), dtype=xp.float32))] if fuse else [0.0, 0.0],
+            lambda: [[], [], (xp.zeros((n, n), dtype=xp.complex64),
+                              xp.zeros((n, n), dtype=xp.float32))] if fuse else [[], []],
             update)
         if fuse:
             self._probe_next = (self.object, self._sum([p[2][0] for p in parts]),
                                 self._sum([p[2][1] for p in parts]))
-        totals = self.comm.allreduce_scalars([sum(p[0] for p in parts),
-                                              sum(p[1] for p in parts)])
         if self.config.refine_positions and self.iteration >= self.config.position_start:
             self._refine_positions()
         self.iteration += 1
-        # both relative to the measured power sum A^2 (~ sum |psi|^2)
-        return totals[0] / self.amp_norm, totals[1] / self.amp_norm
+        return [(p[0], p[1]) for p in parts]
+
+    def _flush(self, pending: list, out: dict) -> None:
+        """Turn the pending iterations' error sums into history values, in order, and raise
+        ReconstructionDiverged for the first one that diverged.
+
+        The sums are added exactly as a per-iteration read would add them (each block's
+        value as a float, in block then thread order; one allreduce per iteration), so the
+        history is the same; on the GPU they come back in one transfer. Every pending
+        iteration enters the history (it has run: the state includes it), and the error
+        names the first that diverged. The probe is checked as it is now."""
+        flat = [v for parts, _ in pending for part in parts for vals in part for v in vals]
+        to_floats = getattr(self.ops, "to_floats", None)
+        host = iter(to_floats(flat) if to_floats is not None else [float(v) for v in flat])
+        first = None
+        for parts, (params, iteration) in pending:
+            sums = []
+            for ferr_vals, change_vals in parts:  # thread order
+                ferr_t, change_t = 0.0, 0.0
+                for _ in ferr_vals:
+                    ferr_t += next(host)
+                for _ in change_vals:
+                    change_t += next(host)
+                sums.append((ferr_t, change_t))
+            totals = self.comm.allreduce_scalars([sum(t[0] for t in sums),
+                                                  sum(t[1] for t in sums)])
+            # both relative to the measured power sum A^2 (~ sum |psi|^2)
+            ferr, change = totals[0] / self.amp_norm, totals[1] / self.amp_norm
+            for key, val in (("fourier_error", ferr), ("exit_change", change)):
+                out[key].append(val)
+                self.history[key].append(val)
+            for key, val in zip(("beta", "gamma1", "gamma2", "algorithm"), params):
+                self.history[key].append(val)
+            if first is None:
+                reason = self._divergence(ferr, change)
+                if reason:
+                    first = (iteration, reason)
+        if first is None:
+            pnorm = float(self.xp.abs(self.probe).max())
+            if not math.isfinite(pnorm):
+                first = (self.iteration, "probe contains NaN or inf")
+        if first is not None:
+            raise ReconstructionDiverged(first[0], first[1], self.history)
 
     def step(self, n_iterations: int, beta: float | None = None, gamma1: float | None = None,
              gamma2: float | None = None, algorithm: str = "dm",
@@ -721,6 +772,12 @@ class Reconstructor:
         Defaults: DM beta=1, gamma1=-1/beta, gamma2=1/beta (Elser's choice; plain DM at
         beta=1); RAAR beta=0.9. Raises ValueError for bad parameters and
         ReconstructionDiverged when the error becomes non-finite or explodes.
+
+        The errors are read back every ``ops.check_interval`` iterations (1 for NumPy; 16 on
+        the GPU, where each read stalls the device queue; whole-pixel single-mode runs) and
+        at the end of the call. There a divergence is therefore raised up to 15 iterations after the iteration it
+        names (``ReconstructionDiverged.iteration``, as before the count of iterations up to
+        and including the first diverged one); the history then holds every iteration run.
         """
         if not isinstance(n_iterations, (int, np.integer)) or n_iterations < 0:
             raise ValueError(f"n_iterations must be an integer >= 0, got {n_iterations!r}")
@@ -732,15 +789,19 @@ class Reconstructor:
         gamma2 = 1.0 / beta if gamma2 is None else float(gamma2)
         check_parameters(algorithm, beta, gamma1, gamma2)
         out: dict = {"fourier_error": [], "exit_change": []}
+        # deferred reads on the whole-pixel single-mode path only: the others read the
+        # device anyway (probe views, position refinement, which must not see NaN positions)
+        every = max(1, int(getattr(self.ops, "check_interval", 1))) if self.plain else 1
+        params = (beta, gamma1, gamma2, algorithm)
+        pending: list = []
         for _ in range(int(n_iterations)):
-            ferr, change = self._iterate(algorithm, float(beta), gamma1, gamma2)
-            for key, val in (("fourier_error", ferr), ("exit_change", change)):
-                out[key].append(val)
-                self.history[key].append(val)
-            for key, val in (("beta", beta), ("gamma1", gamma1), ("gamma2", gamma2),
-                             ("algorithm", algorithm)):
-                self.history[key].append(val)
-            self._check_divergence(ferr, change)
+            sums = self._iterate(algorithm, float(beta), gamma1, gamma2)
+            pending.append((sums, (params, self.iteration)))
+            if len(pending) >= every:
+                batch, pending = pending, []
+                self._flush(batch, out)
+        if pending:
+            self._flush(pending, out)
         out["model_error"] = self.model_error() if model_error else None
         return out
 
@@ -760,19 +821,14 @@ class Reconstructor:
         total = sum(p[0] for p in self._map_blocks(lambda: [0.0], add))
         return float(self.comm.allreduce_scalars([total])[0]) / self.amp_norm
 
-    def _check_divergence(self, ferr: float, change: float) -> None:
-        reason = None
+    def _divergence(self, ferr: float, change: float) -> str | None:
+        """Why an iteration with these relative errors counts as diverged, or None."""
         if not (math.isfinite(ferr) and math.isfinite(change)):
-            reason = f"non-finite error (fourier_error={ferr}, exit_change={change})"
-        elif ferr > self.config.divergence_threshold:
-            reason = (f"fourier_error {ferr:.3g} exceeds divergence_threshold "
-                      f"{self.config.divergence_threshold:.3g}")
-        else:
-            pnorm = float(self.xp.abs(self.probe).max())
-            if not math.isfinite(pnorm):
-                reason = "probe contains NaN or inf"
-        if reason:
-            raise ReconstructionDiverged(self.iteration, reason, self.history)
+            return f"non-finite error (fourier_error={ferr}, exit_change={change})"
+        if ferr > self.config.divergence_threshold:
+            return (f"fourier_error {ferr:.3g} exceeds divergence_threshold "
+                    f"{self.config.divergence_threshold:.3g}")
+        return None
 
     # ------------------------------------------------------------ results
     def illumination(self) -> np.ndarray:

@@ -4,12 +4,15 @@
 
 Times each kernel of a plain DM iteration on the engine's own arrays (cupyx.profiler
 median GPU time of repeated launches), next to the floors: a device copy of the frame
-array and the batched FFT pair. Prints one JSON line.
+array and the batched FFT pair; then whole iterations in GPU time (CUDA events) and in wall
+clock (iteration_wall_ms: host launch overhead and read-backs included). Prints one JSON
+line.
 """
 from __future__ import annotations
 
 import json
 import sys
+import time
 
 import numpy as np
 
@@ -89,6 +92,14 @@ def profile(frames: int, shape: int, deterministic: bool = True, repeat: int = 2
         stop.synchronize()
         out[f"step{count}_ms"] = cp.cuda.get_elapsed_time(start, stop)
     out["iteration_ms"] = (out["step12_ms"] - out["step4_ms"]) / 8
+    # wall clock, host included: at small frames launch overhead and host reads decide it
+    for count in (8, 40):
+        cp.cuda.Device().synchronize()
+        t = time.perf_counter()
+        rec.step(count, model_error=False)
+        cp.cuda.Device().synchronize()
+        out[f"wall{count}_ms"] = (time.perf_counter() - t) * 1e3
+    out["iteration_wall_ms"] = (out["wall40_ms"] - out["wall8_ms"]) / 32
     return out
 
 

@@ -17,8 +17,14 @@ import cupy as cp
 import cupyx
 import cupyx.scipy.fft as cufft
 import numpy as np
+from cupy.cuda import cufft as _cufft_lib
 
 from .errors import DeviceMemoryError
+
+try:  # the plan lookup cupyx.scipy.fft itself makes (its cache, the same plan objects)
+    from cupy.fft._fft import _get_cufft_plan_nd
+except ImportError:  # another CuPy layout: plans through cupyx.scipy.fft instead
+    _get_cufft_plan_nd = None
 
 _INDEX = """
     const int nn = n * n;
@@ -132,12 +138,42 @@ extern "C" __global__ void recon_probe_sums(
 _TILE_ROWS = ((4, 1), (1, 4))
 _GROUP = 16  # frames per thread in the probe sums and the exit-wave update
 
-# total += parts[0] + parts[1] + ... in this order, from the running total: with blocks of a
-# multiple of _GROUP frames, a streamed scan adds the same group sums in the same order
+# total += parts[0] + parts[1] + ... in this order, from the running total (eq. 5 numerator
+# and denominator in one launch): with blocks of a multiple of _GROUP frames, a streamed
+# scan adds the same group sums in the same order
 _add_groups = cp.ElementwiseKernel(
-    "raw T parts, int32 groups, int32 nn", "T total",
-    "T t = total; for (int g = 0; g < groups; ++g) t += parts[(long long)g * nn + i]; total = t;",
-    "recon_add_groups")
+    "raw complex64 pnum, raw float32 pden, int32 groups, int32 nn", "complex64 num, float32 den",
+    """
+    complex<float> t = num;
+    float u = den;
+    for (int g = 0; g < groups; ++g) {
+      t += pnum[(long long)g * nn + i];
+      u += pden[(long long)g * nn + i];
+    }
+    num = t;
+    den = u;
+    """, "recon_add_groups")
+
+# Eq. 4/5 with inertia, out = (num + reg old) / (den + reg + tiny) with reg = inertia *
+# max(den), in one pass and without reading max(den) back to the host (which would stall
+# the queue every update). Written with the operators, in the order, that CuPy's own
+# multiply/add/divide kernels apply to the same expression with a host scalar reg (a
+# complex64 (reg, 0); a float32 denominator as (d, 0)), so the result is bit for bit the
+# same; reg is rounded from the float64 product exactly as a host float would be.
+_INERTIA = """
+    const float reg = (float)((double)mx[0] * inertia);
+    out = (num + complex<float>(reg, 0.f) * old) / complex<float>(den + reg + tiny, 0.f);
+"""
+_inertia_update = cp.ElementwiseKernel(
+    "complex64 num, complex64 old, float32 den, raw float32 mx, float64 inertia, float32 tiny",
+    "complex64 out", _INERTIA, "recon_inertia_update")
+_inertia_update_support = cp.ElementwiseKernel(
+    "complex64 num, complex64 old, float32 den, bool sup, raw float32 mx, float64 inertia, "
+    "float32 tiny", "complex64 out",
+    _INERTIA + "    out = out * complex<float>(sup ? 1.f : 0.f, 0.f);\n",
+    "recon_inertia_update_support")
+_TINY = np.float32(1e-30)
+
 _gather = cp.RawModule(code=_GATHER, name_expressions=[
     f"recon_gather_sum<{r}, {u}, {m}>" for r, u in _TILE_ROWS
     for m in ("true, false", "false, true", "true, true")]
@@ -343,10 +379,15 @@ class CupyOps:
     name = "cupy"
     xp = cp
 
+    # the engine reads the per-iteration error sums back (one device sync) every this many
+    # iterations and at the end of each step() call, not after every iteration
+    check_interval = 16
+
     def __init__(self, deterministic: bool = True) -> None:
         self._ones = {}
         self.deterministic = bool(deterministic)
         self._layouts: list[_Layout] = []
+        self._plans: dict = {}  # frame-stack shape -> cuFFT plan (a few block sizes)
 
     # ------------------------------------------------------------ memory
     def asarray(self, a, dtype=None):
@@ -357,6 +398,32 @@ class CupyOps:
 
     def synchronize(self) -> None:
         cp.cuda.get_current_stream().synchronize()
+
+    @staticmethod
+    def to_floats(values: list) -> list[float]:
+        """Host floats of device scalars (0-d arrays) in order: one transfer per dtype
+        instead of one synchronising read each; each value converts exactly."""
+        out: list = [None] * len(values)
+        groups: dict = {}
+        for i, v in enumerate(values):
+            if isinstance(v, cp.ndarray):
+                groups.setdefault(v.dtype, []).append(i)
+            else:
+                out[i] = float(v)
+        for idx in groups.values():
+            host = cp.stack([values[i].reshape(()) for i in idx]).get()
+            for i, x in zip(idx, host):
+                out[i] = float(x)
+        return out
+
+    def inertia_update(self, num, old, den, inertia: float, support=None):
+        """(num + reg old) / (den + reg + 1e-30) with reg = inertia * max(den), times the
+        support mask when given: the engine's eq. 4/5 update, in one kernel and without a
+        host read of max(den) (bit for bit what the array expression gives)."""
+        mx = den.max().reshape(1)
+        if support is None:
+            return _inertia_update(num, old, den, mx, float(inertia), _TINY)
+        return _inertia_update_support(num, old, den, support, mx, float(inertia), _TINY)
 
     def plan(self, n: int, n_frames: int, block: int | None, host_frames: bool | None):
         """(frames per block, streaming?).
@@ -506,8 +573,7 @@ class CupyOps:
             ((nn + 255) // 256, groups), (256,),
             (obj, psi, iy, ix, pnum, pden, np.int32(frames), np.int32(n),
              np.int32(obj.shape[1]), np.int32(_GROUP)))
-        _add_groups(pnum, np.int32(groups), np.int32(nn), num)
-        _add_groups(pden, np.int32(groups), np.int32(nn), den)
+        _add_groups(pnum, pden, np.int32(groups), np.int32(nn), num, den)
 
     # ------------------------------------------------------------ Fourier
     def _maskf(self, maskf, n):
@@ -517,6 +583,25 @@ class CupyOps:
             self._ones[n] = cp.ones((n, n), dtype=cp.float32)
         return self._ones[n]
 
+    def _fft_inplace(self, f, forward: bool):
+        """Unscaled batched 2-D FFT of a C-contiguous complex64 frame stack, in place, with
+        the same cuFFT plan cupyx.scipy.fft would use (looked up once per shape: the plan
+        search costs more host time than the launch at small frames)."""
+        plan = self._plans.get(f.shape)
+        if plan is None:
+            if _get_cufft_plan_nd is None or f.ndim != 3 or not f.flags.c_contiguous \
+                    or f.dtype != cp.complex64:
+                if forward:
+                    return cufft.fft2(f, axes=(-2, -1), norm="backward", overwrite_x=True)
+                return cufft.ifft2(f, axes=(-2, -1), norm="forward", overwrite_x=True)
+            plan = _get_cufft_plan_nd(f.shape, _cufft_lib.CUFFT_C2C, axes=(1, 2), order="C")
+            if len(self._plans) >= 4:  # a few block sizes at most
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[f.shape] = plan
+        if f.size:
+            plan.fft(f, f, _cufft_lib.CUFFT_FORWARD if forward else _cufft_lib.CUFFT_INVERSE)
+        return f
+
     def _modulus(self, f, amp, maskf, pbound, modes=1):
         """Returns (P_F(f), per-frame errors); f is transformed in place when cuFFT can.
         With ``modes`` > 1, f holds that many views per frame whose intensities add.
@@ -524,7 +609,7 @@ class CupyOps:
         n = f.shape[-1]
         m = self._maskf(maskf, n)
         sc = np.float32(1.0 / n)  # 1 / sqrt(N^2)
-        big = cufft.fft2(f, axes=(-2, -1), norm="backward", overwrite_x=True)
+        big = self._fft_inplace(f, True)
         if modes > 1:
             err = self._modulus_modes(big, amp, m, pbound, modes, sc)
         elif pbound is None:  # one fused pass: error and projection
@@ -540,7 +625,7 @@ class CupyOps:
             lim = pbound * float(m.sum())
             r = cp.where(err > lim, cp.sqrt(lim / cp.maximum(err, 1e-30)), 1.0).astype(cp.float32)
             _project(amp, m, r, np.int32(n * n), sc, big)
-        return cufft.ifft2(big, axes=(-2, -1), norm="forward", overwrite_x=True), err
+        return self._fft_inplace(big, False), err
 
     @staticmethod
     def _modulus_modes(big, amp, m, pbound, modes, sc):
@@ -566,6 +651,7 @@ class CupyOps:
     def fourier_update(self, psi, po, amp, maskf, notmask, coef, pbound, fbuf, absbuf, devbuf,
                        extra=None, modes=1, probe_sums=None):
         """psi <- c psi + d P_F(a PO + b psi) + e PO + g extra; PO, extra are _ExitWaves.
+        Returns (per-frame errors, change sum as a 0-d device array).
 
         ``probe_sums``: (num, den) to which sum_j conj(O_j) psi_j and sum_j |O_j|^2 of the
         updated psi are added (one shared probe, one mode), as probe_sums() would."""
@@ -594,14 +680,16 @@ class CupyOps:
             (proj, po.obj, xobj, po.probe, po.iy, po.ix, n, w, ps, d, e, np.float32(c - 1.0), g,
              psi, partial, np.int32(frames), np.int32(_GROUP), pnum, pden))
         if probe_sums is not None:
-            _add_groups(pnum, np.int32(groups), np.int32(nn), probe_sums[0])
-            _add_groups(pden, np.int32(groups), np.int32(nn), probe_sums[1])
-        return err, float(partial.sum(dtype=cp.float64))
+            _add_groups(pnum, pden, np.int32(groups), np.int32(nn), probe_sums[0],
+                         probe_sums[1])
+        # the change sum stays on the device (a 0-d float64 array): reading it here would
+        # stall the queue every iteration; the engine reads it back with the others
+        return err, partial.sum(dtype=cp.float64)
 
     def fourier_error(self, waves, amp, maskf, absbuf, devbuf, modes=1):
         """Per-frame sum over valid pixels of (|FFT(waves)| - A)^2; waves is overwritten."""
         n = waves.shape[-1]
-        big = cufft.fft2(waves, axes=(-2, -1), norm="backward", overwrite_x=True)
+        big = self._fft_inplace(waves, True)
         m = self._maskf(maskf, n)
         sc = np.float32(1.0 / n)
         if modes > 1:
