@@ -276,7 +276,7 @@ def test_inertia_update_is_the_array_expression_bit_for_bit(with_support):
 
 
 def test_to_floats_reads_device_scalars_exactly():
-    vals = [cp.float32(0.1) * cp.ones((), cp.float32), cp.asarray(np.float64(1) / 3), 2.5,
+    vals = [cp.full((), 0.1, dtype=cp.float32), cp.asarray(np.float64(1) / 3), 2.5,
             cp.asarray(np.float32(3.3)).sum()]
     assert CupyOps.to_floats(vals) == [float(np.float32(0.1)), 1 / 3, 2.5,
                                        float(np.float32(3.3))]
