@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from recon_env.comm import Communicator
 from recon_env.observation import BETAS, N_ACTIONS, OBS_SIZE, MeasuredTrack, discrete_action
 
 PRETRAINED = Path(__file__).resolve().parent / "pretrained" / "ptycho_tuning_16k"
@@ -96,11 +97,9 @@ def load_agent(spec: str | Path) -> Agent:
                           "seed": run.get("seed"), "env_kwargs": run.get("env_kwargs", {})})
 
 
-def _agree(comm, action: int) -> int:
+def _agree(comm: Communicator, action: int) -> int:
     """Rank 0's action on every rank (their observations agree, but never bet on it)."""
-    if getattr(comm, "size", 1) > 1 and hasattr(comm, "comm"):
-        return int(comm.comm.bcast(int(action), root=0))
-    return int(action)
+    return int(comm.bcast(int(action), root=0)) if comm.size > 1 else int(action)
 
 
 def steer(reconstructor, agent: Agent | str | Path, every: int | None = None,

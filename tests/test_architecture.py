@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("sparkmpi_dl", "recon_env", "agents", "recon_datasets", "trainers")
 # Longest matching prefix wins. sparkmpi_dl.stream (live reconstruction) is an application
@@ -280,8 +282,6 @@ def _fail_on_rank_one() -> None:
 
 def test_job_failures_are_one_family():
     """Every launch error is a SparkMPIError; the caller's is JobFailed naming the rank."""
-    import pytest
-
     import sparkmpi_dl
     from sparkmpi_dl import errors
     from sparkmpi_dl.launch.spark import NotEnoughSlots
