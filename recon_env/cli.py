@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from sparkmpi_dl.flags import add_frame_size, add_num_proc, positive_int
+from sparkmpi_dl.launch.environment import in_mpi_job
 
-MPI_ENV = ("PMI_RANK", "PMI_FD", "PMI_PORT", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
 
 
 def _shape(text: str) -> int:
@@ -168,7 +168,7 @@ def _options(args: argparse.Namespace) -> dict:
 
 
 def _inside_mpi() -> bool:
-    return any(k in os.environ for k in MPI_ENV)
+    return in_mpi_job()
 
 
 def _relaunch(args: argparse.Namespace, env: dict[str, str] | None = None) -> int:

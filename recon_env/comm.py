@@ -14,6 +14,8 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from sparkmpi_dl.launch.environment import in_mpi_job
+
 ArrayT = TypeVar("ArrayT")  # a NumPy or CuPy array
 T = TypeVar("T")
 
@@ -140,11 +142,7 @@ def make_comm(kind: str = "auto", backend: str = "numpy") -> Communicator:
     if kind == "serial":
         return SerialComm()
     if kind == "auto":
-        import os
-
-        launched = any(k in os.environ for k in ("PMI_RANK", "PMI_SIZE", "PMI_FD", "PMI_PORT",
-                                                  "OMPI_COMM_WORLD_SIZE", "PMIX_RANK"))
-        if not launched:
+        if not in_mpi_job():
             return SerialComm()
         comm = MPIComm()
         if comm.size == 1:

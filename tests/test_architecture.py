@@ -310,3 +310,14 @@ def test_public_run_has_a_signature_type_checkers_see(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert 'Argument 2 to "run" has incompatible type "str"; expected "int | None"' in proc.stdout, proc.stdout
     assert '"run_command" has incompatible type "int"; expected "str | None"' in proc.stdout, proc.stdout
+
+
+def test_one_place_says_whether_this_process_is_a_rank():
+    """The recon CLI and the comms ask in_mpi_job, the trainer launched_size: one module."""
+    from sparkmpi_dl.launch.environment import in_mpi_job, launched_size
+
+    assert not in_mpi_job({}) and launched_size({}) is None
+    assert in_mpi_job({"PMI_FD": "5", "PMI_SIZE": "3"}) and launched_size({"PMI_FD": "5", "PMI_SIZE": "3"}) == 3
+    gloo = {"HOROVOD_RANK": "0", "HOROVOD_SIZE": "2"}  # horovodrun --gloo: a rank, but no MPI
+    assert not in_mpi_job(gloo) and launched_size(gloo) == 2
+    assert launched_size({"PMIX_RANK": "1"}) == -1  # a rank of a size the environment omits
