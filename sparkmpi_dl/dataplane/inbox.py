@@ -29,6 +29,7 @@ import json
 import pickle
 import socket
 import struct
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -189,7 +190,12 @@ def serve_rank(fn: Any, address: tuple[str, int], token: str, args: tuple, kwarg
     the cluster's other hosts (where the feed tasks run) can reach too."""
     from mpi4py import MPI
 
-    control = socket.create_connection(address, timeout=60)
+    try:
+        control = socket.create_connection(address, timeout=60)
+    except ConnectionRefusedError:  # closed before this rank came up: nothing to serve
+        print(f"resident rank: the driver at {address[0]}:{address[1]} refused the "
+              f"connection (closed before this rank started?)", file=sys.stderr, flush=True)
+        return None
     control.settimeout(None)
     control.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     inbox = Inbox(token)

@@ -147,7 +147,8 @@ class ResidentRanks:
         hellos: dict[int, tuple[socket.socket, tuple[str, int]]] = {}
         while len(hellos) < self.num_proc:
             if not self._thread.is_alive():
-                raise self._failure("the job ended before every rank connected")
+                raise self._failure(f"the job ended before every rank connected to "
+                                    f"{self._address[0]}:{self._address[1]}")
             if time.monotonic() > deadline:
                 raise ResidentRanksFailed(f"resident ranks: only {len(hellos)} of {self.num_proc} "
                                           f"ranks connected within {self.start_timeout:.0f} s")
@@ -240,6 +241,9 @@ class ResidentRanks:
                     send_message(conn, {"close": True})
                 except OSError:
                     pass
+            # ranks never accepted (no feed came) see their connection reset or refused,
+            # which ends their feed as a close would
+            self._server.close()
         self._thread.join(timeout)
         for conn in self._ranks:
             conn.close()
@@ -257,6 +261,7 @@ class ResidentRanks:
             self.close()
         else:  # already failing: end the feed without waiting for, or raising, more
             self._closed = True
+            self._server.close()
             for conn in self._ranks:
                 conn.close()
 

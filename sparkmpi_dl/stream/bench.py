@@ -22,7 +22,6 @@ import platform
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -53,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _one_rate(spark, url: str, args, rate: float, scan, work: Path) -> dict:
     from .broker import connect
     from .publish import PublishOptions, prepare_streams, publish
-    from .recon import OnlineReconstruction, ReconOptions, open_out
+    from .recon import ReconOptions, run_recon_while
 
     client = connect(url)
     for key in client.keys("sparkmpi:*"):
@@ -64,18 +63,15 @@ def _one_rate(spark, url: str, args, rate: float, scan, work: Path) -> dict:
                                  iterations_per_batch=args.iterations_per_batch,
                                  final_iterations=args.final_iterations, end_timeout=120,
                                  quiet=True)
-    open_out(recon_options)
-    recon = OnlineReconstruction(recon_options, url, spark)
-    outcome: dict = {}
-    consumer = threading.Thread(target=lambda: outcome.update(code=recon.run()))
-    consumer.start()
-    while not recon.ready.wait(0.5):  # a scan starts when the consumer is up, as at a beamline
-        if not consumer.is_alive():
-            raise RuntimeError(f"the online reconstruction ended before it was ready: {recon.error}")
-    t0 = time.monotonic()
-    stats = publish(client, scan, options, out=io.StringIO())
-    consumer.join()
-    code = outcome.get("code", 1)
+    t0 = 0.0
+
+    def produce() -> dict:
+        nonlocal t0
+        t0 = time.monotonic()
+        return publish(client, scan, options, out=io.StringIO())
+
+    code, recon, stats = run_recon_while(recon_options, url, spark, produce)
+    stats = stats or {}
     summary = recon.result or {}
     seconds = time.monotonic() - t0
     batches = recon.batch_seconds

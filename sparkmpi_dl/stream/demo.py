@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import threading
 from pathlib import Path
 
 DEMO_FRAMES = 512
@@ -16,28 +15,23 @@ def live_stage(sc, out: Path) -> dict:
     from pyspark.sql import SparkSession
 
     from .broker import start
-    from .publish import PublishOptions, publish, simulated_scan
-    from .recon import ReconOptions, run_recon
+    from .publish import PublishOptions, prepare_streams, publish, simulated_scan
+    from .recon import ReconOptions, run_recon_while
 
     work = out / "stream-live"
     broker = start(out / "stream-broker")
     try:
         scan = simulated_scan({"n_frames": DEMO_FRAMES, "frame_size": 64, "probe_diameter": 20.0,
                                "photons": 1e7, "seed": 1}, scan_id="demo-scan")
-        stats: dict = {}
-
-        def publisher() -> None:
-            stats.update(publish(broker.client(), scan,
-                                 PublishOptions(streams=2, rate=DEMO_RATE), out=io.StringIO()))
-
-        thread = threading.Thread(target=publisher, name="demo-publisher")
-        thread.start()
-        print(f"publishing {DEMO_FRAMES} frames 64x64 at {DEMO_RATE:g} frames/s to "
-              f"{broker.url}; reconstructing live on 2 MPI ranks", flush=True)
-        code, recon = run_recon(ReconOptions(out=work, ranks=2, trigger=1.0,
-                                             iterations_per_batch=4, final_iterations=30,
-                                             end_timeout=60), broker.url, SparkSession(sc))
-        thread.join(60)
+        print(f"reconstructing live on 2 MPI ranks; once they are up, publishing "
+              f"{DEMO_FRAMES} frames 64x64 at {DEMO_RATE:g} frames/s to {broker.url}", flush=True)
+        options = PublishOptions(streams=2, rate=DEMO_RATE)
+        prepare_streams(broker.client(), options)
+        code, recon, stats = run_recon_while(
+            ReconOptions(out=work, ranks=2, trigger=1.0, iterations_per_batch=4,
+                         final_iterations=30, end_timeout=60), broker.url, SparkSession(sc),
+            lambda: publish(broker.client(), scan, options, out=io.StringIO()))
+        stats = stats or {}
     finally:
         broker.stop()
     if code != 0 or recon.result is None:

@@ -509,6 +509,33 @@ def spark_session(ranks: int, master: str | None = None):
     return SparkSession(sc) if SparkSession.getActiveSession() is None else SparkSession.getActiveSession()
 
 
+def run_recon_while(options: ReconOptions, url: str, spark, produce) -> tuple[int, OnlineReconstruction, Any]:
+    """Start the reconstruction, and once it is ready (query running, ranks connected) call
+    ``produce()`` (e.g. publish a scan), as at a beamline where the consumer is up before
+    the scan starts; (exit code, the reconstruction, what ``produce`` returned). The streams
+    must be set up already (``publish.prepare_streams``): the reconstruction waits for them."""
+    open_out(options)
+    recon = OnlineReconstruction(options, url, spark)
+    outcome: dict = {}
+
+    def consume() -> None:
+        try:
+            outcome["code"] = recon.run()
+        except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread
+            outcome["error"] = err
+
+    consumer = threading.Thread(target=consume, name="sparkmpi-stream-recon")
+    consumer.start()
+    while not recon.ready.wait(0.5):
+        if not consumer.is_alive():
+            break
+    produced = produce() if recon.ready.is_set() else None
+    consumer.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["code"], recon, produced
+
+
 def run_recon(options: ReconOptions, url: str, spark=None) -> tuple[int, OnlineReconstruction]:
     """Open the run folder and run the reconstruction; (exit code, the reconstruction)."""
     resumed = open_out(options)

@@ -91,3 +91,13 @@ def test_output_of_resident_ranks_is_prefixed(spark):
     assert ranks.feed(None, "hello") == [0]
     assert ranks.close() == [None]
     assert (0, "stdout", "got hello") in lines.lines
+
+
+def test_closing_before_any_feed_ends_the_ranks_at_once(spark):
+    ranks = ResidentRanks(_accumulate, 2, args=(1,), spark=spark)
+    t0 = time.monotonic()
+    results = ranks.close(timeout=120)
+    assert time.monotonic() - t0 < 60
+    # a rank that had connected ends its (empty) feed; one still starting finds the driver
+    # closed and returns None: either way no rank waits for orders that never come
+    assert all(r is None or r == {"rank": i, "kept": []} for i, r in enumerate(results))
