@@ -18,7 +18,10 @@ Spark and each figure is delivery only. Every Arrow path uses batches of about 4
 Each figure is the median of ``--repeat`` end-to-end runs (rank start-up included), the
 methods interleaved so that they share the background load. ``arrow_floor_s`` is what
 Spark alone needs to hand the held rows to Python workers as Arrow batches, and
-``launch_s`` what starting and wiring up the ranks costs with no data. ``dataplane_phases``
+``launch_s`` what starting and wiring up the ranks costs with no data. The data plane's own
+hand-off, ``handoff_mb_s_per_rank``, is one rank's share over ``handoff_write_s`` (what a
+task takes to stream the share's Arrow batches into a memory file, timed alone) plus
+``handoff_read_s`` (what the rank takes to read its mapped file, summing it). ``dataplane_phases``
 splits the data plane's run by the ranks' clocks (latest rank, seconds from the call):
 ``written`` (its partition file's last write: Spark's stage start, the JVM's conversion,
 the task's write), ``rank_started`` (the rank process's start: before ``written`` when the
@@ -78,8 +81,11 @@ def dataplane_rank(table: Any) -> dict[str, Any]:
     import os
     entered = time.time()
     start = time.perf_counter()
-    total, rows = _allreduce(_sum_table(table), table.num_rows)
+    local = _sum_table(table)
+    read_s = time.perf_counter() - start
+    total, rows = _allreduce(local, table.num_rows)
     return {"sum": total, "rows": rows, "rss_mb": _peak_rss_mb(), "sum_s": time.perf_counter() - start,
+            "read_s": read_s,
             "written": os.stat(os.environ["SPARKMPI_DATA"]).st_mtime, "rank_started": _process_start_time(),
             "fn_entered": entered, "fn_done": time.time()}
 
@@ -133,6 +139,33 @@ def make_frames(spark: Any, mb: int, ranks: int, column: str = "array") -> tuple
     return df, rows, float(sum((i % 7) for i in range(rows)) * FRAME[0] * FRAME[1])
 
 
+def handoff_write_s(nbytes: int, column: str = "array") -> float:
+    """Seconds the task side of the hand-off takes for ``nbytes`` of frames: 4 MiB record
+    batches streamed as Arrow IPC into an anonymous file where the data plane puts them."""
+    import os
+
+    import numpy as np
+    import pyarrow as pa
+
+    from sparkmpi_dl.dataplane.files import anonymous_file, data_dir, write_batches
+
+    values = np.ones(BATCH_ROWS * FRAME[0] * FRAME[1], dtype=np.float32)
+    offsets = np.arange(BATCH_ROWS + 1, dtype=np.int32) * (FRAME[0] * FRAME[1])
+    if column == "binary":
+        frames = pa.BinaryArray.from_buffers(pa.binary(), BATCH_ROWS, [None, pa.py_buffer(offsets * 4),
+                                                                        pa.py_buffer(values)])
+    else:
+        frames = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+    batch = pa.RecordBatch.from_arrays([pa.array(np.arange(BATCH_ROWS)), frames], names=["id", "frame"])
+    fd = anonymous_file(data_dir())
+    try:
+        start = time.perf_counter()
+        write_batches(fd, (batch for _ in range(max(1, nbytes // (BATCH_ROWS * FRAME_BYTES)))), batch.schema)
+        return time.perf_counter() - start
+    finally:
+        os.close(fd)
+
+
 def _quiet(*_args: object) -> None:
     pass
 
@@ -150,6 +183,7 @@ def measure(spark: Any, ranks: int, mb: int, repeat: int, column: str = "array")
     times: dict[str, list[float]] = {k: [] for k in ("dataplane", "collect", "parquet", "arrow_floor", "launch")}
     rss: list[float] = []
     sums_s: list[float] = []
+    reads_s: list[float] = []
     phases: dict[str, list[float]] = {k: [] for k in ("rank_started", "written", "fn_entered", "fn_done", "returned")}
 
     def check(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -164,6 +198,7 @@ def measure(spark: Any, ranks: int, mb: int, repeat: int, column: str = "array")
             phases[phase].append(max(r[phase] for r in results) - called)
         rss.append(max(r["rss_mb"] for r in results))
         sums_s.append(max(r["sum_s"] for r in results))
+        reads_s.append(max(r["read_s"] for r in results))
 
     def collect() -> None:
         table = df.toArrow()
@@ -204,6 +239,8 @@ def measure(spark: Any, ranks: int, mb: int, repeat: int, column: str = "array")
             print(f"  {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
     median = {name: statistics.median(values) for name, values in times.items()}
     share_mb = nbytes / ranks / 2**20
+    write_s = handoff_write_s(nbytes // ranks, column)
+    read_s = statistics.median(reads_s)
     return {"ranks": ranks, "bytes": nbytes, "dataplane_s": median["dataplane"],
             "collect_s": median["collect"], "parquet_s": median["parquet"],
             "dataplane_peak_rss_mb": max(rss), "share_mb": share_mb,
@@ -211,6 +248,8 @@ def measure(spark: Any, ranks: int, mb: int, repeat: int, column: str = "array")
             "dataplane_mb_s_per_rank": share_mb * 2**20 / 1e6 / median["dataplane"],
             "arrow_floor_s": median["arrow_floor"], "launch_s": median["launch"],
             "rank_sum_s": statistics.median(sums_s), "source_s": source_s,
+            "handoff_write_s": write_s, "handoff_read_s": read_s,
+            "handoff_mb_s_per_rank": share_mb * 2**20 / 1e6 / (write_s + read_s),
             "dataplane_phases": {name: round(statistics.median(values), 3) for name, values in phases.items()},
             "repeat": repeat, "column": column}
 
@@ -245,6 +284,8 @@ def _main(args: argparse.Namespace) -> int:
           f"{result['dataplane_mb_s_per_rank']:.0f} MB/s per rank; peak rank RSS "
           f"{result['dataplane_peak_rss_mb']:.0f} MB = {result['rss_over_share']:.2f}x its share; "
           f"Spark's own Arrow hand-off {result['arrow_floor_s']:.2f} s, rank launch {result['launch_s']:.2f} s; "
+          f"the data plane's hand-off (task writes the file, rank reads it) {result['handoff_write_s']:.2f} + "
+          f"{result['handoff_read_s']:.2f} s = {result['handoff_mb_s_per_rank']:.0f} MB/s per rank; "
           "data plane phases (s from the call, latest rank): "
           + ", ".join(f"{name} {value:.2f}" for name, value in result["dataplane_phases"].items()))
     if args.json:
