@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 DEMO_FRAMES = 512
-DEMO_RATE = 256.0  # frames/s: the scan takes 2 s to publish
+DEMO_RATE = 64.0  # frames/s: the scan takes 8 s to publish, several micro-batches
 
 
 def live_stage(sc, out: Path) -> dict:
