@@ -63,7 +63,12 @@ def compare_objects(recon: np.ndarray, truth: np.ndarray, illumination: np.ndarr
                     threshold: float = 0.5, max_shift: float = 8.0) -> dict:
     """Phase RMS (rad), phase/amplitude/complex NRMSE, shift found, region size.
 
-    A registration shift beyond ``max_shift`` pixels is treated as no match (shift 0)."""
+    The ambiguities are estimated (a phase ramp from neighbour phase differences, a shift
+    from the cross-correlation peak), and an estimate is kept only if it lowers the phase
+    error: on a poor reconstruction the correlation peak and the ramp are noise, and
+    applying them would make the score worse than no registration at all. So the result
+    is the best of: global phase only, ramp and phase, shift and ramp and phase, all on the
+    same region (eroded by the shift). A shift beyond ``max_shift`` pixels is no match."""
     recon = np.asarray(recon, dtype=np.complex128)
     truth = np.asarray(truth, dtype=np.complex128)
     if recon.shape != truth.shape:
@@ -75,14 +80,33 @@ def compare_objects(recon: np.ndarray, truth: np.ndarray, illumination: np.ndarr
     dy, dx = _subpixel_shift(work, truth, region)
     if max(abs(dy), abs(dx)) > max_shift:  # no real match (e.g. an unconverged object)
         dy, dx = 0.0, 0.0
-    work = fourier_shift(recon, -dy, -dx)
-    # erode the region by the shift so that wrapped pixels are never compared
+    still = _inner(region, 0.0, 0.0)
+    candidates = [(_remove_phase(recon, truth, still), (0.0, 0.0), still),
+                  (_remove_ramp_and_phase(recon, truth, still), (0.0, 0.0), still)]
+    if (dy, dx) != (0.0, 0.0):
+        inner = _inner(region, dy, dx)
+        shifted = fourier_shift(recon, -dy, -dx)
+        candidates.append((_remove_ramp_and_phase(shifted, truth, inner), (dy, dx), inner))
+    scored = [(_errors(w, truth, where), shift, where) for w, shift, where in candidates]
+    best, shift, where = min(scored, key=lambda item: item[0]["phase_rms"])
+    return {**best, "shift": shift, "region_pixels": int(where.sum())}
+
+
+def _inner(region: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """The region eroded by a shift, so that wrapped pixels are never compared."""
     pad = int(np.ceil(max(abs(dy), abs(dx)))) + 1
     inner = region.copy()
     inner[:pad, :] = inner[-pad:, :] = False
     inner[:, :pad] = inner[:, -pad:] = False
-    inner &= np.roll(region, (int(round(-dy)), int(round(-dx))), axis=(0, 1))
-    work = _remove_ramp_and_phase(work, truth, inner)
+    return inner & np.roll(region, (int(round(-dy)), int(round(-dx))), axis=(0, 1))
+
+
+def _remove_phase(recon: np.ndarray, truth: np.ndarray, region: np.ndarray) -> np.ndarray:
+    return recon * np.exp(-1j * np.angle(np.sum((recon * np.conj(truth))[region])))
+
+
+def _errors(work: np.ndarray, truth: np.ndarray, inner: np.ndarray) -> dict:
+    """The error figures of a registered object against the truth inside ``inner``."""
     ra, ta = np.abs(work[inner]), np.abs(truth[inner])
     scale = float(np.sum(ra * ta) / max(np.sum(ra * ra), 1e-30))
     dphi = np.angle(work[inner] * np.conj(truth[inner]))
@@ -94,6 +118,4 @@ def compare_objects(recon: np.ndarray, truth: np.ndarray, illumination: np.ndarr
         "phase_nrmse": float(np.linalg.norm(dphi) / max(np.linalg.norm(tphase), 1e-30)),
         "amplitude_nrmse": float(np.linalg.norm(scale * ra - ta) / max(np.linalg.norm(ta), 1e-30)),
         "complex_nrmse": float(complex_err),
-        "shift": (dy, dx),
-        "region_pixels": int(inner.sum()),
     }
