@@ -235,7 +235,11 @@ def _write_and_run(ctx: BarrierTaskContext, spec: RankSpec, rank: int, fds: list
     ``read_partition``; a program's rank starts after. Either way the barrier's all-gather
     (the epoch) runs during the write.
     """
-    extra = {**_gpu_env(ctx), **env}
+    try:
+        extra = {**_gpu_env(ctx), **env}
+    except BaseException:
+        _close(fds)
+        raise
     if spec.payload is None:
         return _write_then_run(ctx, spec, rank, fds, extra, write, keep_open)
     try:
@@ -244,7 +248,11 @@ def _write_and_run(ctx: BarrierTaskContext, spec: RankSpec, rank: int, fds: list
         _close(fds)
         raise
     early = _EarlyRank(ctx, spec, rank, {**extra, READY_VAR: str(ready_read)}, fds, ready_read, keep_open)
-    early.start()
+    try:
+        early.start()
+    except BaseException:
+        _close([*fds, ready_read, ready_write])
+        raise
     try:
         write(early.guard)
         os.write(ready_write, b"1")
