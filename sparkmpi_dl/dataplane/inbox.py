@@ -183,7 +183,8 @@ class Feed:
         self._pending = None
 
 
-def serve_rank(fn: Any, address: tuple[str, int], token: str, args: tuple, kwargs: dict) -> Any:
+def serve_rank(fn: Any, address: tuple[str, int], token: str, args: tuple[Any, ...],
+               kwargs: dict[str, Any]) -> Any:
     """The resident rank's body: open the inbox, say hello to the driver, run ``fn(feed)``.
 
     The inbox is announced at the address this host uses to reach the driver: an interface

@@ -36,7 +36,7 @@ import select
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import pyarrow as pa
 from pyspark import RDD, SparkContext, TaskContext
@@ -47,6 +47,8 @@ from sparkmpi_dl.errors import SparkMPIError
 
 ACK_SCHEMA = "part long, rows long"
 POLL_S = 0.5
+
+_T = TypeVar("_T")
 
 
 class ResidentRanksFailed(SparkMPIError, RuntimeError):
@@ -72,6 +74,7 @@ class ResidentRanks:
             raise ValueError(f"placement must be 'auto', 'tasks' or 'local', not {placement!r}")
         self.sc = spark_context(spark, master)
         slots = available_slots(self.sc)
+        assert self.sc.master is not None  # every running SparkContext has one
         local_master = self.sc.master.startswith("local")
         if placement == "auto":
             placement = "tasks" if slots >= num_proc + 1 or not local_master else "local"
@@ -103,7 +106,7 @@ class ResidentRanks:
         self._thread.start()
 
     # ------------------------------------------------------------ the MPI job
-    def _run_job(self, fn: Callable[..., Any], args: tuple, kwargs: dict,
+    def _run_job(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                  timeout: float | None, env: dict[str, str] | None, output: Any) -> None:
         from sparkmpi_dl.launch.local import run_local
         from sparkmpi_dl.launch.spark import run
@@ -170,7 +173,7 @@ class ResidentRanks:
         self._data = [hellos[r][1] for r in range(self.num_proc)]
 
     # ------------------------------------------------------------ feeding
-    def feed(self, data: DataFrame | RDD | None = None, message: Any = None) -> list[Any]:
+    def feed(self, data: DataFrame | RDD[Any] | None = None, message: Any = None) -> list[Any]:
         """Hand ``data``'s partitions to the ranks (partition p to rank p % num_proc) with
         ``message``; every rank's reply, ordered by rank. ``data=None`` sends the message only."""
         if self._closed:
@@ -197,7 +200,7 @@ class ResidentRanks:
             self._send(conn, {**order, "parts": sorted(p for p in acks if p % n == rank)})
         return [self._receive(rank, seq) for rank in range(n)]
 
-    def _spark_job(self, action: Callable[[], list]) -> list:
+    def _spark_job(self, action: Callable[[], list[_T]]) -> list[_T]:
         if not self._thread.is_alive():
             raise self._failure("before the feed")
         try:
@@ -208,7 +211,7 @@ class ResidentRanks:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ResidentRanksFailed(f"resident ranks: the feed job failed: {first}") from None
 
-    def _send(self, conn: socket.socket, order: dict) -> None:
+    def _send(self, conn: socket.socket, order: dict[str, Any]) -> None:
         try:
             send_message(conn, order)
         except OSError:
@@ -285,10 +288,12 @@ def _header(token: str, seq: int, part: int, kind: str) -> bytes:
 
 
 def _table_sender(seq: int, ranks: list[tuple[str, int]], token: str,
-                  schema: pa.Schema) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+                  schema: pa.Schema) -> Callable[[Iterable[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The feed task: stream this partition's Arrow batches to its rank, then acknowledge."""
-    def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        part = TaskContext.get().partitionId()
+    def task(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        context = TaskContext.get()
+        assert context is not None  # set in every Spark task
+        part = context.partitionId()
         rows = 0
         with _connect_rank(ranks[part % len(ranks)], _header(token, seq, part, "table")) as sock:
             with sock.makefile("wb") as out, pa.ipc.new_stream(out, schema) as writer:
@@ -301,8 +306,9 @@ def _table_sender(seq: int, ranks: list[tuple[str, int]], token: str,
     return task
 
 
-def _record_sender(seq: int, ranks: list[tuple[str, int]], token: str) -> Callable[[int, Iterator[Any]], Iterator[int]]:
-    def task(part: int, records: Iterator[Any]) -> Iterator[int]:
+def _record_sender(seq: int, ranks: list[tuple[str, int]],
+                   token: str) -> Callable[[int, Iterable[Any]], Iterator[int]]:
+    def task(part: int, records: Iterable[Any]) -> Iterator[int]:
         import pickle
 
         with _connect_rank(ranks[part % len(ranks)], _header(token, seq, part, "records")) as sock:

@@ -24,6 +24,12 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from .publish import Scan
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,7 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=bench_command)
 
 
-def _one_rate(spark, url: str, args, rate: float, scan, work: Path) -> dict:
+def _one_rate(spark: SparkSession, url: str, args: argparse.Namespace, rate: float, scan: Scan,
+              work: Path) -> dict[str, Any]:
     from .broker import connect
     from .publish import PublishOptions, prepare_streams, publish
     from .recon import ReconOptions, run_recon_while
@@ -65,7 +72,7 @@ def _one_rate(spark, url: str, args, rate: float, scan, work: Path) -> dict:
                                  quiet=True)
     t0 = 0.0
 
-    def produce() -> dict:
+    def produce() -> dict[str, Any]:
         nonlocal t0
         t0 = time.monotonic()
         return publish(client, scan, options, out=io.StringIO())
@@ -91,7 +98,7 @@ def _one_rate(spark, url: str, args, rate: float, scan, work: Path) -> dict:
             "final_iterations_s": summary.get("final_iterations_seconds")}
 
 
-def _empty_batches(spark, args, work: Path) -> list[float]:
+def _empty_batches(spark: SparkSession, args: argparse.Namespace, work: Path) -> list[float]:
     from .recon import OnlineReconstruction, ReconOptions
     from .records import SCHEMA
 
@@ -109,7 +116,7 @@ def _empty_batches(spark, args, work: Path) -> list[float]:
     return times[1:]
 
 
-def run_bench(args) -> dict:
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     from .broker import start
     from .publish import simulated_scan
     from .recon import spark_session
@@ -148,7 +155,7 @@ def run_bench(args) -> dict:
                                                                        time.gmtime())}
 
 
-def bench_command(args) -> int:
+def bench_command(args: argparse.Namespace) -> int:
     report = run_bench(args)
     if args.json:
         print(json.dumps(report), flush=True)

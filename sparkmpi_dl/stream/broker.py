@@ -21,6 +21,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 RECORD = "broker.json"
@@ -40,7 +41,7 @@ class Broker:
     data_dir: str | None = None
     started_here: bool = False  # started by this process (stop it when done)
 
-    def client(self, **kwargs):
+    def client(self, **kwargs: Any) -> Any:
         return connect(self.url, **kwargs)
 
     def stop(self) -> None:
@@ -51,7 +52,7 @@ class Broker:
     def __enter__(self) -> "Broker":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.started_here:
             self.stop()
 
@@ -77,7 +78,7 @@ def parse_url(url: str) -> tuple[str, int, int]:
     return parsed.hostname, port, int(path or 0)
 
 
-def connect(url: str, timeout_s: float = 5.0, check: bool = True, retries: int = 3):
+def connect(url: str, timeout_s: float = 5.0, check: bool = True, retries: int = 3) -> Any:
     """A ``redis.Redis`` client for ``url``; with ``check``, fail in one line if unreachable."""
     try:
         import redis
@@ -230,7 +231,7 @@ def find_recorded(home: Path | None = None) -> Broker | None:
 
 
 def resolve(url: str | None, *, start_if_missing: bool = True,
-            say=print) -> Broker:
+            say: Callable[[str], None] = print) -> Broker:
     """The broker a command should use: ``url`` if given, else the recorded one, else a
     new embedded one (started, recorded, and left running for the next command)."""
     if url:

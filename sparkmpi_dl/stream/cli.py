@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from sparkmpi_dl.flags import add_frame_size, add_num_proc, positive_int
 
@@ -57,7 +58,7 @@ def _add_simulation(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="simulation noise seed")
 
 
-def simulation_options(args: argparse.Namespace) -> dict:
+def simulation_options(args: argparse.Namespace) -> dict[str, Any]:
     """SimulationConfig fields from the CLI flags (probe size scaled like `recon`)."""
     sim = {k: getattr(args, k) for k in ("n_frames", "frame_size", "photons", "scan", "probe",
                                          "object", "overlap", "jitter", "seed")
@@ -66,7 +67,8 @@ def simulation_options(args: argparse.Namespace) -> dict:
     return sim
 
 
-def register(commands, bench) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+             bench: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     stream = commands.add_parser("stream", help="live reconstruction: publish frames to a "
                                  "broker, reconstruct them as they arrive (Spark streaming + MPI)")
     sub = stream.add_subparsers(dest="stream_command", metavar="STREAM_COMMAND", required=True)

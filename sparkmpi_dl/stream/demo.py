@@ -4,12 +4,18 @@ from __future__ import annotations
 import io
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyspark import SparkContext
+
+    from sparkmpi_dl.demo import StageFn
 
 DEMO_FRAMES = 512
 DEMO_RATE = 64.0  # frames/s: the scan takes 8 s to publish, several micro-batches
 
 
-def live_stage(sc, out: Path) -> dict:
+def live_stage(sc: SparkContext, out: Path) -> dict[str, Any]:
     """Publish a 512-frame simulated scan at a fixed rate while `stream recon` reconstructs
     it live on 2 ranks; the phase after the last frame lands in the report."""
     from pyspark.sql import SparkSession
@@ -47,6 +53,6 @@ def live_stage(sc, out: Path) -> dict:
             "end_record_to_final_image_s": summary.get("end_record_to_final_image_s")}
 
 
-def demo_stages():
+def demo_stages() -> list[tuple[str, StageFn]]:
     return [("Live reconstruction: frames streamed through Redis and Spark into 2 MPI ranks",
              live_stage)]

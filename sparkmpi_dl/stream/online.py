@@ -17,17 +17,22 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .records import ScanStart, parse_start
 from .state import StateDir, save_npz
 
 MAX_REJECT_LINES = 10  # per rank and batch; the rest are counted
 
+Columns = dict[str, list[Any]]
+"""A partition as column name -> the column's values (see :func:`columns`)."""
+Log = Callable[[str], None]
 
-def columns(table) -> dict[str, list]:
+
+def columns(table: Any) -> Columns:
     """Column lists of the partition (the frame bytes stay Arrow buffers until needed)."""
     if table is None or table.num_rows == 0:
         return {name: [] for name in ("kind", "scan", "frame_index", "pos_y", "pos_x", "shape",
@@ -35,12 +40,12 @@ def columns(table) -> dict[str, list]:
     return {name: table.column(name).to_pylist() for name in table.column_names}
 
 
-def _start_meta(start: ScanStart) -> dict:
+def _start_meta(start: ScanStart) -> dict[str, Any]:
     return {**start.meta(), "scan": start.scan, "frame_shape": list(start.frame_shape),
             "dtype": start.dtype}
 
 
-def start_from_state(sd: StateDir, meta: dict) -> ScanStart:
+def start_from_state(sd: StateDir, meta: dict[str, Any]) -> ScanStart:
     arrays = dict(np.load(sd.start_file)) if sd.start_file.exists() else {}
     return ScanStart(meta["scan"], int(meta["n_frames"]), tuple(meta["frame_shape"]),
                      meta["dtype"], tuple(meta["object_shape"]), meta["energy_ev"],
@@ -48,8 +53,8 @@ def start_from_state(sd: StateDir, meta: dict) -> ScanStart:
                      arrays.get("mask"))
 
 
-def take_start(world, cols: dict, known: ScanStart | None, sd: StateDir,
-               log) -> tuple[ScanStart | None, int, dict | None]:
+def take_start(world: Any, cols: Columns, known: ScanStart | None, sd: StateDir,
+               log: Log) -> tuple[ScanStart | None, int, dict[str, Any] | None]:
     """The scan's start record (``known``, or the first valid one in this batch by rank
     order, whose probe and mask its owner saves to the state folder).
 
@@ -84,7 +89,7 @@ def take_start(world, cols: dict, known: ScanStart | None, sd: StateDir,
     return start, others, _start_meta(start)
 
 
-def _check_frame(cols: dict, i: int, start: ScanStart | None) -> tuple[str, str] | None:
+def _check_frame(cols: Columns, i: int, start: ScanStart | None) -> tuple[str, str] | None:
     """(reason key, message) if frame row i cannot be used, else None."""
     if start is None:
         return "no_start", f"no start record for scan {cols['scan'][i]!r} before this frame"
@@ -110,8 +115,8 @@ def _check_frame(cols: dict, i: int, start: ScanStart | None) -> tuple[str, str]
     return None
 
 
-def accept_frames(world, cols: dict, start: ScanStart | None, used: np.ndarray | None,
-                   log) -> dict[str, Any]:
+def accept_frames(world: Any, cols: Columns, start: ScanStart | None, used: NDArray[np.bool_] | None,
+                   log: Log) -> dict[str, Any]:
     """Valid, not yet used frames of this rank's partition, after a global duplicate check."""
     rejected: dict[str, int] = {}
     lines = 0
@@ -129,6 +134,7 @@ def accept_frames(world, cols: dict, start: ScanStart | None, used: np.ndarray |
             continue
         bad = _check_frame(cols, i, start)
         if bad is None:
+            assert start is not None  # _check_frame rejects every frame before a start
             frame = np.frombuffer(cols["data"][i], dtype=start.dtype)
             if not np.all(np.isfinite(frame)):
                 bad = ("non_finite", "frame holds NaN or inf")
@@ -159,7 +165,7 @@ def accept_frames(world, cols: dict, start: ScanStart | None, used: np.ndarray |
             "other_scans": other_scans, "taken": combined[first]}
 
 
-def end_records(cols: dict, scan: str | None) -> list[dict]:
+def end_records(cols: Columns, scan: str | None) -> list[dict[str, Any]]:
     out = []
     for i, kind in enumerate(cols["kind"]):
         if kind == "end" and (scan is None or cols["scan"][i] == scan):
@@ -172,7 +178,7 @@ def end_records(cols: dict, scan: str | None) -> list[dict]:
     return out
 
 
-def last_ids(cols: dict) -> dict[str, str]:
+def last_ids(cols: Columns) -> dict[str, str]:
     """The last entry id read from each stream (entries arrive in stream order)."""
     return {stream: eid for stream, eid in zip(cols["stream"], cols["entry_id"])}
 

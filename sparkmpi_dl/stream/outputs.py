@@ -11,11 +11,13 @@ import io
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 
-def phase_png_bytes(obj: np.ndarray, illumination: np.ndarray | None) -> tuple[bytes, tuple[int, int]]:
+def phase_png_bytes(obj: NDArray[Any], illumination: NDArray[Any] | None) -> tuple[bytes, tuple[int, int]]:
     """PNG of the object phase (viridis, dark outside the lit area) and its (height, width)."""
     from PIL import Image
 
@@ -24,7 +26,8 @@ def phase_png_bytes(obj: np.ndarray, illumination: np.ndarray | None) -> tuple[b
     rgb = phase_rgb(obj, illumination)
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG")
-    return buf.getvalue(), rgb.shape[:2]
+    height, width = rgb.shape[:2]
+    return buf.getvalue(), (height, width)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

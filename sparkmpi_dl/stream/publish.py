@@ -12,12 +12,16 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .records import (DEFAULT_MAX_LEN, DEFAULT_PREFIX, ScanStart, config_key, end_fields,
                       frame_fields, start_fields, stream_keys, stream_of)
+
+if TYPE_CHECKING:
+    from recon_env.data import PtychoData
 
 CHUNK = 64  # frames per pipelined round trip
 
@@ -49,15 +53,15 @@ class Scan:
     """A scan ready to publish: its start record and a way to read frames in chunks."""
 
     start: ScanStart
-    positions: np.ndarray                                   # (F, 2) y, x in object pixels
-    frames: Callable[[int, int], np.ndarray]                # (first, stop) -> (k, N, N)
+    positions: NDArray[np.float64]                          # (F, 2) y, x in object pixels
+    frames: Callable[[int, int], NDArray[Any]]              # (first, stop) -> (k, N, N)
 
 
 def new_scan_id() -> str:
     return time.strftime("scan-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
-def simulated_scan(sim: dict, scan_id: str | None = None) -> Scan:
+def simulated_scan(sim: dict[str, Any], scan_id: str | None = None) -> Scan:
     """A scan from recon_env's simulator (``sim``: SimulationConfig fields)."""
     from recon_env.simulate import SimulationConfig, simulate
 
@@ -65,9 +69,16 @@ def simulated_scan(sim: dict, scan_id: str | None = None) -> Scan:
     return _scan_from_data(data, scan_id)
 
 
-def _scan_from_data(data, scan_id: str | None) -> Scan:
+def _object_shape(data: PtychoData) -> tuple[int, int]:
+    """The object shape (PtychoData sets it when made, so it is never None here)."""
+    shape = data.object_shape
+    assert shape is not None
+    return (shape[0], shape[1])
+
+
+def _scan_from_data(data: PtychoData, scan_id: str | None) -> Scan:
     start = ScanStart(scan_id or new_scan_id(), data.n_frames, data.frame_shape,
-                      str(np.dtype(data.intensities.dtype).name), tuple(data.object_shape),
+                      str(np.dtype(data.intensities.dtype).name), _object_shape(data),
                       data.energy_ev, data.distance_m, data.detector_pixel_m,
                       data.probe_guess, data.mask)
     frames = data.intensities
@@ -83,7 +94,7 @@ def cxi_scan(path: str, scan_id: str | None = None) -> Scan:
     # geometry from all positions: read_cxi(frame_range) keeps the full-object shape, and the
     # positions of all frames come from one small read per chunk below
     start = ScanStart(scan_id or new_scan_id(), total, head.frame_shape,
-                      str(np.dtype(head.intensities.dtype).name), tuple(head.object_shape),
+                      str(np.dtype(head.intensities.dtype).name), _object_shape(head),
                       head.energy_ev, head.distance_m, head.detector_pixel_m,
                       head.probe_guess, head.mask)
     positions = np.empty((total, 2))
@@ -98,7 +109,7 @@ def _chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
 
 
 class _Progress:
-    def __init__(self, total: int, every_s: float, out=sys.stdout) -> None:
+    def __init__(self, total: int, every_s: float, out: TextIO = sys.stdout) -> None:
         self.total, self.every_s, self.out = total, every_s, out
         self.tty = out.isatty()
         self.t0 = self.last = time.monotonic()
@@ -118,7 +129,7 @@ class _Progress:
         self.out.flush()
 
 
-def prepare_streams(client, opts: PublishOptions) -> list[str]:
+def prepare_streams(client: Any, opts: PublishOptions) -> list[str]:
     """Record the stream layout; refuse to change K while old streams still hold entries."""
     keys = stream_keys(opts.prefix, opts.streams)
     old = client.hget(config_key(opts.prefix), "streams")
@@ -134,7 +145,8 @@ def prepare_streams(client, opts: PublishOptions) -> list[str]:
     return keys
 
 
-def publish(client, scan: Scan, opts: PublishOptions, out=sys.stdout) -> dict:
+def publish(client: Any, scan: Scan, opts: PublishOptions,
+            out: TextIO = sys.stdout) -> dict[str, Any]:
     """Publish ``scan`` at ``opts.rate``; returns figures (frames, seconds, waits, backlog)."""
     opts.check()
     keys = prepare_streams(client, opts)
@@ -186,15 +198,15 @@ def publish(client, scan: Scan, opts: PublishOptions, out=sys.stdout) -> dict:
             "max_backlog": max_backlog, "max_len": opts.max_len}
 
 
-def _lengths(client, keys: list[str]) -> np.ndarray:
+def _lengths(client: Any, keys: list[str]) -> NDArray[np.int64]:
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.xlen(key)
     return np.asarray(pipe.execute(), dtype=np.int64)
 
 
-def _wait_for_room(client, keys, incoming, opts: PublishOptions, progress: _Progress,
-                   done: int) -> float:
+def _wait_for_room(client: Any, keys: list[str], incoming: NDArray[Any], opts: PublishOptions,
+                   progress: _Progress, done: int) -> float:
     """Block until every stream has room for its share of the next chunk."""
     t = time.monotonic()
     said = False

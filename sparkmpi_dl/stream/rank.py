@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from .online import (accept_frames, columns, end_records, entry_ms, last_ids, select_device,
+from .online import (Columns, accept_frames, columns, end_records, entry_ms, last_ids, select_device,
                      start_from_state, take_start)
 from .records import ScanStart
 from .state import StateDir, StreamState, save_npy, save_npz
@@ -58,15 +60,15 @@ class LiveRank:
         self.rank = int(world.rank)
         self.loaded = False
         self.start: ScanStart | None = None
-        self.used: np.ndarray | None = None
-        self.intensities: list[np.ndarray] = []
-        self.indices: list[np.ndarray] = []
-        self.positions: np.ndarray = np.zeros((0, 2))
-        self.shared: dict | None = None     # object, probe, iteration, history to resume from
+        self.used: NDArray[np.bool_] | None = None
+        self.intensities: list[NDArray[np.float32]] = []
+        self.indices: list[NDArray[np.int64]] = []
+        self.positions: NDArray[np.float64] = np.zeros((0, 2))
+        self.shared: dict[str, Any] | None = None  # object, probe, iteration, history to resume from
         self.rec: Any = None
         self.sub: Any = None                # the ranks holding frames (rec's communicator)
         self.stale = False                  # frames arrived since rec was built
-        self.pending: list[tuple[np.ndarray, np.ndarray]] = []  # those frames, not yet in rec
+        self.pending: list[tuple[NDArray[np.float32], NDArray[np.float64]]] = []  # not yet in rec
 
     @property
     def n_frames(self) -> int:
@@ -98,7 +100,7 @@ class LiveRank:
         self.stale = True
 
     # ------------------------------------------------------------ one micro-batch
-    def apply(self, table: Any, ctx: dict) -> dict:
+    def apply(self, table: Any, ctx: dict[str, Any]) -> dict[str, Any]:
         """Take in this rank's partition of batch ``ctx['batch']`` and iterate (collective)."""
         from mpi4py import MPI
 
@@ -116,8 +118,8 @@ class LiveRank:
             self.used = np.zeros(start.n_frames, bool)
         picked = accept_frames(world, cols, start, self.used, log)
         ends = end_records(cols, start.scan if start is not None else None)
-        stamps = [entry_ms(e) for e, k in zip(cols["entry_id"], cols["kind"]) if k == "frame"]
-        stamps = [t for t in stamps if t is not None]
+        sent = [entry_ms(e) for e, k in zip(cols["entry_id"], cols["kind"]) if k == "frame"]
+        stamps = [t for t in sent if t is not None]
         report: dict[str, Any] = {
             "rank": rank, "received": sum(1 for k in cols["kind"] if k == "frame"),
             "rejected": picked["rejected"], "duplicates": picked["duplicates"],
@@ -127,6 +129,7 @@ class LiveRank:
             "last_ids": last_ids(cols)}
         if start is None:
             return report
+        assert self.used is not None  # made above once the start record is known
         if picked["rows"]:
             report["chunk"] = self._keep_frames(cols, picked["rows"], batch)
         if len(picked["taken"]):
@@ -159,9 +162,10 @@ class LiveRank:
         report["seconds"] = time.perf_counter() - t0
         return report
 
-    def _keep_frames(self, cols: dict, rows: list[int], batch: int) -> str:
+    def _keep_frames(self, cols: Columns, rows: list[int], batch: int) -> str:
         """Keep the accepted frames in memory and write them once; their file, relative."""
         start = self.start
+        assert start is not None  # frames are accepted only after the start record
         n = start.frame_shape[0]
         inten = np.stack([np.frombuffer(cols["data"][i], dtype=start.dtype).reshape(n, n)
                           for i in rows]).astype(np.float32, copy=False)
@@ -177,7 +181,7 @@ class LiveRank:
         return self.sd.rel(chunk)
 
     # ------------------------------------------------------------ the reconstruction
-    def _build(self, ctx: dict) -> None:
+    def _build(self, ctx: dict[str, Any]) -> None:
         """Bring the new frames into the reconstruction (collective over every rank): they
         join the running one in place (``Reconstructor.add_frames``) when the ranks holding
         frames stay the same; else it is rebuilt, carrying over object, probe, history and
@@ -191,6 +195,7 @@ class LiveRank:
         if running and not joining:
             grew = True
             if self.rec is not None:
+                assert self.start is not None  # a reconstruction needs the start record
                 n = self.start.frame_shape[0]
                 inten = (np.concatenate([i for i, _ in self.pending]) if self.pending
                          else np.zeros((0, n, n), np.float32))
@@ -203,7 +208,7 @@ class LiveRank:
         self._rebuild(ctx)
         self.pending.clear()
 
-    def _rebuild(self, ctx: dict) -> None:
+    def _rebuild(self, ctx: dict[str, Any]) -> None:
         from mpi4py import MPI
 
         previous, old_frames = self.shared, 0
@@ -234,12 +239,13 @@ class LiveRank:
         if fresh.any():
             self.rec.join_frames(fresh)
 
-    def _reconstructor(self, ctx: dict, previous: dict | None) -> Any:
+    def _reconstructor(self, ctx: dict[str, Any], previous: dict[str, Any] | None) -> Any:
         from recon_env.comm import MPIComm
         from recon_env.data import PtychoData
         from recon_env.engine import EngineConfig, Reconstructor
 
         start = self.start
+        assert start is not None  # ranks hold frames only after the start record
         inten = np.concatenate(self.intensities)
         # restored from ``previous`` when there is one; else every rank must start alike
         probe = start.probe if start.probe is not None or previous is not None else \
@@ -247,12 +253,12 @@ class LiveRank:
         data = PtychoData(intensities=inten, positions=self.positions, mask=start.mask,
                           energy_ev=start.energy_ev, distance_m=start.distance_m,
                           detector_pixel_m=start.detector_pixel_m, probe_guess=probe,
-                          object_shape=tuple(start.object_shape))
+                          object_shape=(start.object_shape[0], start.object_shape[1]))
         return Reconstructor(data, EngineConfig(**ctx.get("engine", {})),
                              backend=ctx.get("backend", "numpy"), comm=MPIComm(self.sub),
                              workers=int(ctx.get("threads", 1)), local=True)
 
-    def _iterate_and_save(self, ctx: dict, folder: Any, n: int) -> dict:
+    def _iterate_and_save(self, ctx: dict[str, Any], folder: Path, n: int) -> dict[str, Any]:
         """``n`` iterations, then the object/probe state to ``folder`` (first rank of sub)."""
         rec = self.rec
         t = time.perf_counter()
@@ -274,7 +280,7 @@ class LiveRank:
         return {"metrics": metrics, "shared": self.sd.rel(folder / "shared.npz"),
                 "result": result}
 
-    def final(self, ctx: dict) -> dict | None:
+    def final(self, ctx: dict[str, Any]) -> dict[str, Any] | None:
         """The final iterations (collective); the result (object, probe, illumination,
         history, metrics) on the first rank holding frames, None elsewhere."""
         t = time.perf_counter()
@@ -289,7 +295,7 @@ class LiveRank:
                 "seconds": time.perf_counter() - t}
 
 
-def _global_probe(sub: Any, intensities: np.ndarray) -> np.ndarray:
+def _global_probe(sub: Any, intensities: NDArray[np.float32]) -> NDArray[np.complex64]:
     """Probe guess from the mean amplitude of all ranks' frames (when the start record has
     none): every rank must start from the same probe."""
     from recon_env.comm import MPIComm
@@ -301,7 +307,7 @@ def _global_probe(sub: Any, intensities: np.ndarray) -> np.ndarray:
     return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(amp), norm="ortho")).astype(np.complex64)
 
 
-def iterate(rec: Any, ctx: dict, n: int) -> dict:
+def iterate(rec: Any, ctx: dict[str, Any], n: int) -> dict[str, Any]:
     """``n`` iterations: the fixed relaxation of ``ctx``, or the tuning agent's choices."""
     before = len(rec.history["fourier_error"])
     schedule = None

@@ -22,12 +22,22 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
 
 from .records import DEFAULT_PREFIX, config_key, stream_keys
 from .state import StateDir, write_json
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+    from sparkmpi_dl.dataplane.persistent import ResidentRanks
+
+    from .outputs import TensorBoard
+
+_T = TypeVar("_T")
 
 RUN_KIND = "stream-recon"
 FAULT_ENV = "SPARKMPI_STREAM_FAULT"
@@ -58,10 +68,10 @@ class ReconOptions:
     beta: float | None = None
     threads: int = 1
     master: str | None = None
-    engine: dict = field(default_factory=dict)
+    engine: dict[str, Any] = field(default_factory=dict)
     quiet: bool = False
 
-    def run_config(self) -> dict:
+    def run_config(self) -> dict[str, Any]:
         """The arguments a restart must repeat (others may change between runs)."""
         return {"ranks": self.ranks, "prefix": self.prefix, "backend": self.backend,
                 "agent": self.agent, "iterations_per_batch": self.iterations_per_batch,
@@ -72,7 +82,7 @@ class ReconOptions:
 class OnlineReconstruction:
     """One streaming reconstruction of one scan into ``options.out``."""
 
-    def __init__(self, options: ReconOptions, url: str, spark=None) -> None:
+    def __init__(self, options: ReconOptions, url: str, spark: SparkSession | None = None) -> None:
         self.opts = options
         self.url = url
         self.out = Path(options.out)
@@ -82,14 +92,14 @@ class OnlineReconstruction:
         self.error: BaseException | None = None
         self.done = threading.Event()
         self.ready = threading.Event()  # the query runs and every rank is connected
-        self.result: dict | None = None
+        self.result: dict[str, Any] | None = None
         self.last_data = time.monotonic()
         self.busy = False
-        self.tb = None
+        self.tb: TensorBoard | None = None
         self.batch_seconds: list[float] = []
-        self.ranks: Any = None
+        self.ranks: ResidentRanks | None = None
 
-    def resident_ranks(self) -> Any:
+    def resident_ranks(self) -> ResidentRanks:
         """The MPI ranks, started once and fed every micro-batch (``stream.rank.serve``)."""
         if self.ranks is None:
             from sparkmpi_dl.dataplane.persistent import ResidentRanks
@@ -113,14 +123,14 @@ class OnlineReconstruction:
         if not self.opts.quiet:
             print(text, flush=True)
 
-    def _tensorboard(self):
+    def _tensorboard(self) -> TensorBoard:
         if self.tb is None:
             from .outputs import TensorBoard
 
             self.tb = TensorBoard(self.out / "tb")
         return self.tb
 
-    def _ctx(self, batch_id: int, iterations: int) -> dict:
+    def _ctx(self, batch_id: int, iterations: int) -> dict[str, Any]:
         return {"root": str(self.sd.root), "batch": batch_id, "state": self.state.to_json(),
                 "iterations": iterations, "final_iterations": self.opts.final_iterations,
                 "start_fraction": self.opts.start_fraction,
@@ -139,7 +149,7 @@ class OnlineReconstruction:
                 time.sleep(1)
 
     # ------------------------------------------------------------ one micro-batch
-    def handle_batch(self, df, batch_id: int) -> None:
+    def handle_batch(self, df: DataFrame, batch_id: int) -> None:
         """foreachBatch: ranks apply the batch, then the driver commits and shows it."""
         self.busy = True
         try:
@@ -152,7 +162,7 @@ class OnlineReconstruction:
             self.busy = False
             self.last_data = time.monotonic()
 
-    def _handle(self, df, batch_id: int) -> None:
+    def _handle(self, df: DataFrame, batch_id: int) -> None:
         if self.done.is_set():
             return
         if self.state.applied(batch_id):  # committed before a crash; Spark re-runs it
@@ -182,7 +192,7 @@ class OnlineReconstruction:
             return
         self._maybe_finish()
 
-    def _merge(self, reports: list[dict], batch_id: int) -> dict | None:
+    def _merge(self, reports: list[dict[str, Any]], batch_id: int) -> dict[str, Any] | None:
         """Fold the ranks' reports into the state (committed by the caller)."""
         st = self.state
         c = st.counts
@@ -217,7 +227,8 @@ class OnlineReconstruction:
             st.batches_with_frames += 1
         return metrics
 
-    def _show(self, batch_id: int, reports: list[dict], metrics: dict | None, seconds: float) -> None:
+    def _show(self, batch_id: int, reports: list[dict[str, Any]], metrics: dict[str, Any] | None,
+              seconds: float) -> None:
         st = self.state
         total = st.start["n_frames"] if st.start else "?"
         used = st.counts["frames_used"]
@@ -241,9 +252,10 @@ class OnlineReconstruction:
                                 "batch_seconds": seconds,
                                 "iterate_seconds": metrics["iterate_s"]})
 
-    def _images(self, step: int, scalars: dict) -> None:
+    def _images(self, step: int, scalars: dict[str, Any]) -> None:
         from .outputs import phase_png_bytes, write_atomic
 
+        assert self.state.shared is not None  # came with the batch's metrics (see _merge)
         with np.load(self.sd.path(self.state.shared)) as z:
             png, size = phase_png_bytes(z["object"], z["illumination"])
         folder = self.out / "batches"
@@ -260,7 +272,7 @@ class OnlineReconstruction:
         if st.final is not None:
             self.done.set()
 
-    def finalize(self, complete: bool, reason: str | None = None) -> dict:
+    def finalize(self, complete: bool, reason: str | None = None) -> dict[str, Any]:
         """Final iterations on every rank, then recon.cxi, PNGs and summary.json."""
         st = self.state
         t0 = time.monotonic()
@@ -276,7 +288,7 @@ class OnlineReconstruction:
         final = next(r["result"] for r in results if r["result"] is not None)
         return self._finish(final, complete, reason, t0)
 
-    def _finish(self, final: dict, complete: bool, reason: str | None, t0: float) -> dict:
+    def _finish(self, final: dict[str, Any], complete: bool, reason: str | None, t0: float) -> dict[str, Any]:
         """Write recon.cxi, the PNGs and summary.json from the final result; commit."""
         st = self.state
         st.schedule.extend({**entry, "batch": "final"}
@@ -289,6 +301,7 @@ class OnlineReconstruction:
         self.sd.commit(st)
         self._trim_read()
         self.result = summary
+        assert st.start is not None  # a final result needs the start record
         used, total = st.counts["frames_used"], st.start["n_frames"]
         self.say(f"final: {used}/{total} frames, {final['metrics']['iterations']} final "
                  f"iterations, fourier_error {final['metrics']['fourier_error'] or float('nan'):.3g}; "
@@ -308,7 +321,7 @@ class OnlineReconstruction:
         except Exception as err:  # noqa: BLE001 - the result is saved; say it and go on
             self.say(f"warning: could not trim the consumed entries at {self.url}: {err}")
 
-    def _write_result(self, final: dict) -> None:
+    def _write_result(self, final: dict[str, Any]) -> None:
         from recon_env.cxi import write_result_cxi
         from recon_env.data import PLANCK_EV_M
         from recon_env.plots import save_errors_png, save_object_png
@@ -316,6 +329,7 @@ class OnlineReconstruction:
         from .outputs import phase_png_bytes, write_atomic
 
         start = self.state.start
+        assert start is not None  # a final result needs the start record
         n = start["frame_shape"][0]
         pixel_m = PLANCK_EV_M / start["energy_ev"] * start["distance_m"] / (n * start["detector_pixel_m"])
         write_result_cxi(self.out / "recon.cxi", final, final["history"], pixel_m,
@@ -332,8 +346,8 @@ class OnlineReconstruction:
             "fourier_error": final["metrics"]["fourier_error"],
             "model_error": final["metrics"]["model_error"]}, {"phase": (png, size)})
 
-    def _summary(self, final: dict | None, complete: bool, reason: str | None,
-                 final_total_s: float, final_iter_s: float) -> dict:
+    def _summary(self, final: dict[str, Any] | None, complete: bool, reason: str | None,
+                 final_total_s: float, final_iter_s: float) -> dict[str, Any]:
         st = self.state
         c = st.counts
         n_frames = st.start["n_frames"] if st.start else None
@@ -389,6 +403,7 @@ class OnlineReconstruction:
         from .source import register
 
         spark = self.spark
+        assert spark is not None  # run_recon makes one when the caller gives none
         register(spark)
         reader = (spark.readStream.format("sparkmpi-redis").option("url", self.url)
                   .option("streams", ",".join(keys)).load())
@@ -402,7 +417,8 @@ class OnlineReconstruction:
         timed_out = False
         try:
             while not self.done.is_set():
-                if query.awaitTermination(0.25):
+                # pyspark annotates the timeout as int, but takes float seconds (x 1000 -> ms)
+                if query.awaitTermination(0.25):  # type: ignore[arg-type]
                     break
                 if self.busy or not self._idle(query):
                     self.last_data = time.monotonic()
@@ -424,7 +440,7 @@ class OnlineReconstruction:
         return 0
 
     @staticmethod
-    def _idle(query) -> bool:
+    def _idle(query: StreamingQuery) -> bool:
         """True when the query has started, runs no trigger and sees no new data."""
         if query.lastProgress is None and not query.recentProgress:
             return False  # still starting (planning the first batch)
@@ -494,7 +510,7 @@ def open_out(options: ReconOptions) -> bool:
     return folder.resumed
 
 
-def spark_session(ranks: int, master: str | None = None):
+def spark_session(ranks: int, master: str | None = None) -> SparkSession:
     """A Spark session with ``ranks`` task slots for the resident ranks and at least two for
     the micro-batches that feed them (local mode unless told)."""
     from sparkmpi_dl.launch.spark import spark_context
@@ -506,17 +522,19 @@ def spark_session(ranks: int, master: str | None = None):
                              "spark.sql.shuffle.partitions": str(max(ranks, 1)),
                              "spark.sql.streaming.stopTimeout": "30s"})
     sc.setLogLevel("OFF")  # failures reach the user as one line from this module
-    return SparkSession(sc) if SparkSession.getActiveSession() is None else SparkSession.getActiveSession()
+    active = SparkSession.getActiveSession()
+    return SparkSession(sc) if active is None else active
 
 
-def run_recon_while(options: ReconOptions, url: str, spark, produce) -> tuple[int, OnlineReconstruction, Any]:
+def run_recon_while(options: ReconOptions, url: str, spark: SparkSession,
+                    produce: Callable[[], _T]) -> tuple[int, OnlineReconstruction, _T | None]:
     """Start the reconstruction, and once it is ready (query running, ranks connected) call
     ``produce()`` (e.g. publish a scan), as at a beamline where the consumer is up before
     the scan starts; (exit code, the reconstruction, what ``produce`` returned). The streams
     must be set up already (``publish.prepare_streams``): the reconstruction waits for them."""
     open_out(options)
     recon = OnlineReconstruction(options, url, spark)
-    outcome: dict = {}
+    outcome: dict[str, Any] = {}
 
     def consume() -> None:
         try:
@@ -536,7 +554,8 @@ def run_recon_while(options: ReconOptions, url: str, spark, produce) -> tuple[in
     return outcome["code"], recon, produced
 
 
-def run_recon(options: ReconOptions, url: str, spark=None) -> tuple[int, OnlineReconstruction]:
+def run_recon(options: ReconOptions, url: str,
+              spark: SparkSession | None = None) -> tuple[int, OnlineReconstruction]:
     """Open the run folder and run the reconstruction; (exit code, the reconstruction)."""
     resumed = open_out(options)
     spark = spark or spark_session(options.ranks, options.master)

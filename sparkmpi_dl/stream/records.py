@@ -37,8 +37,10 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 KINDS = ("start", "frame", "end")
 DEFAULT_PREFIX = "sparkmpi"
@@ -78,23 +80,23 @@ class ScanStart:
     energy_ev: float = 8000.0
     distance_m: float = 2.0
     detector_pixel_m: float = 75e-6
-    probe: np.ndarray | None = field(default=None, repr=False)
-    mask: np.ndarray | None = field(default=None, repr=False)
+    probe: NDArray[Any] | None = field(default=None, repr=False)
+    mask: NDArray[Any] | None = field(default=None, repr=False)
 
-    def meta(self) -> dict:
+    def meta(self) -> dict[str, Any]:
         return {"n_frames": int(self.n_frames), "object_shape": [int(v) for v in self.object_shape],
                 "energy_ev": float(self.energy_ev), "distance_m": float(self.distance_m),
                 "detector_pixel_m": float(self.detector_pixel_m)}
 
 
-def pack_arrays(**arrays: np.ndarray | None) -> bytes:
+def pack_arrays(**arrays: NDArray[Any] | None) -> bytes:
     """NPZ bytes of the arrays that are not None."""
     buf = io.BytesIO()
     np.savez(buf, **{k: v for k, v in arrays.items() if v is not None})
     return buf.getvalue()
 
 
-def unpack_arrays(blob: bytes) -> dict[str, np.ndarray]:
+def unpack_arrays(blob: bytes) -> dict[str, NDArray[Any]]:
     if not blob:
         return {}
     with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
@@ -111,7 +113,7 @@ def start_fields(start: ScanStart) -> dict[bytes, bytes]:
                                  mask=None if start.mask is None else np.asarray(start.mask, bool))}
 
 
-def frame_fields(scan: str, index: int, y: float, x: float, frame: np.ndarray) -> dict[bytes, bytes]:
+def frame_fields(scan: str, index: int, y: float, x: float, frame: NDArray[Any]) -> dict[bytes, bytes]:
     """Redis entry fields of one frame (little-endian bytes, C order)."""
     arr = np.ascontiguousarray(frame)
     if arr.dtype.byteorder == ">":
@@ -152,7 +154,10 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode()
 
 
-def _number(value: bytes | None, kind):
+_N = TypeVar("_N", int, float)
+
+
+def _number(value: bytes | None, kind: Callable[[bytes], _N]) -> _N | None:
     """A numeric field, None when absent or malformed (the consumer rejects such a frame)."""
     try:
         return None if value is None else kind(value)
@@ -160,7 +165,7 @@ def _number(value: bytes | None, kind):
         return None
 
 
-def entry_row(stream: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> tuple:
+def entry_row(stream: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> tuple[Any, ...]:
     """One Redis entry as a row of :data:`SCHEMA`; malformed fields become nulls, never
     errors, so one bad entry cannot stop the stream (the reconstruction rejects it)."""
     shape = _text(fields.get(b"shape"))

@@ -19,11 +19,15 @@ Executors and the driver's Python workers need the ``redis`` package importable.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 
 from .records import COLUMNS, SCHEMA, config_key, entry_row, stream_keys
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+    from pyspark.sql.types import StructType
 
 NAME = "sparkmpi-redis"
 READ_CHUNK = 256  # entries per XRANGE call (and per Arrow record batch)
@@ -61,10 +65,11 @@ def resolve_streams(url: str, prefix: str) -> list[str]:
 
 
 class RedisStreamReader(DataSourceStreamReader):
-    def __init__(self, options: dict) -> None:
-        self.url = options.get("url")
-        if not self.url:
+    def __init__(self, options: dict[str, str]) -> None:
+        url = options.get("url")
+        if not url:
             raise ValueError(f"{NAME}: option 'url' (redis://HOST:PORT) is required")
+        self.url: str = url
         keys = options.get("streams")
         if keys:
             self.keys = [k.strip() for k in keys.split(",") if k.strip()]
@@ -73,24 +78,24 @@ class RedisStreamReader(DataSourceStreamReader):
         else:
             raise ValueError(f"{NAME}: give option 'streams' (comma-separated keys) or 'prefix'")
         self.trim = str(options.get("trim", "true")).lower() != "false"
-        self._client = None
+        self._client: Any = None  # a redis.Redis once used
 
-    def _redis(self):
+    def _redis(self) -> Any:
         if self._client is None:
             from .broker import connect
 
             self._client = connect(self.url)
         return self._client
 
-    def initialOffset(self) -> dict:
+    def initialOffset(self) -> dict[str, str]:
         return {key: ZERO for key in self.keys}
 
-    def latestOffset(self) -> dict:
+    def latestOffset(self) -> dict[str, str]:
         """Last generated id of every stream, read atomically (trimming never lowers it)."""
         pipe = self._redis().pipeline(transaction=True)
         for key in self.keys:
             pipe.xinfo_stream(key)
-        out = {}
+        out: dict[str, str] = {}
         for key, info in zip(self.keys, pipe.execute(raise_on_error=False)):
             if isinstance(info, Exception):  # the stream does not exist yet
                 out[key] = ZERO
@@ -99,10 +104,11 @@ class RedisStreamReader(DataSourceStreamReader):
                 out[key] = last.decode() if isinstance(last, bytes) else str(last)
         return out
 
-    def partitions(self, start: dict, end: dict) -> list[StreamRange]:
+    def partitions(self, start: dict[str, str], end: dict[str, str]) -> list[StreamRange]:
         return [StreamRange(key, start.get(key, ZERO), end.get(key, ZERO)) for key in self.keys]
 
-    def read(self, partition: StreamRange) -> Iterator:
+    # Spark hands back the partitions that partitions() made: narrower than InputPartition
+    def read(self, partition: StreamRange) -> Iterator[Any]:  # type: ignore[override]
         import pyarrow as pa
 
         from .broker import connect
@@ -126,7 +132,7 @@ class RedisStreamReader(DataSourceStreamReader):
                 return
             low = "(" + last
 
-    def commit(self, end: dict) -> None:
+    def commit(self, end: dict[str, str]) -> None:
         """Spark will never ask for entries up to ``end`` again: drop them from the broker."""
         if not self.trim:
             return
@@ -142,7 +148,7 @@ class RedisStreamReader(DataSourceStreamReader):
             self._client = None
 
 
-def arrow_schema():
+def arrow_schema() -> Any:
     """The Arrow schema Spark expects for :data:`SCHEMA`."""
     import pyarrow as pa
 
@@ -162,10 +168,10 @@ class RedisStreamSource(DataSource):
     def schema(self) -> str:
         return SCHEMA
 
-    def streamReader(self, schema) -> RedisStreamReader:
+    def streamReader(self, schema: StructType) -> RedisStreamReader:
         return RedisStreamReader(dict(self.options))
 
 
-def register(spark) -> None:
+def register(spark: SparkSession) -> None:
     """Make ``spark.readStream.format("sparkmpi-redis")`` available in this session."""
     spark.dataSource.register(RedisStreamSource)

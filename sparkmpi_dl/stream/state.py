@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 FORMAT = "sparkmpi-dl stream-recon state/2"
 
@@ -38,7 +39,7 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating,)):
@@ -48,7 +49,7 @@ def _plain(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def save_npz(path: Path, **arrays) -> None:
+def save_npz(path: Path, **arrays: Any) -> None:
     """np.savez to a temporary name, then rename (a crash never leaves half a file)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
@@ -56,7 +57,7 @@ def save_npz(path: Path, **arrays) -> None:
     os.replace(tmp, path)
 
 
-def save_npy(path: Path, array: np.ndarray) -> None:
+def save_npy(path: Path, array: NDArray[Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         np.save(f, array)
@@ -70,8 +71,8 @@ class StreamState:
     ranks: int
     batch: int = -1                      # last applied micro-batch id
     scan: str | None = None
-    start: dict | None = None            # start record metadata (ScanStart.meta() + shape...)
-    end: dict | None = None              # end record metadata, once seen
+    start: dict[str, Any] | None = None  # start record metadata (ScanStart.meta() + shape...)
+    end: dict[str, Any] | None = None    # end record metadata, once seen
     shared: str | None = None            # relative path of the latest shared.npz
     chunks: dict[str, list[str]] = field(default_factory=dict)  # rank -> frame files
     counts: dict[str, Any] = field(default_factory=lambda: {
@@ -80,17 +81,17 @@ class StreamState:
     batches_with_frames: int = 0
     read_to: dict[str, str] = field(default_factory=dict)      # stream -> last entry id read
     used: str | None = None              # relative path of the used-frames bitmap
-    final: dict | None = None            # summary of the final step, once done
-    schedule: list[dict] = field(default_factory=list)  # the agent's choices, per batch
+    final: dict[str, Any] | None = None  # summary of the final step, once done
+    schedule: list[dict[str, Any]] = field(default_factory=list)  # the agent's choices, per batch
 
     def applied(self, batch_id: int) -> bool:
         return batch_id <= self.batch
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, **self.__dict__}
 
     @classmethod
-    def from_json(cls, data: dict) -> "StreamState":
+    def from_json(cls, data: dict[str, Any]) -> "StreamState":
         if data.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} file (format {data.get('format')!r})")
         fields = {k: v for k, v in data.items() if k != "format"}
