@@ -91,6 +91,9 @@ class ResidentRanks:
         self.num_proc = num_proc
         self.start_timeout = start_timeout
         self.results: list[Any] | None = None
+        self.last_feed: dict[str, float] = {}
+        """Where the last feed's time went: ``deliver_s`` (the Spark job that pushed the
+        partitions to the ranks), ``ranks_s`` (from "go" to the last rank's reply)."""
         self._token = secrets.token_hex(16)
         self._server = socket.create_server((_driver_host(self.sc, bind_host), 0))
         self._address = self._server.getsockname()[:2]
@@ -179,6 +182,7 @@ class ResidentRanks:
         if self._closed:
             raise ResidentRanksFailed("resident ranks: feed() after close()")
         self.wait_ready()
+        started = time.monotonic()
         self._seq += 1
         seq, n = self._seq, self.num_proc
         order: dict[str, Any] = {"seq": seq, "message": message, "kind": "none", "parts": []}
@@ -196,9 +200,12 @@ class ResidentRanks:
             acks = self._spark_job(data.mapPartitionsWithIndex(sender).collect)
         elif data is not None:
             raise TypeError(f"feed() takes a DataFrame, an RDD or None, not {type(data).__name__}")
+        delivered = time.monotonic()
         for rank, conn in enumerate(self._ranks):
             self._send(conn, {**order, "parts": sorted(p for p in acks if p % n == rank)})
-        return [self._receive(rank, seq) for rank in range(n)]
+        replies = [self._receive(rank, seq) for rank in range(n)]
+        self.last_feed = {"deliver_s": delivered - started, "ranks_s": time.monotonic() - delivered}
+        return replies
 
     def _spark_job(self, action: Callable[[], list[_T]]) -> list[_T]:
         if not self._thread.is_alive():

@@ -90,6 +90,7 @@ def _one_rate(spark: SparkSession, url: str, args: argparse.Namespace, rate: flo
             "frames_used": summary.get("frames_used"), "batches": len(batches),
             "batch_seconds_median": statistics.median(batches) if batches else None,
             "batch_seconds_max": max(batches) if batches else None,
+            "batch_log": recon.batch_log,
             "consumer_frames_per_s": args.frames / seconds if seconds else None,
             "wall_seconds": seconds,
             "end_latency_excluding_final_iterations_s":

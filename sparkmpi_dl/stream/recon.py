@@ -97,6 +97,7 @@ class OnlineReconstruction:
         self.busy = False
         self.tb: TensorBoard | None = None
         self.batch_seconds: list[float] = []
+        self.batch_log: list[dict[str, Any]] = []  # per batch: frames, where the time went
         self.ranks: ResidentRanks | None = None
 
     def resident_ranks(self) -> ResidentRanks:
@@ -184,6 +185,11 @@ class OnlineReconstruction:
         self._trim_read()
         seconds = time.monotonic() - t0
         self._show(batch_id, reports, metrics, seconds)
+        self.batch_log.append({"batch": batch_id, "seconds": seconds,
+                               "frames": sum(rep["accepted"] for rep in reports),
+                               **self.resident_ranks().last_feed,
+                               "intake_s": max(rep.get("intake_s", 0.0) for rep in reports),
+                               "iterate_s": (metrics or {}).get("iterate_s", 0.0)})
         self._fault("after-commit", batch_id)
         final = next((rep["final"] for rep in reports if rep.get("final")), None)
         if final is not None:  # the ranks finished the scan in this batch's job
