@@ -105,7 +105,11 @@ def _empty_batches(spark: SparkSession, args: argparse.Namespace, work: Path) ->
 
     recon = OnlineReconstruction(ReconOptions(out=work, ranks=args.ranks, quiet=True),
                                  "redis://127.0.0.1:1", spark)
-    empty = spark.createDataFrame([], SCHEMA).repartition(args.ranks)
+    # no rows, one partition per rank, made in the JVM: what a micro-batch without frames
+    # costs the pipeline (a Python-list DataFrame would add its own Python job and shuffle)
+    empty = spark.range(0, 0, numPartitions=args.ranks).selectExpr(
+        *[f"cast(null as {kind}) as {name}" for name, kind in
+          (column.split(" ", 1) for column in SCHEMA.split(", "))])
     times = []
     try:
         for batch_id in range(args.repeat + 1):  # the first one starts the ranks and workers
