@@ -233,6 +233,7 @@ def measure(spark: Any, ranks: int, mb: int, repeat: int, column: str = "array")
     launch()  # warm-up: Python workers, the interpreter check
     for _ in range(repeat):
         for name, method in methods.items():
+            sc._jvm.System.gc()  # each method starts with the driver's heap as clean as the last's
             start = time.perf_counter()
             method()
             times[name].append(time.perf_counter() - start)
