@@ -103,6 +103,7 @@ class ResidentRanks:
         self._error: BaseException | None = None
         self._closed = False
         self._connect_lock = threading.Lock()
+        self._feed_lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._run_job, name="sparkmpi-resident-ranks", daemon=True,
             args=(fn, tuple(args), dict(kwargs or {}), timeout, env, output))
@@ -179,6 +180,10 @@ class ResidentRanks:
     def feed(self, data: DataFrame | RDD[Any] | None = None, message: Any = None) -> list[Any]:
         """Hand ``data``'s partitions to the ranks (partition p to rank p % num_proc) with
         ``message``; every rank's reply, ordered by rank. ``data=None`` sends the message only."""
+        with self._feed_lock:  # one feed at a time: replies are matched by order
+            return self._feed(data, message)
+
+    def _feed(self, data: DataFrame | RDD[Any] | None, message: Any) -> list[Any]:
         if self._closed:
             raise ResidentRanksFailed("resident ranks: feed() after close()")
         self.wait_ready()

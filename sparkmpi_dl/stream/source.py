@@ -26,7 +26,7 @@ from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPart
 from .records import COLUMNS, SCHEMA, config_key, entry_row, stream_keys
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
 NAME = "sparkmpi-redis"
@@ -170,6 +170,14 @@ class RedisStreamSource(DataSource):
 
     def streamReader(self, schema: StructType) -> RedisStreamReader:
         return RedisStreamReader(dict(self.options))
+
+
+def empty_batch(spark: SparkSession, partitions: int) -> DataFrame:
+    """A micro-batch without rows in :data:`SCHEMA`, one partition per rank, made in the JVM
+    (a Python-list DataFrame would add a Python job and a shuffle of its own)."""
+    return spark.range(0, 0, numPartitions=partitions).selectExpr(
+        *[f"cast(null as {kind}) as {name}" for name, kind in
+          (column.split(" ", 1) for column in SCHEMA.split(", "))])
 
 
 def register(spark: SparkSession) -> None:
