@@ -11,27 +11,26 @@ is already the number of ranks.
 checkpoints it first, because Spark refuses a barrier stage over a coalesce; a larger one
 repartitions it (a shuffle). Either is logged.
 
-Where the time goes, and what is overlapped: the JVM converting rows to Arrow dominates
-(per element for ``array<float>``, a memory copy for ``binary``), so the stage caps Arrow
-batches at :data:`ARROW_BATCH_BYTES` (Spark's default builds a whole partition of large rows
-as one batch, regrowing its buffers by copying, with nothing pipelined). The barrier's
-all-gather (which costs Spark about a second) and, for a Python function, the rank's start
-run while the partition is being written.
+Where the time goes: the JVM converting rows to Arrow dominates (per element for
+``array<float>``, a memory copy per row for ``binary``), so the stage caps Arrow batches at
+:data:`ARROW_BATCH_BYTES` (Spark's default builds a whole partition of large rows as one
+batch, regrowing its buffers by copying, with nothing pipelined). Every partition is written
+before any rank starts (the all-gather after the write), so a task whose source fails stops
+the job before any rank runs, and the job's error is that task's.
 """
 from __future__ import annotations
 
 import os
-import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import cloudpickle
 import pyarrow as pa
 from pyspark import BarrierTaskContext, RDD, SparkContext
 from pyspark.sql import DataFrame, SparkSession
 
-from sparkmpi_dl.dataplane.files import (DATA_DIR_CONF, DATA_VAR, READY_VAR, RESULT_VAR, anonymous_file,
-                                         data_dir, fd_path, read_batches, write_batches, write_records)
+from sparkmpi_dl.dataplane.files import (DATA_DIR_CONF, DATA_VAR, RESULT_VAR, anonymous_file, data_dir,
+                                         fd_path, read_batches, write_batches, write_records)
 from sparkmpi_dl.dataplane.partition import MapPartition, WithPartition
 from sparkmpi_dl.launch.rank import RankSpec, run_rank
 from sparkmpi_dl.launch.spark import (NotEnoughSlots, _gpu_env, _launch, available_slots,
@@ -185,29 +184,26 @@ def dataframe_task(spec: RankSpec, size: int, schema: pa.Schema, directory: str 
         ctx = BarrierTaskContext.get()
         rank = ctx.partitionId()
         _check_size(ctx, size)
-        promised = ipc.read_schema(pa.py_buffer(schema_bytes))
-        where = data_dir(directory)
-        fds = [anonymous_file(where)]
-        env = {DATA_VAR: fd_path(fds[0])}
-        if map_result:
-            try:
-                fds.append(anonymous_file(where))
-            except BaseException:
-                _close(fds)
-                raise
-            env[RESULT_VAR] = fd_path(fds[1])
-        result = _write_and_run(ctx, spec, rank, fds, env,
-                                lambda guard: write_batches(fds[0], guard(batches), promised),
-                                keep_open=map_result)
+        fds: list[int] = []
         try:
+            where = data_dir(directory)
+            fds.append(anonymous_file(where))
+            write_batches(fds[0], batches, ipc.read_schema(pa.py_buffer(schema_bytes)))
+            env = {DATA_VAR: fd_path(fds[0])}
+            if map_result:
+                fds.append(anonymous_file(where))
+                env[RESULT_VAR] = fd_path(fds[1])
+            epoch = _epoch(ctx)  # also a barrier: every partition is written before any rank starts
+            result = run_rank(spec, rank, epoch=epoch, extra_env={**_gpu_env(ctx), **env},
+                              pass_fds=tuple(fds))
             if map_result:
                 yield from read_batches(fds[1])
             else:
                 yield pa.RecordBatch.from_arrays([pa.array([rank], pa.int64()), pa.array([result], pa.binary())],
                                                  schema=RUN_SCHEMA)
         finally:
-            if map_result:
-                os.close(fds[1])
+            for fd in fds:
+                os.close(fd)
     return task
 
 
@@ -218,165 +214,14 @@ def rdd_task(spec: RankSpec, size: int, directory: str | None) -> Callable[[Iter
         rank = ctx.partitionId()
         _check_size(ctx, size)
         fd = anonymous_file(data_dir(directory))
-        yield rank, _write_and_run(ctx, spec, rank, [fd], {DATA_VAR: fd_path(fd)},
-                                   lambda guard: write_records(fd, guard(records)))
-    return task
-
-
-Guard = Callable[[Iterable[Any]], Iterator[Any]]
-
-
-def _write_and_run(ctx: BarrierTaskContext, spec: RankSpec, rank: int, fds: list[int], env: dict[str, str],
-                   write: Callable[[Guard], Any], keep_open: bool = False) -> bytes | None:
-    """Write the partition (``write(guard)``) and run the rank; its result. Closes ``fds``
-    (all but the last with ``keep_open``, which the caller then closes).
-
-    A Python function's rank starts while the partition is written and waits for it in
-    ``read_partition``; a program's rank starts after. Either way the barrier's all-gather
-    (the epoch) runs during the write.
-    """
-    try:
-        extra = {**_gpu_env(ctx), **env}
-    except BaseException:
-        _close(fds)
-        raise
-    if spec.payload is None:
-        return _write_then_run(ctx, spec, rank, fds, extra, write, keep_open)
-    try:
-        ready_read, ready_write = os.pipe()
-    except BaseException:
-        _close(fds)
-        raise
-    early = _EarlyRank(ctx, spec, rank, {**extra, READY_VAR: str(ready_read)}, fds, ready_read, keep_open)
-    try:
-        early.start()
-    except BaseException:
-        _close([*fds, ready_read, ready_write])
-        raise
-    try:
-        write(early.guard)
-        os.write(ready_write, b"1")
-    except BaseException as err:
-        _tell_rank(ready_write, err)  # the rank, if started, fails at once naming the error
-        early.abandon()               # the thread closes the descriptors once its rank has gone
-        raise
-    os.close(ready_write)
-    return early.result()
-
-
-def _tell_rank(ready_write: int, err: BaseException) -> None:
-    """``0`` and the error's first line (well under a pipe's buffer, so this never blocks)."""
-    line = (f"{type(err).__name__}: {err}".splitlines() or [""])[0][:1000]
-    try:
-        os.write(ready_write, b"0" + line.encode(errors="replace"))
-    except OSError:
-        pass
-    finally:
-        os.close(ready_write)
-
-
-def _write_then_run(ctx: BarrierTaskContext, spec: RankSpec, rank: int, fds: list[int], extra: dict[str, str],
-                    write: Callable[[Guard], Any], keep_open: bool) -> bytes | None:
-    epoch = _Epoch(ctx)
-    failed = True
-    try:
-        write(_unguarded)
-        result = run_rank(spec, rank, epoch=epoch.value(), extra_env=extra, pass_fds=tuple(fds))
-        failed = False
-        return result
-    finally:
-        _close(fds if failed or not keep_open else fds[:-1])
-
-
-def _close(fds: Iterable[int]) -> None:
-    for fd in fds:
         try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
-def _unguarded(items: Iterable[Any]) -> Iterator[Any]:
-    return iter(items)
-
-
-class _Epoch:
-    """The barrier's all-gather (the stage attempt's epoch), started now in a thread."""
-
-    def __init__(self, ctx: BarrierTaskContext) -> None:
-        self._value: int | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._gather, args=(ctx,), name="sparkmpi-epoch", daemon=True)
-        self._thread.start()
-
-    def _gather(self, ctx: BarrierTaskContext) -> None:
-        try:
-            self._value = _epoch(ctx)
-        except BaseException as err:
-            self._error = err
-
-    def value(self) -> int:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._value is not None
-        return self._value
-
-
-class _EarlyRank(threading.Thread):
-    """A function-mode rank run (all-gather, then ``run_rank``) beside the partition's write.
-
-    Owns the descriptors while it may still hand them to the rank: closes them itself when
-    the task has given up on it (:meth:`abandon`), else leaves them to the task.
-    """
-
-    def __init__(self, ctx: BarrierTaskContext, spec: RankSpec, rank: int, env: dict[str, str],
-                 fds: list[int], ready_read: int, keep_open: bool) -> None:
-        super().__init__(name=f"sparkmpi-rank{rank}", daemon=True)
-        self.ctx, self.spec, self.rank, self.env = ctx, spec, rank, env
-        self.fds, self.ready_read, self.keep_open = fds, ready_read, keep_open
-        self._result: bytes | None = None
-        self._error: BaseException | None = None
-        self._lock = threading.Lock()
-        self._finished = False
-        self._abandoned = False
-
-    def run(self) -> None:
-        try:
-            self._result = run_rank(self.spec, self.rank, epoch=_epoch(self.ctx), extra_env=self.env,
-                                    pass_fds=(*self.fds, self.ready_read))
-        except BaseException as err:
-            self._error = err
+            write_records(fd, records)
+            epoch = _epoch(ctx)
+            yield rank, run_rank(spec, rank, epoch=epoch, extra_env={**_gpu_env(ctx), DATA_VAR: fd_path(fd)},
+                                 pass_fds=(fd,))
         finally:
-            with self._lock:
-                self._finished = True
-                if self._abandoned:
-                    self._close(everything=True)
-
-    def guard(self, items: Iterable[Any]) -> Iterator[Any]:
-        """``items``, stopping with the rank's error as soon as the rank has failed."""
-        for item in items:
-            if self._finished and self._error is not None:
-                raise self._error
-            yield item
-
-    def abandon(self) -> None:
-        with self._lock:
-            if not self._finished:
-                self._abandoned = True
-                return
-        self._close(everything=True)
-
-    def result(self) -> bytes | None:
-        """The rank's result once it has exited (the last descriptor left open with ``keep_open``)."""
-        self.join()
-        self._close(everything=self._error is not None or not self.keep_open)
-        if self._error is not None:
-            raise self._error
-        return self._result
-
-    def _close(self, everything: bool) -> None:
-        _close([self.ready_read, *(self.fds if everything else self.fds[:-1])])
+            os.close(fd)
+    return task
 
 
 @contextmanager

@@ -24,10 +24,6 @@ import pyarrow.ipc as ipc
 
 DATA_VAR = "SPARKMPI_DATA"
 RESULT_VAR = "SPARKMPI_RESULT"
-READY_VAR = "SPARKMPI_DATA_READY"
-"""A pipe descriptor a function-mode rank started before its partition was complete reads
-one byte from (end of file: the task failed while writing); internal, never seen by
-``run_command`` programs, whose file is complete before they start."""
 DATA_DIR_CONF = "spark.sparkmpi.dataDir"
 DATA_DIR_VAR = "SPARKMPI_DATA_DIR"
 

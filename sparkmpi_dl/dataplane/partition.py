@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from sparkmpi_dl.dataplane.files import DATA_VAR, READY_VAR, RESULT_VAR
+from sparkmpi_dl.dataplane.files import DATA_VAR, RESULT_VAR
 
 ARROW_MAGIC = b"ARROW1"
 
@@ -22,45 +22,12 @@ class SchemaMismatch(ValueError):
     """A ``map_in_mpi`` rank returned data that does not match the promised schema."""
 
 
-class PartitionNotDelivered(RuntimeError):
-    """The Spark task stopped before it had written this rank's partition."""
-
-
-def wait_until_written() -> None:
-    """Block until the task has written this rank's partition, when it started the rank early.
-
-    A function-mode rank starts while its task still writes (its start-up overlaps the
-    transfer); the task then writes ``1`` to the pipe in ``SPARKMPI_DATA_READY``, or ``0``
-    and its error if writing failed. Returns at once otherwise, and on a second call.
-    """
-    fd = os.environ.pop(READY_VAR, None)
-    if not fd:
-        return
-    chunks = []
-    try:
-        while True:  # the task writes a few bytes, then closes its end
-            chunk = os.read(int(fd), 4096)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(int(fd))
-    got = b"".join(chunks)
-    if got[:1] == b"1":
-        return
-    rank = os.environ.get("SPARKMPI_RANK", "?")
-    error = got[1:].decode(errors="replace").strip() or "the task ended (killed, or its executor died)"
-    raise PartitionNotDelivered(f"rank {rank}: the Spark task stopped before it had written this "
-                                f"rank's partition: {error}")
-
-
 def read_partition(path: str | None = None) -> pa.Table | list[Any]:
     """This rank's partition: a memory-mapped ``pyarrow.Table`` (zero-copy) or a list.
 
     An empty partition is an empty table with the DataFrame's columns (or an empty list).
     """
     path = path or os.environ.get(DATA_VAR)
-    wait_until_written()
     if not path:
         raise RuntimeError(f"{DATA_VAR} is not set: this process was not started with data= "
                            "(sparkmpi_dl.run / run_command / map_in_mpi)")
