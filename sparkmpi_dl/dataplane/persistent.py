@@ -64,7 +64,7 @@ class ResidentRanks:
                  spark: SparkSession | SparkContext | None = None, master: str | None = None,
                  bind_host: str | None = None, start_timeout: float = 120.0,
                  timeout: float | None = None, env: dict[str, str] | None = None,
-                 output: Any = None, placement: str = "auto") -> None:
+                 output: Any = None, placement: str = "auto", slot_wait_s: float = 15.0) -> None:
         from sparkmpi_dl.launch.spark import (NotEnoughSlots, _driver_host, available_slots,
                                               spark_context)
 
@@ -73,9 +73,14 @@ class ResidentRanks:
         if placement not in ("auto", "tasks", "local"):
             raise ValueError(f"placement must be 'auto', 'tasks' or 'local', not {placement!r}")
         self.sc = spark_context(spark, master)
-        slots = available_slots(self.sc)
         assert self.sc.master is not None  # every running SparkContext has one
         local_master = self.sc.master.startswith("local")
+        # a cluster's executors register a while after the application starts
+        deadline = time.monotonic() + (0.0 if local_master else slot_wait_s)
+        slots = available_slots(self.sc)
+        while slots < num_proc + 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            slots = available_slots(self.sc)
         if placement == "auto":
             placement = "tasks" if slots >= num_proc + 1 or not local_master else "local"
             if placement == "local":
