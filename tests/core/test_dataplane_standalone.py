@@ -30,15 +30,19 @@ JOB = textwrap.dedent("""
 """)
 
 
-def test_ranks_over_partitions_on_two_standalone_workers(standalone_cluster, tmp_path):  # noqa: F811
-    url, env = standalone_cluster
-    script = tmp_path / "job.py"
-    script.write_text(JOB)
+def _run_job(text, cluster, script):
+    """Run a driver script against the cluster; what it printed after ``RESULT ``."""
+    url, env = cluster
+    script.write_text(text)
     proc = subprocess.run([sys.executable, str(script), url], capture_output=True, text=True,
                           timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-    ranks, ids = json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT "):])
+
+
+def test_ranks_over_partitions_on_two_standalone_workers(standalone_cluster, tmp_path):  # noqa: F811
+    ranks, ids = _run_job(JOB, standalone_cluster, tmp_path / "job.py")
     assert ranks == [[[0, 1, 2, 3], 28, True], [[4, 5, 6, 7], 28, True]]
     assert ids == list(range(8))
 
@@ -76,14 +80,8 @@ RESIDENT_JOB = textwrap.dedent("""
 def test_resident_ranks_on_the_standalone_cluster(standalone_cluster, tmp_path):  # noqa: F811
     """One resident rank in a worker's slot, fed twice by tasks on the workers; two ranks
     on two slots are refused (no local fallback on a cluster)."""
-    url, env = standalone_cluster
-    script = tmp_path / "resident.py"
-    script.write_text(RESIDENT_JOB)
-    proc = subprocess.run([sys.executable, str(script), url], capture_output=True, text=True,
-                          timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-    refused, first, second, placement, results = json.loads(line[len("RESULT "):])
+    refused, first, second, placement, results = _run_job(RESIDENT_JOB, standalone_cluster,
+                                                          tmp_path / "resident.py")
     assert "2 resident ranks need 3 task slots" in refused
     assert first == [[0, 1, 2, 3]] and second == [[0, 1, 2, 3, 10, 11]]
     assert placement == "tasks" and results[0][1] == 6
