@@ -137,11 +137,18 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except BaseException as err:
         if _Interrupts.seen or isinstance(err, KeyboardInterrupt):
+            _end_spark_quietly()
             print("sparkmpi-dl: interrupted", file=sys.stderr, flush=True)
             return 130
         if not isinstance(err, Exception):
             raise
         return _report(err)
+
+
+def _end_spark_quietly() -> None:
+    from sparkmpi_dl.launch.spark_setup import end_spark_quietly  # unimported for --help
+
+    end_spark_quietly()
 
 
 def _report(err: Exception) -> int:

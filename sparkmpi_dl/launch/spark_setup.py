@@ -162,6 +162,40 @@ def keep_sigint_handler() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def end_spark_quietly(grace_s: float = 10.0) -> None:
+    """Stop this process's Spark, if any, before an interrupted program says its last line.
+
+    Ctrl-C leaves tasks running; the JVM only notices the driver is gone once Python has
+    exited, and what its dying threads print (a task's stack trace) would then come after
+    the program's own last line. Its logging is switched off and the context stopped, each
+    bounded by ``grace_s`` since the Py4J connection may have been cut mid-call; a JVM
+    still alive after that is killed.
+    """
+    if "pyspark" not in sys.modules:
+        return
+    from pyspark import SparkContext
+
+    sc = SparkContext._active_spark_context
+    gateway = SparkContext._gateway
+    if sc is None or gateway is None:
+        return
+
+    def stop() -> None:
+        with contextlib.suppress(Exception):
+            sc.setLogLevel("OFF")
+        with contextlib.suppress(Exception):
+            sc.stop()
+
+    worker = threading.Thread(target=stop, name="end-spark", daemon=True)
+    worker.start()
+    worker.join(grace_s)
+    process = getattr(gateway, "proc", None)
+    if worker.is_alive() and process is not None and process.poll() is None:
+        process.kill()
+        with contextlib.suppress(Exception):
+            process.wait(grace_s)
+
+
 def first_line(err: BaseException) -> str:
     """The line of a (Py4J) exception that says what went wrong, without Java frames."""
     text = str(err)

@@ -211,6 +211,9 @@ def recon_command(args: argparse.Namespace) -> int:
     except (BrokerError, RunFolderError, StreamReconError, ValueError) as err:
         return _error(str(err), 1)
     except KeyboardInterrupt:
+        from sparkmpi_dl.launch.spark_setup import end_spark_quietly
+
+        end_spark_quietly()  # what the JVM prints as it dies must not follow the last line
         return _error("interrupted; run the same command again to resume", 130)
 
 
