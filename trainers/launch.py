@@ -4,28 +4,39 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
-from sparkmpi_dl.flags import add_num_proc
+from sparkmpi_dl.config import Flag, add_dataclass_flags
 from sparkmpi_dl.launch.environment import launched_size
 from trainers.config import TrainConfig
 from trainers.train import train
 
-__all__ = ["add_launch_arguments", "launched_size", "run_training", "spark_for", "summary_line"]
+__all__ = ["LaunchOptions", "add_launch_arguments", "launched_size", "run_training", "spark_for",
+           "summary_line"]
+
+
+@dataclass
+class LaunchOptions:
+    """Where the trainer's ranks come from (the launch flags of `sparkmpi-dl train`)."""
+
+    num_proc: int | None = None
+    """start this many Horovod ranks (default: none started here; omit when
+    mpiexec/horovodrun/`sparkmpi-dl mpirun` already started the ranks)"""
+    controller: Literal["mpi", "gloo"] = "mpi"
+    """Horovod controller: MPI via the PMI service, or Gloo (no MPI)"""
+    master: str | None = None
+    """Spark master URL (default: spark-submit's, else local[N])"""
+    local: bool = False
+    """start the ranks with the local launcher instead of Spark"""
 
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("launch")
-    add_num_proc(group, type=int, default=None,
-                 help="start this many Horovod ranks (default: none started here; omit when "
-                      "mpiexec/horovodrun/`sparkmpi-dl mpirun` already started the ranks)")
-    group.add_argument("--controller", choices=("mpi", "gloo"), default="mpi",
-                       help="Horovod controller: MPI via the PMI service, or Gloo (no MPI)")
-    group.add_argument("--master", default=None,
-                       help="Spark master URL (default: spark-submit's, else local[N])")
-    group.add_argument("--local", action="store_true",
-                       help="start the ranks with the local launcher instead of Spark")
+    """The LaunchOptions flags (``-n/--num-proc``, older ``--ranks``) in a launch group."""
+    add_dataclass_flags(parser.add_argument_group("launch"), LaunchOptions,
+                        flags={"num_proc": Flag(names=("-n", "--num-proc"), hidden=("--ranks",),
+                                                metavar="N")})
 
 
 def _absolute(config: TrainConfig) -> TrainConfig:

@@ -169,7 +169,7 @@ def train_on_partition(table, config: TrainConfig) -> dict:
 
 def train(config: TrainConfig, table=None) -> dict:
     """Train as one Horovod rank; returns this rank's summary (losses, metrics, timings)."""
-    (config if table is None else replace(config, synthetic=True)).validate()
+    (config if table is None else replace(config, synthetic=True)).check()
     known_size = launched_size()
     if table is None and known_size and known_size > 0:  # check the data split before the slow TF import
         steps_per_epoch(config, _shard_rows(config, known_size))

@@ -106,4 +106,4 @@ def test_options_are_validated_with_their_names():
     with pytest.raises(SystemExit):
         _parse("--synthetic", "--image-shape", "8,8")
     with pytest.raises(ValueError, match="--steps-per-epoch must be >= 1"):
-        TrainConfig(synthetic=True, steps_per_epoch=0).validate()
+        TrainConfig(synthetic=True, steps_per_epoch=0).check()
