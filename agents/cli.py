@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from agents.config import DQNConfig
+from agents.config import DQNConfig, RunConfig
+from sparkmpi_dl.config import Flag, add_dataclass_flags, from_args
 from sparkmpi_dl.flags import add_num_proc, add_out
 
 # Per-environment hyperparameter defaults (flags given on the command line win).
@@ -57,13 +58,11 @@ def _parse_json_dict(text: str) -> dict[str, Any]:
     return value
 
 
-# Parsers for DQNConfig's field types (the annotations are strings: postponed evaluation).
-_PARSERS: dict[str, Any] = {"float": float, "int": int, "bool": _parse_bool,
-                            "tuple[int, ...]": _parse_hidden}
-
-
-def _hyper_fields() -> list[dataclasses.Field]:
-    return list(dataclasses.fields(DQNConfig))
+# Where agent train's flags differ from the RunConfig/DQNConfig fields they set.
+RUN_FLAGS = {"env_id": Flag(names=("--env",)), "total_steps": Flag(names=("--steps",)),
+             "env_kwargs": Flag(type=_parse_json_dict, metavar="JSON")}
+HYPER_FLAGS = {"hidden": Flag(type=_parse_hidden, metavar="WIDTHS"),
+               "double": Flag(type=_parse_bool, metavar="BOOL")}
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -74,25 +73,11 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                         description="Train Double DQN on a Gymnasium env with discrete actions. "
                         "Writes RUN_DIR/{config.json,checkpoint.npz,tb/,episodes.csv,"
                         "learning_curve.png,eval.json}.")
-    tr.add_argument("--env", dest="env_id", help="Gymnasium env ID, e.g. CartPole-v1 or "
-                    "recon_env/PtychoTuning-v0 (not needed with --resume)")
     add_out(tr, dest="run_dir", hidden=("--run-dir",), type=Path, required=True,
             metavar="RUN_DIR", help="the run folder (checkpoints, TensorBoard, curves)")
-    tr.add_argument("--steps", type=int, help="total env steps (default 50000)")
-    tr.add_argument("--seed", type=int, default=0, help="env and exploration seed")
-    tr.add_argument("--env-kwargs", type=_parse_json_dict, default={},
-                    help="JSON object passed to gym.make")
-    tr.add_argument("--eval-every", type=int, default=5000, help="env steps between evaluations")
-    tr.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
-    tr.add_argument("--final-eval-episodes", type=int, default=100,
-                    help="episodes of the final evaluation")
-    tr.add_argument("--checkpoint-every", type=int, default=10_000,
-                    help="env steps between checkpoints")
-    tr.add_argument("--log-every", type=int, default=5000, help="env steps between progress lines")
-    tr.add_argument("--num-envs", type=int, default=1,
-                    help="envs stepping in parallel worker processes (gymnasium "
-                         "AsyncVectorEnv); 2 gave 2.3x the env steps/s of 1 on the 96x64^2 "
-                         "tuning scans on the crowded 2-core box (BENCHMARKS.md)")
+    # unset flags parse to None: --resume sees what was given, from_args fills the defaults
+    add_dataclass_flags(tr, RunConfig, flags=RUN_FLAGS, exclude=("keep_checkpoints",),
+                        unset_is_none=True)
     tr.add_argument("--resume", action="store_true",
                     help="continue RUN_DIR from its checkpoint.npz (same config; --steps may "
                          "raise the total)")
@@ -110,10 +95,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     hyper = tr.add_argument_group(
         "hyperparameters", "a flag given wins over the env's preset (PRESETS in agents/cli.py: "
         + ", ".join(PRESETS) + "), which wins over the defaults shown")
-    for f in _hyper_fields():
-        hyper.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_PARSERS[f.type],
-                           default=None, metavar=f.type.split("[")[0].upper(),
-                           help=f"{f.metadata['help']} (default {f.default})")
+    add_dataclass_flags(hyper, DQNConfig, flags=HYPER_FLAGS, unset_is_none=True)
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser("eval", help="evaluate a trained run's greedy policy")
@@ -191,9 +173,9 @@ def hyperparameters(env_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
 
 def _train(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
-    from agents.train import CHECKPOINT, RunConfig, load_run_config, train
+    from agents.train import CHECKPOINT, load_run_config, train
 
-    given = {f.name: getattr(args, f.name) for f in _hyper_fields()}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DQNConfig)}
     try:
         if args.resume and args.ranks != 1:
             raise ValueError("--resume with --ranks > 1 is not supported: ranks checkpoint at "
@@ -205,19 +187,14 @@ def _train(args: argparse.Namespace) -> int:
             run, cfg = load_run_config(args.run_dir)
             if any(v is not None for v in given.values()) or args.env_id not in (None, run.env_id):
                 raise ValueError("--resume continues the saved config; only --steps may change")
-            if args.steps is not None:
-                run.total_steps = args.steps
+            if args.total_steps is not None:
+                run.total_steps = args.total_steps
             train(run, cfg, args.run_dir, resume_from=ckpt)
             return 0
         if not args.env_id:
             raise ValueError("agent train: --env is required (or --resume)")
         cfg = DQNConfig(**hyperparameters(args.env_id, given))
-        run = RunConfig(env_id=args.env_id, total_steps=args.steps or 50_000, seed=args.seed,
-                        env_kwargs=args.env_kwargs, eval_every=args.eval_every,
-                        eval_episodes=args.eval_episodes,
-                        final_eval_episodes=args.final_eval_episodes,
-                        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                        num_envs=args.num_envs)
+        run = from_args(RunConfig, args)
         if args.ranks != 1:
             return _train_distributed(args, run, cfg)
         train(run, cfg, args.run_dir)
@@ -230,8 +207,8 @@ def _train(args: argparse.Namespace) -> int:
 def _train_distributed(args: argparse.Namespace, run, cfg) -> int:
     from agents.distributed import train_distributed
 
-    cfg.validate()
-    run.validate()
+    cfg.check()
+    run.check()
     results = train_distributed(run, cfg, args.run_dir, args.ranks,
                                 local=args.launcher == "local", controller=args.controller,
                                 master=args.master)
@@ -305,7 +282,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _bench_cartpole(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
-    from agents.train import RunConfig, train
+    from agents.train import train
 
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:

@@ -1,37 +1,51 @@
-"""DQN hyperparameters, kept free of TensorFlow so the CLI can build its flags from them."""
+"""DQN hyperparameters and run settings, kept free of TensorFlow so the CLI can build its flags from them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-
-def _h(text: str, default):
-    """A field with a help text (used for the ``--flag`` of the same name)."""
-    return field(default=default, metadata={"help": text})
+from typing import Any
 
 
 @dataclass
 class DQNConfig:
-    """Hyperparameters. Defaults are RL-Zoo's DQN settings for CartPole-v1."""
+    """Hyperparameters. Defaults are RL-Zoo's DQN settings for CartPole-v1. Each field is a
+    flag of `sparkmpi-dl agent train` (its docstring is the flag's help)."""
 
-    hidden: tuple[int, ...] = _h("hidden layer widths, e.g. 256,256", (256, 256))
-    learning_rate: float = _h("Adam learning rate", 2.3e-3)
-    lr_final_fraction: float = _h("lr falls linearly to this fraction at the last step", 1.0)
-    gamma: float = _h("discount factor", 0.99)
-    batch_size: int = _h("minibatch size", 64)
-    buffer_size: int = _h("replay capacity (transitions)", 100_000)
-    learning_starts: int = _h("env steps of random actions before learning", 1000)
-    train_freq: int = _h("env steps between update rounds", 256)
-    gradient_steps: int = _h("minibatch updates per round", 128)
-    target_update_interval: int = _h("env steps between target-network updates", 10)
-    tau: float = _h("target update weight: 1 = hard copy, < 1 = Polyak averaging", 1.0)
-    max_grad_norm: float = _h("global gradient-norm clip", 10.0)
-    huber_delta: float = _h("Huber loss threshold", 1.0)
-    double: bool = _h("Double DQN targets (true) or plain max over the target net", True)
-    eps_start: float = _h("initial exploration epsilon", 1.0)
-    eps_end: float = _h("final exploration epsilon", 0.04)
-    exploration_fraction: float = _h("share of total steps over which epsilon decays", 0.16)
+    hidden: tuple[int, ...] = (256, 256)
+    """hidden layer widths, e.g. 256,256"""
+    learning_rate: float = 2.3e-3
+    """Adam learning rate"""
+    lr_final_fraction: float = 1.0
+    """lr falls linearly to this fraction at the last step"""
+    gamma: float = 0.99
+    """discount factor"""
+    batch_size: int = 64
+    """minibatch size"""
+    buffer_size: int = 100_000
+    """replay capacity (transitions)"""
+    learning_starts: int = 1000
+    """env steps of random actions before learning"""
+    train_freq: int = 256
+    """env steps between update rounds"""
+    gradient_steps: int = 128
+    """minibatch updates per round"""
+    target_update_interval: int = 10
+    """env steps between target-network updates"""
+    tau: float = 1.0
+    """target update weight: 1 = hard copy, < 1 = Polyak averaging"""
+    max_grad_norm: float = 10.0
+    """global gradient-norm clip"""
+    huber_delta: float = 1.0
+    """Huber loss threshold"""
+    double: bool = True
+    """Double DQN targets (true) or plain max over the target net"""
+    eps_start: float = 1.0
+    """initial exploration epsilon"""
+    eps_end: float = 0.04
+    """final exploration epsilon"""
+    exploration_fraction: float = 0.16
+    """share of total steps over which epsilon decays"""
 
-    def validate(self) -> None:
+    def check(self) -> None:
         """Raise ValueError naming the first hyperparameter outside its range."""
         checks = [
             ("hidden", all(h > 0 for h in self.hidden), "positive layer widths"),
@@ -54,6 +68,46 @@ class DQNConfig:
         for name, ok, rule in checks:
             if not ok:
                 raise ValueError(f"DQNConfig.{name} must be {rule}, got {getattr(self, name)!r}")
+
+
+@dataclass
+class RunConfig:
+    """What to train on and for how long; the rest of a run besides the hyperparameters.
+    The fields but keep_checkpoints are flags of `sparkmpi-dl agent train`."""
+
+    env_id: str
+    """Gymnasium env ID, e.g. CartPole-v1 or recon_env/PtychoTuning-v0 (not needed with --resume)"""
+    total_steps: int = 50_000
+    """total env steps"""
+    seed: int = 0
+    """env and exploration seed"""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """JSON object passed to gym.make"""
+    eval_every: int = 5_000
+    """env steps between evaluations (0: none)"""
+    eval_episodes: int = 10
+    """episodes per evaluation"""
+    final_eval_episodes: int = 100
+    """episodes of the final evaluation"""
+    checkpoint_every: int = 10_000
+    """env steps between checkpoints (taken at the next episode end)"""
+    keep_checkpoints: bool = False
+    """also keep checkpoint-<step>.npz copies"""
+    log_every: int = 5_000
+    """env steps between progress lines"""
+    num_envs: int = 1
+    """envs stepping in parallel worker processes (gymnasium AsyncVectorEnv); 2 gave 2.3x
+    the env steps/s of 1 on the 96x64^2 tuning scans on the crowded 2-core box (BENCHMARKS.md)"""
+
+    def check(self) -> None:
+        """Raise ValueError naming the first field outside its range."""
+        for name in ("total_steps", "eval_episodes", "final_eval_episodes", "log_every",
+                     "num_envs"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"RunConfig.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"RunConfig.{name} must be >= 0, got {getattr(self, name)}")
 
 
 def linear_schedule(step: int, start: float, end: float, duration: int) -> float:

@@ -44,7 +44,7 @@ class DQN:
 
     def __init__(self, obs_dim: int, n_actions: int, cfg: DQNConfig,
                  grad_reducer: Callable[[list[tf.Tensor]], list[tf.Tensor]] | None = None) -> None:
-        cfg.validate()
+        cfg.check()
         self.cfg = cfg
         self.grad_reducer = grad_reducer  # e.g. a Horovod average across ranks
         self.n_actions = n_actions

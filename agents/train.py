@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.config import RunConfig
 from agents.dqn import DQN, DQNConfig, linear_schedule
 from agents.envs import make_env, obs_dim
 from agents.evaluate import EvalResult, evaluate
@@ -30,32 +31,6 @@ RUN_KIND = "dqn"
 # RunConfig fields a resume may change: how long and how chatty, not what is learnt
 RESUMABLE_CHANGES = ("total_steps", "log_every", "eval_every", "eval_episodes",
                      "final_eval_episodes", "checkpoint_every", "keep_checkpoints")
-
-
-@dataclass
-class RunConfig:
-    """What to train on and for how long; the rest of a run besides the hyperparameters."""
-
-    env_id: str
-    total_steps: int = 50_000
-    seed: int = 0
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    eval_every: int = 5_000  # env steps between periodic evaluations (0: none)
-    eval_episodes: int = 10  # episodes per periodic evaluation
-    final_eval_episodes: int = 100
-    checkpoint_every: int = 10_000  # env steps; taken at the next episode end
-    keep_checkpoints: bool = False  # also keep checkpoint-<step>.npz copies
-    log_every: int = 5_000
-    num_envs: int = 1  # > 1: that many envs step in parallel (gymnasium AsyncVectorEnv)
-
-    def validate(self) -> None:
-        for name in ("total_steps", "eval_episodes", "final_eval_episodes", "log_every",
-                     "num_envs"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"RunConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("eval_every", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"RunConfig.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -167,8 +142,8 @@ class Trainer:
 
     def __init__(self, run: RunConfig, cfg: DQNConfig, run_dir: Path,
                  log: Callable[[str], None] = _log, grad_reducer: Callable | None = None) -> None:
-        run.validate()
-        cfg.validate()
+        run.check()
+        cfg.check()
         self.run, self.cfg, self.log = run, cfg, log
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -390,8 +365,8 @@ def train(run: RunConfig, cfg: DQNConfig, run_dir: Path, resume_from: Path | Non
     ``resume_from`` inside ``run_dir`` continues that run (its recorded config must match);
     elsewhere it seeds a new run in ``run_dir``, which must then be empty or absent.
     """
-    run.validate()
-    cfg.validate()
+    run.check()
+    cfg.check()
     same_folder = (resume_from is not None
                    and Path(resume_from).resolve().parent == Path(run_dir).resolve())
     open_run_dir(Path(run_dir), run, cfg, resume=same_folder)

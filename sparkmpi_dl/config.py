@@ -168,8 +168,9 @@ def add_dataclass_flags(parser: Any, cls: type[Any], *, flags: Mapping[str, Flag
     """Add one flag per field of the dataclass ``cls`` to ``parser`` (or an argument group).
 
     ``flags`` adjusts single fields (see :class:`Flag`); ``only``/``exclude`` pick the
-    fields. With ``unset_is_none`` every flag not given parses to None (the caller layers
-    presets under the flags given) while ``--help`` still shows the field's default.
+    fields. With ``unset_is_none`` every flag not given parses to None and none is required
+    (the caller layers presets under the flags given, or needs a field only sometimes) while
+    ``--help`` still shows the field's default.
     Raises TypeError naming a field without a docstring or with a type no flag fits.
     """
     flags = flags or {}
@@ -196,27 +197,37 @@ def _add_field(parser: Any, field: dataclasses.Field[Any], hint: Any, flag: Flag
                unset_is_none: bool) -> None:
     default = _default(field)
     names = flag.names or ("--" + field.name.replace("_", "-"),)
-    required = default is dataclasses.MISSING
-    if default not in (dataclasses.MISSING, None) and not (hint is bool and flag.action):
+    required = default is dataclasses.MISSING and not unset_is_none
+    if hint is bool and flag.type is None:
+        _add_bool(parser, field.name, names, flag, text, default, unset_is_none)
+        return
+    if default not in (dataclasses.MISSING, None):
         text = f"{text} (default: {_shown(default)})"
     kwargs: dict[str, Any] = {"help": text.replace("%", "%%")}
-    if hint is bool and flag.type is None:
-        action = flag.action or "pair"
-        kwargs["default"] = None if unset_is_none else default
-        if action != "pair":
-            add_aliased(parser, names, flag.hidden, dest=field.name, action=action, **kwargs)
-            return
-        add_aliased(parser, names, flag.hidden, dest=field.name, action="store_true", **kwargs)
-        negatives = tuple("--no-" + n[2:] for n in names if n.startswith("--"))
-        parser.add_argument(*negatives, dest=field.name, action="store_false",
-                            default=argparse.SUPPRESS, help=f"the opposite of {names[0]}")
-        return
     kwargs.update({"type": flag.type} if flag.type else _value_kwargs(field.name, hint))
     if flag.metavar:
         kwargs["metavar"] = flag.metavar
     if not required:
         kwargs["default"] = None if unset_is_none else default
     add_aliased(parser, names, flag.hidden, dest=field.name, required=required, **kwargs)
+
+
+def _add_bool(parser: Any, dest: str, names: tuple[str, ...], flag: Flag, text: str,
+              default: bool, unset_is_none: bool) -> None:
+    """``--x`` and ``--no-x`` (the one that is the default says so), or the one flag that
+    ``flag.action`` names, with "(default: on|off)"."""
+    text = text.replace("%", "%%")
+    value = None if unset_is_none else default
+    if flag.action in ("store_true", "store_false"):
+        on = default == (flag.action == "store_true")
+        add_aliased(parser, names, flag.hidden, dest=dest, action=flag.action, default=value,
+                    help=f"{text} (default: {'on' if on else 'off'})")
+        return
+    add_aliased(parser, names, flag.hidden, dest=dest, action="store_true", default=value,
+                help=f"{text} (the default)" if default else text)
+    negatives = tuple("--no-" + n[2:] for n in names if n.startswith("--"))
+    parser.add_argument(*negatives, dest=dest, action="store_false", default=argparse.SUPPRESS,
+                        help=f"the opposite of {names[-1]}" + ("" if default else " (the default)"))
 
 
 def from_args(cls: type[T], args: argparse.Namespace, **values: Any) -> T:

@@ -86,4 +86,4 @@ def test_linear_schedule():
                                          ("hidden", (64, 0)), ("eps_end", -0.1)])
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=f"DQNConfig.{field}"):
-        DQNConfig(**{field: value}).validate()
+        DQNConfig(**{field: value}).check()
