@@ -4,20 +4,24 @@ rewarded on real data, where no ground truth exists.
 
 Training runs as Horovod ranks (any launcher: ``sparkmpi_dl.horovod.run`` through Spark, or a
 single process): each rank reads only its share of the Parquet row groups (the trainers'
-sharding), the split into training and validation is by scan (``scan_index % val_every == 0``
-is validation), and the validation error is compared with a trivial baseline: a straight
+sharding, :mod:`sparkmpi_dl.training.shards`), the split into training and validation is by
+scan (``scan_index % val_every == 0`` is validation), and the validation error is compared with a trivial baseline: a straight
 line fitted to log10 of the final model error alone.
 """
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from recon_datasets.reader import load_config, to_numpy, validate
+from sparkmpi_dl.training.keras import (compile_distributed, configure_tensorflow,
+                                        restore_and_broadcast, training_callbacks)
+from sparkmpi_dl.training.shards import RowGroup, assign_row_groups, list_row_groups
 
 COLUMNS = ("scan_index", "phase", "amplitude", "fourier_error", "history_length",
            "model_error", "truth_phase_rms")
@@ -124,21 +128,17 @@ def fit_baseline(log_model_error: np.ndarray, target: np.ndarray) -> tuple[float
     return float(a), float(b)
 
 
-def plan_shards(data: str | Path, size: int) -> list:
+def plan_shards(data: str | Path, size: int) -> list[list[RowGroup]]:
     """Row groups of each of ``size`` ranks (every row exactly once); a rank that would get
     none is an error naming it, raised on every rank before any collective starts."""
-    from trainers.data import assign_row_groups, list_row_groups
-
     try:
         return assign_row_groups(list_row_groups(data), size)
     except ValueError as err:
         raise ValueError(f"{data}: {err}") from err
 
 
-def _read_shard(shard, where: str) -> dict[str, np.ndarray]:
+def _read_shard(shard: list[RowGroup], where: str) -> dict[str, np.ndarray]:
     import pyarrow.parquet as pq
-
-    from recon_datasets.reader import to_numpy
 
     parts: dict[str, list[np.ndarray]] = {c: [] for c in COLUMNS}
     for group in shard:
@@ -151,18 +151,18 @@ def _read_shard(shard, where: str) -> dict[str, np.ndarray]:
 
 
 def train_estimator(config: EstimatorConfig) -> dict[str, Any]:
-    """Train as one Horovod rank (a lone process is a job of size 1); rank 0's summary."""
+    """Train as one Horovod rank (a lone process is a job of size 1); rank 0's summary.
+
+    The rank's skeleton (TF set-up, restore and broadcast, checkpoint and TensorBoard
+    callbacks) is the trainers' own, :mod:`sparkmpi_dl.training.keras`."""
     config.check()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    configure_tensorflow(config.threads, config.seed)
     import horovod.tensorflow as hvd_tf
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
-    from recon_datasets.reader import load_config, validate
-    from sparkmpi_dl.tf_threads import limit_tf_threads
+    from sparkmpi_dl.training.callbacks import LossLog
 
-    limit_tf_threads(config.threads)
-    tf.keras.utils.set_random_seed(config.seed)
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
     if rank == 0:
@@ -184,17 +184,10 @@ def train_estimator(config: EstimatorConfig) -> dict[str, Any]:
 
     out = Path(config.out_dir)
     model = build_model(build_config.crop, build_config.max_iterations)
-    optimizer = hvd.DistributedOptimizer(tf.keras.optimizers.legacy.Adam(config.lr * size))
-    model.compile(optimizer=optimizer, loss="mse", metrics=["mae"])
-    optimizer._create_all_weights(model.trainable_variables)
-    epoch_var = tf.Variable(0, dtype=tf.int64)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epochs_done=epoch_var)
-    manager = (tf.train.CheckpointManager(checkpoint, str(out / "checkpoints"), max_to_keep=2)
-               if rank == 0 else None)
-    if manager and config.resume and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint)
-    hvd_tf.broadcast_variables(model.variables + optimizer.variables() + [epoch_var], root_rank=0)
-    first = int(epoch_var.numpy())
+    optimizer = compile_distributed(model, tf.keras.optimizers.legacy.Adam(config.lr * size),
+                                    loss="mse", metrics=["mae"])
+    resumed = restore_and_broadcast(model, optimizer, out, rank, config.resume)
+    first = resumed.first_epoch
 
     def batches():
         rng = np.random.default_rng([config.seed, rank, first])
@@ -204,23 +197,13 @@ def train_estimator(config: EstimatorConfig) -> dict[str, Any]:
                 pick = order[s * batch:(s + 1) * batch]
                 yield {k: v[pick] for k, v in inputs.items()}, target[pick]
 
-    class Save(tf.keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            epoch_var.assign(epoch + 1)
-            if manager:
-                manager.save(checkpoint_number=epoch + 1)
-
-    losses: list[float] = []
-    callbacks = [hvd.callbacks.MetricAverageCallback(), Save(),
-                 tf.keras.callbacks.LambdaCallback(
-                     on_epoch_end=lambda e, logs: losses.append(float(logs["loss"])))]
-    if rank == 0:
-        callbacks.append(tf.keras.callbacks.TensorBoard(str(out / "tensorboard"), profile_batch=0))
+    log = LossLog(None, steps)
     start = time.perf_counter()
     if first < config.epochs:
         model.fit(batches(), epochs=config.epochs, initial_epoch=first, steps_per_epoch=steps,
-                  callbacks=callbacks, verbose=0)
+                  callbacks=training_callbacks(resumed, rank, out, log), verbose=0)
     seconds = time.perf_counter() - start
+    losses = [epoch["loss"] for epoch in log.epochs]
 
     # validation on every rank's own scans, gathered: model vs the baseline fitted on training scans
     predicted = model.predict({k: v[val_idx] for k, v in inputs.items()}, verbose=0).ravel() \

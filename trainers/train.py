@@ -10,7 +10,6 @@ new run only into an empty folder, a resume only with the recorded arguments.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from contextlib import nullcontext
@@ -21,19 +20,9 @@ import numpy as np
 
 from sparkmpi_dl.horovod import exit_on_error
 from sparkmpi_dl.launch.environment import launched_size
+from sparkmpi_dl.training.keras import (Resumed, compile_distributed, configure_tensorflow,
+                                        restore_and_broadcast, training_callbacks)
 from trainers.config import TrainConfig
-
-
-def _configure_tensorflow(config: TrainConfig) -> None:
-    """Deterministic, thread-bounded TF; must run before TensorFlow executes anything."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    from sparkmpi_dl.tf_threads import limit_tf_threads
-
-    limit_tf_threads(config.threads, 2)
-    tf.keras.utils.set_random_seed(config.seed)
-    tf.config.experimental.enable_op_determinism()
 
 
 def load_rank_data(config: TrainConfig, rank: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -90,66 +79,37 @@ def _epoch_dataset(images: np.ndarray, labels: np.ndarray, config: TrainConfig, 
 
 def _compiled_model(config: TrainConfig, size: int):
     """The seeded CNN with Horovod's DistributedOptimizer; optimizer slots already created."""
-    import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
     from trainers.model import build_cnn
 
     model = build_cnn(config.image_shape, config.num_classes, config.width)
     base = tf.keras.optimizers.legacy.SGD(learning_rate=config.lr * size, momentum=config.momentum)
-    optimizer = hvd.DistributedOptimizer(base)
-    model.compile(optimizer=optimizer, metrics=["accuracy"],
-                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    optimizer._create_all_weights(model.trainable_variables)  # so a restore fills them now
+    optimizer = compile_distributed(model, base, metrics=["accuracy"],
+                                    loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model, optimizer
 
 
-def _restore_and_broadcast(model, optimizer, out: Path, rank: int, resume: bool):
-    """Rank 0 restores the last checkpoint (if any); its state goes to every rank.
-
-    Returns (checkpoint manager on rank 0 else None, epoch variable, restored path or None).
-    """
-    import horovod.tensorflow as hvd_tf
-    import tensorflow as tf
-
-    epoch_var = tf.Variable(0, dtype=tf.int64, name="epochs_done")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epochs_done=epoch_var)
-    manager, restored = None, None
-    if rank == 0:
-        manager = tf.train.CheckpointManager(checkpoint, str(out / "checkpoints"), max_to_keep=3)
-        if resume and manager.latest_checkpoint:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-            restored = manager.latest_checkpoint
-    state = model.variables + optimizer.variables() + [optimizer.lr, optimizer.momentum, epoch_var]
-    hvd_tf.broadcast_variables(state, root_rank=0)
-    return manager, epoch_var, restored
-
-
-def _callbacks(config: TrainConfig, rank: int, steps: int, out: Path, manager, epoch_var,
+def _callbacks(config: TrainConfig, rank: int, steps: int, out: Path, resumed: Resumed,
                log) -> list:
-    """Metric averaging first (later callbacks see averages), then LR warm-up, rank 0's
-    checkpoints, the loss log, fault injection, TensorBoard and progress lines."""
+    """The shared skeleton's list (metric averaging, rank 0's checkpoints and TensorBoard)
+    around the trainer's own: LR warm-up, the loss log, fault injection, progress lines."""
     import horovod.tensorflow.keras as hvd
-    import tensorflow as tf
 
-    from trainers.callbacks import EpochCheckpoint, FailAtStep, ProgressLines
+    from sparkmpi_dl.training.callbacks import ProgressLines
+    from trainers.callbacks import FailAtStep
 
     scaled_lr = config.lr * hvd.size()
-    chosen = [
-        hvd.callbacks.MetricAverageCallback(),
+    return training_callbacks(
+        resumed, rank, out,
         hvd.callbacks.LearningRateWarmupCallback(initial_lr=scaled_lr, steps_per_epoch=steps,
                                                  warmup_epochs=config.warmup_epochs)
         if config.warmup_epochs > 0 else None,
-        EpochCheckpoint(manager, epoch_var),
         log,
         FailAtStep(config.fail_at_step, config.fail_rank, rank, steps)
         if config.fail_at_step is not None else None,
-        tf.keras.callbacks.TensorBoard(str(out / "tensorboard"), profile_batch=0)
-        if rank == 0 else None,
-        ProgressLines(config.epochs, steps)
-        if rank == 0 and config.verbose and not sys.stdout.isatty() else None,
-    ]
-    return [c for c in chosen if c is not None]
+        last=[ProgressLines(config.epochs, steps)
+              if rank == 0 and config.verbose and not sys.stdout.isatty() else None])
 
 
 def train_dataframe(df, config: TrainConfig, num_proc: int | None = None, controller: str = "mpi",
@@ -173,7 +133,7 @@ def train(config: TrainConfig, table=None) -> dict:
     known_size = launched_size()
     if table is None and known_size and known_size > 0:  # check the data split before the slow TF import
         steps_per_epoch(config, _shard_rows(config, known_size))
-    _configure_tensorflow(config)
+    configure_tensorflow(config.threads, config.seed)
     import horovod.tensorflow as hvd_tf
     import horovod.tensorflow.keras as hvd
 
@@ -227,7 +187,7 @@ def _partition_data(config: TrainConfig, table, rank: int) -> tuple[np.ndarray, 
 
 
 def _train_rank(config: TrainConfig, rank: int, size: int, table=None) -> dict:
-    from trainers.callbacks import LossLog
+    from sparkmpi_dl.training.callbacks import LossLog
 
     out = Path(config.out_dir)
     if rank == 0:
@@ -241,8 +201,8 @@ def _train_rank(config: TrainConfig, rank: int, size: int, table=None) -> dict:
         images, labels = _partition_data(config, table, rank)
         steps = steps_per_epoch(config, hvd_tf.allgather_object(len(labels)))
     model, optimizer = _compiled_model(config, size)
-    manager, epoch_var, restored = _restore_and_broadcast(model, optimizer, out, rank, config.resume)
-    first_epoch = int(epoch_var.numpy())
+    resumed = restore_and_broadcast(model, optimizer, out, rank, config.resume)
+    first_epoch, restored = resumed.first_epoch, resumed.restored
     keras_bar = rank == 0 and config.verbose and sys.stdout.isatty()
     if rank == 0 and config.verbose:
         what = f"resuming from {restored} at epoch {first_epoch + 1}" if restored else "fresh start"
@@ -254,7 +214,7 @@ def _train_rank(config: TrainConfig, rank: int, size: int, table=None) -> dict:
     if first_epoch < config.epochs:
         model.fit(_epoch_dataset(images, labels, config, rank, first_epoch, steps),
                   epochs=config.epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
-                  callbacks=_callbacks(config, rank, steps, out, manager, epoch_var, log),
+                  callbacks=_callbacks(config, rank, steps, out, resumed, log),
                   verbose=1 if keras_bar else 0)
     elif rank == 0 and config.verbose:
         print(f"[trainer] all {config.epochs} epochs already done in {out}", flush=True)
@@ -270,5 +230,5 @@ def _train_rank(config: TrainConfig, rank: int, size: int, table=None) -> dict:
         "steps_per_s": steps_run / seconds if steps_run else None,
         "steady_steps_per_s": (len(steady) * steps / sum(e["seconds"] for e in steady)
                                if steady else None),
-        "checkpoint": manager.latest_checkpoint if manager else None,
+        "checkpoint": resumed.latest_checkpoint,
     }
