@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 from numpy.typing import NDArray
 
-from .records import ScanStart, parse_start
+from .records import RANGE, ScanStart, parse_start, read_range
 from .state import StateDir, save_npz
 
 MAX_REJECT_LINES = 10  # per rank and batch; the rest are counted
@@ -32,12 +32,43 @@ Columns = dict[str, list[Any]]
 Log = Callable[[str], None]
 
 
+_NAMES = ("stream", "entry_id", "kind", "scan", "frame_index", "pos_y", "pos_x", "shape",
+          "dtype", "data", "meta")  # the order of records.SCHEMA
+
+
 def columns(table: Any) -> Columns:
-    """Column lists of the partition (the frame bytes stay Arrow buffers until needed)."""
+    """Column lists of the partition; ``range`` rows (references to entries still in the
+    broker) are replaced by the entries they stand for, read from the broker here."""
     if table is None or table.num_rows == 0:
-        return {name: [] for name in ("kind", "scan", "frame_index", "pos_y", "pos_x", "shape",
-                                      "dtype", "data", "meta", "stream", "entry_id")}
-    return {name: table.column(name).to_pylist() for name in table.column_names}
+        return {name: [] for name in _NAMES}
+    kinds = table.column("kind").to_pylist()
+    if RANGE not in kinds:
+        return {name: table.column(name).to_pylist() for name in table.column_names}
+    cols: Columns = {name: [] for name in _NAMES}
+    small = {name: table.column(name).to_pylist() for name in _NAMES}  # references: tiny
+    for i, kind in enumerate(kinds):
+        if kind != RANGE:
+            for name in _NAMES:
+                cols[name].append(small[name][i])
+            continue
+        ref = json.loads(small["meta"][i] or "{}")
+        for rows in read_range(_broker(ref["url"]), small["stream"][i], ref["after"],
+                               small["entry_id"][i]):
+            for name, values in zip(_NAMES, zip(*rows)):
+                cols[name].extend(values)
+    return cols
+
+
+_clients: dict[str, Any] = {}
+
+
+def _broker(url: str) -> Any:
+    """One client per broker for the life of the rank (a connection, not one per batch)."""
+    if url not in _clients:
+        from .broker import connect
+
+        _clients[url] = connect(url)
+    return _clients[url]
 
 
 def _start_meta(start: ScanStart) -> dict[str, Any]:

@@ -48,6 +48,7 @@ def serve(feed: Any, root: str, backend: str) -> int:
         live.load(StreamState.from_json(ctx["state"]))
         if ctx["op"] == "batch":
             delivery.reply(live.apply(delivery.table, ctx))
+            live.work()  # the batch's iterations, while Spark reads and delivers the next one
         elif ctx["op"] == "final":
             delivery.reply({"rank": live.rank, "result": live.final(ctx)})
         else:
@@ -74,6 +75,8 @@ class LiveRank:
         self.sub: Any = None                # the ranks holding frames (rec's communicator)
         self.stale = False                  # frames arrived since rec was built
         self.pending: list[tuple[NDArray[np.float32], NDArray[np.float64]]] = []  # not yet in rec
+        self.todo: tuple[dict[str, Any], int, int] | None = None  # (ctx, iterations, batch) after the reply
+        self.done: list[dict[str, Any]] = []  # iterations finished since the last reply
 
     @property
     def n_frames(self) -> int:
@@ -131,7 +134,8 @@ class LiveRank:
             "other_scans": picked["other_scans"] + other_starts,
             "accepted": len(picked["rows"]), "start": new_start, "ends": ends, "chunk": None,
             "shared": None, "metrics": None, "oldest_ms": min(stamps) if stamps else None,
-            "last_ids": last_ids(cols)}
+            "last_ids": last_ids(cols), "schedules": []}
+        self._report_done(report)
         if start is None:
             return report
         assert self.used is not None  # made above once the start record is known
@@ -152,20 +156,46 @@ class LiveRank:
         enough = self.used.sum() >= float(ctx.get("start_fraction", 0)) * start.n_frames
         scan_ends = state.end is None and world.allreduce(len(ends), op=MPI.SUM) > 0
         iterate = (anyone_new and enough) or scan_ends or bool(ctx.get("iterate_without_frames"))
-        if iterate:
-            self._build(ctx)
-        if iterate and self.rec is not None:
-            saved = self._iterate_and_save(ctx, self.sd.batch_dir(batch),
-                                           int(ctx.get("iterations", 0)) if anyone_new else 0)
-            saved.pop("result")  # the driver reads the image from the shared file
-            report.update(saved)
-            report["frames_local"] = self.n_frames
-            if scan_ends:
-                report["final"] = self.final(ctx)
+        iterations = int(ctx.get("iterations", 0)) if anyone_new else 0
+        if scan_ends:  # the last frames are in: their iterations and the final ones, now
+            self.todo = (ctx, iterations, batch)
+            self.work()
+            self._report_done(report)
+            report["final"] = self.final(ctx)
+        elif iterate:
+            self.todo = (ctx, iterations, batch)
         elif self.n_frames:
             report["waiting"] = not enough
         report["seconds"] = time.perf_counter() - t0
         return report
+
+    def work(self) -> None:
+        """The iterations the last batch asked for (collective), run after its reply: the
+        driver commits the batch and Spark delivers the next one meanwhile. Their figures
+        and image go with the next reply."""
+        if self.todo is None:
+            return
+        ctx, iterations, batch = self.todo
+        self.todo = None
+        self._build(ctx)
+        if self.rec is None:
+            return
+        saved = self._iterate_and_save(ctx, self.sd.batch_dir(batch), iterations)
+        saved.pop("result")  # the driver reads the image from the shared file
+        if saved.get("metrics") is not None:
+            saved["metrics"]["batch"] = batch
+        self.done.append({**saved, "frames_local": self.n_frames})
+
+    def _report_done(self, report: dict[str, Any]) -> None:
+        """Put the iterations finished since the last reply into ``report``: the latest
+        figures and image, and every finished batch's schedule."""
+        for saved in self.done:
+            metrics = saved.get("metrics")
+            if metrics is not None:
+                report["schedules"].append({"batch": metrics["batch"],
+                                            "schedule": metrics.get("schedule") or []})
+            report.update(saved)
+        self.done.clear()
 
     def _keep_frames(self, cols: Columns, rows: list[int], batch: int) -> str:
         """Keep the accepted frames in memory and write them once; their file, relative."""

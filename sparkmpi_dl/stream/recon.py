@@ -193,7 +193,10 @@ class OnlineReconstruction:
         self._fault("after-commit", batch_id)
         final = next((rep["final"] for rep in reports if rep.get("final")), None)
         if final is not None:  # the ranks finished the scan in this batch's job
-            self._finish(final, complete=True, reason=None, t0=t0)
+            # the iterations run after the end record came: this batch's and the final ones
+            after_end = final["metrics"]["iterate_s"] + (
+                metrics["iterate_s"] if metrics and metrics.get("batch") == batch_id else 0.0)
+            self._finish(final, complete=True, reason=None, t0=t0, after_end_s=after_end)
             self.done.set()
             return
         self._maybe_finish()
@@ -222,14 +225,14 @@ class OnlineReconstruction:
                 st.shared = rep["shared"]
             if rep.get("used"):
                 st.used = rep["used"]
-            if rep.get("metrics"):
+            if rep.get("metrics"):  # the latest iterations finished (this batch's or earlier)
                 metrics = rep["metrics"]
-                st.schedule.extend({**entry, "batch": batch_id}
-                                   for entry in metrics.get("schedule") or [])
+            for done in rep.get("schedules") or []:
+                st.schedule.extend({**entry, "batch": done["batch"]} for entry in done["schedule"])
             for stream, eid in (rep.get("last_ids") or {}).items():
                 st.read_to[stream] = eid
         st.batch = batch_id
-        if metrics is not None:
+        if any(rep["accepted"] for rep in reports):
             st.batches_with_frames += 1
         return metrics
 
@@ -243,7 +246,8 @@ class OnlineReconstruction:
         if metrics is None:
             extra = ("waiting for the start record" if st.start is None else
                      f"iterations start at {self.opts.start_fraction:.0%} of the frames"
-                     if any(rep.get("waiting") for rep in reports) else "no new frames")
+                     if any(rep.get("waiting") for rep in reports) else
+                     "iterating" if new else "no new frames")
             self.say(f"batch {batch_id}: {used}/{total} frames ({extra}), {seconds:.1f} s")
             return
         self.say(f"batch {batch_id}: {used}/{total} frames, fourier_error "
@@ -294,14 +298,18 @@ class OnlineReconstruction:
         final = next(r["result"] for r in results if r["result"] is not None)
         return self._finish(final, complete, reason, t0)
 
-    def _finish(self, final: dict[str, Any], complete: bool, reason: str | None, t0: float) -> dict[str, Any]:
-        """Write recon.cxi, the PNGs and summary.json from the final result; commit."""
+    def _finish(self, final: dict[str, Any], complete: bool, reason: str | None, t0: float,
+                after_end_s: float | None = None) -> dict[str, Any]:
+        """Write recon.cxi, the PNGs and summary.json from the final result; commit.
+        ``after_end_s``: seconds of iterations run after the end record came (default:
+        the final iterations')."""
         st = self.state
         st.schedule.extend({**entry, "batch": "final"}
                            for entry in final["metrics"].get("schedule") or [])
         self._write_result(final)
         summary = self._summary(final, complete, reason, time.monotonic() - t0,
-                                final["metrics"]["iterate_s"])
+                                final["metrics"]["iterate_s"],
+                                final["metrics"]["iterate_s"] if after_end_s is None else after_end_s)
         write_json(self.out / "summary.json", summary)
         st.final = {"summary": "summary.json", "complete": complete}
         self.sd.commit(st)
@@ -353,7 +361,8 @@ class OnlineReconstruction:
             "model_error": final["metrics"]["model_error"]}, {"phase": (png, size)})
 
     def _summary(self, final: dict[str, Any] | None, complete: bool, reason: str | None,
-                 final_total_s: float, final_iter_s: float) -> dict[str, Any]:
+                 final_total_s: float, final_iter_s: float,
+                 after_end_iter_s: float | None = None) -> dict[str, Any]:
         st = self.state
         c = st.counts
         n_frames = st.start["n_frames"] if st.start else None
@@ -376,7 +385,9 @@ class OnlineReconstruction:
                          f"fixed: {self.opts.algorithm} beta {self.opts.beta or 'default'}"),
             "schedule": st.schedule,
             "broker": self.url, "final_seconds": final_total_s,
-            "final_iterations_seconds": final_iter_s}
+            "final_iterations_seconds": final_iter_s,
+            "iterations_after_end_seconds": final_iter_s if after_end_iter_s is None
+            else after_end_iter_s}
         if final is not None:
             summary.update({"iterations": final["iteration"],
                             "fourier_error": final["metrics"]["fourier_error"],
@@ -385,7 +396,10 @@ class OnlineReconstruction:
             # wall clock of this host against the broker's entry id (same host here)
             total = time.time() - st.end["end_ms"] / 1000
             summary["end_record_to_final_image_s"] = total
-            summary["end_latency_excluding_final_iterations_s"] = total - final_iter_s
+            # the pipeline's share: every iteration run after the end record came (the
+            # batch's that brought it, then the final ones) is reconstruction time
+            summary["end_latency_excluding_final_iterations_s"] = \
+                total - summary["iterations_after_end_seconds"]
         return summary
 
     # ------------------------------------------------------------ the query
@@ -413,8 +427,9 @@ class OnlineReconstruction:
         register(spark)
         # ranks up and the feed's Python workers started before the first frame counts
         self.resident_ranks().feed(empty_batch(spark, self.opts.ranks), {"op": "warm-up"})
+        # references only: each rank reads its frames from the broker itself
         reader = (spark.readStream.format("sparkmpi-redis").option("url", self.url)
-                  .option("streams", ",".join(keys)).load())
+                  .option("streams", ",".join(keys)).option("payload", "reference").load())
         query = (reader.writeStream.foreachBatch(self.handle_batch)
                  .option("checkpointLocation", str(self.out / "checkpoint" / "query"))
                  .trigger(processingTime=f"{self.opts.trigger} seconds")

@@ -31,18 +31,26 @@ data           binary       ``frame``: the frame's bytes, C order; ``start``: an
 meta           string       JSON; ``start``: n_frames, object_shape, energy_ev,
                             distance_m, detector_pixel_m; ``end``: frames_published
 =============  ===========  ===========================================================
+
+A fourth kind, ``range``, stands for a run of entries still in the broker: ``stream``, the
+last ``entry_id`` of the run, and ``meta`` ``{"url", "after"}`` (the run is the entries
+with ``after < id <= entry_id``); the other columns are null. The ``sparkmpi-redis`` source
+sends such references with ``payload=reference``, so the frame bytes go from the broker
+straight to the rank that uses them instead of through the JVM; the rank reads the run
+(:func:`read_range`) before anything else looks at the batch.
 """
 from __future__ import annotations
 
 import io
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 KINDS = ("start", "frame", "end")
+RANGE = "range"
 DEFAULT_PREFIX = "sparkmpi"
 DEFAULT_MAX_LEN = 2048
 """Default bound on unconsumed entries per stream: the publisher waits at this backlog."""
@@ -178,3 +186,38 @@ def entry_row(stream: str, entry_id: bytes | str, fields: dict[bytes, bytes]) ->
             _number(fields.get(b"index"), int), _number(fields.get(b"y"), float),
             _number(fields.get(b"x"), float), shape_list, _text(fields.get(b"dtype")),
             fields.get(b"data", b""), _text(fields.get(b"meta")))
+
+
+READ_CHUNK = 256
+"""Entries per XRANGE call: 16 MiB of 64 KiB frames, a few milliseconds of the broker's time."""
+
+
+def id_pair(entry_id: str) -> tuple[int, int]:
+    """'1700000000000-3' -> (1700000000000, 3): entry ids compare as such pairs."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def read_range(client: Any, stream: str, after: str, to: str,
+               chunk: int = READ_CHUNK) -> Iterator[list[tuple[Any, ...]]]:
+    """Rows (:func:`entry_row`) of the entries of ``stream`` with ``after < id <= to``, in
+    chunks of at most ``chunk`` entries, in stream order."""
+    if id_pair(to) <= id_pair(after):
+        return
+    low = "(" + after
+    while True:
+        entries = client.xrange(stream, min=low, max=to, count=chunk)
+        if not entries:
+            return
+        yield [entry_row(stream, eid, fields) for eid, fields in entries]
+        last = entries[-1][0]
+        last = last.decode() if isinstance(last, bytes) else str(last)
+        if last == to or len(entries) < chunk:
+            return
+        low = "(" + last
+
+
+def range_row(stream: str, after: str, to: str, url: str) -> tuple[Any, ...]:
+    """A ``range`` row of :data:`SCHEMA`: the entries ``after < id <= to`` of ``stream``."""
+    return (stream, to, RANGE, None, None, None, None, None, None, None,
+            json.dumps({"url": url, "after": after}))

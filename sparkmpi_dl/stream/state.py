@@ -142,10 +142,15 @@ class StateDir:
         """Make ``state`` the committed one, then drop batch folders it no longer needs."""
         self.root.mkdir(parents=True, exist_ok=True)
         write_json(self.state_file, state.to_json())
-        keep = {Path(p).parts[0] for p in [state.shared or "", state.used or ""] if p}
+        named = [Path(p).parts[0] for p in [state.shared or "", state.used or ""] if p]
+        kept = [int(name[1:]) for name in named if name.startswith("b") and name[1:].isdigit()]
+        if not kept:
+            return
+        # older than every folder the state names: no longer needed; newer ones may be in
+        # the making (a rank iterates the committed batch after its reply)
         for child in self.root.iterdir():
             if child.is_dir() and child.name.startswith("b") and child.name[1:].isdigit() \
-                    and child.name not in keep:
+                    and int(child.name[1:]) < min(kept):
                 shutil.rmtree(child, ignore_errors=True)
 
     def prepare(self, batch_id: int) -> None:

@@ -50,3 +50,44 @@ def test_source_reads_each_entry_once_across_restarts(broker, spark, tmp_path):
     # the first query's batches were committed: their entries are gone from the broker
     left = [f[b"scan"] for key in stream_keys("sparkmpi", 2) for _, f in client.xrange(key)]
     assert b"scan-1" not in left
+
+
+def test_reference_payload_carries_ranges_that_read_back_as_the_inline_rows(broker, spark, tmp_path):
+    """payload=reference: one ``range`` row per stream and batch, no frame bytes through the
+    JVM; the rank-side reader turns it into exactly the rows payload=inline gives."""
+    import pyarrow as pa
+    import pytest
+
+    from sparkmpi_dl.stream.online import columns
+    from sparkmpi_dl.stream.source import arrow_schema
+
+    register(spark)
+    publish(broker.client(), simulated_scan({**SIM, "n_frames": 30}, "scan-r"),
+            PublishOptions(streams=2), out=io.StringIO())
+    tables: dict[str, list] = {"inline": [], "reference": []}
+    for payload, found in tables.items():
+        def keep(df, batch_id, found=found):
+            found.append(pa.Table.from_pylist([row.asDict() for row in df.collect()],
+                                              schema=arrow_schema()))
+
+        query = (spark.readStream.format("sparkmpi-redis").option("url", broker.url)
+                 .option("prefix", "sparkmpi").option("trim", "false")
+                 .option("payload", payload).load()
+                 .writeStream.foreachBatch(keep)
+                 .option("checkpointLocation", str(tmp_path / payload))
+                 .trigger(availableNow=True).start())
+        query.awaitTermination(240)
+        assert query.exception() is None
+    references = pa.concat_tables(tables["reference"])
+    assert set(references.column("kind").to_pylist()) == {"range"}
+    assert references.num_rows == 2 and references.column("data").null_count == 2
+    inline = columns(pa.concat_tables(tables["inline"]))
+    expanded = columns(references)
+    assert expanded == inline and inline["frame_index"].count(None) == 2  # start and end
+    assert sorted(i for i in inline["frame_index"] if i is not None) == list(range(30))
+
+    with pytest.raises(Exception, match="payload"):
+        (spark.readStream.format("sparkmpi-redis").option("url", broker.url)
+         .option("prefix", "sparkmpi").option("payload", "bytes").load()
+         .writeStream.foreachBatch(lambda df, i: None)
+         .option("checkpointLocation", str(tmp_path / "bad")).start().awaitTermination(60))
