@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from recon_datasets.config import BuildConfig
+from sparkmpi_dl.config import Flag, add_dataclass_flags, from_args
 
 
 def _range(kind: Callable[[str], Any]) -> Callable[[str], tuple[Any, Any]]:
@@ -29,35 +30,30 @@ def _photon_range(text: str) -> tuple[float, float]:
     return math.log10(low), math.log10(high)
 
 
-def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
-    """The BuildConfig options (shared by build and the benchmark)."""
-    d = BuildConfig()
-    parser.add_argument("--scans", type=int, default=d.scans, help="rows of the dataset")
-    parser.add_argument("--seed", type=int, default=d.seed, help="same seed -> same dataset")
-    parser.add_argument("--partitions", type=int, default=None,
-                        help="Parquet files = Spark tasks (default: about 8 scans each)")
-    parser.add_argument("--crop", type=int, default=d.crop, help="side of the phase/amplitude crops")
-    parser.add_argument("--frames", dest="n_frames", type=int, default=d.n_frames,
-                        help="diffraction frames per scan")
-    parser.add_argument("--frame-size", type=int, default=d.frame_size, help="detector pixels")
-    parser.add_argument("--iterations", type=_range(int), default=d.iterations,
-                        help="LOW,HIGH iterations per scan (drawn, multiples of 5)")
-    parser.add_argument("--beta", type=_range(float), default=d.beta, help="LOW,HIGH beta range")
-    parser.add_argument("--photons", dest="log10_photons", type=_photon_range,
-                        default=d.log10_photons, metavar="LOW,HIGH",
-                        help="photons per frame, drawn log-uniformly from LOW..HIGH "
-                             f"(default: {10 ** d.log10_photons[0]:g},{10 ** d.log10_photons[1]:g})")
+# Where a flag differs from its BuildConfig field: names, LOW,HIGH pairs, photons (not log10).
+FLAGS = {
+    "n_frames": Flag(names=("--frames",)),
+    "iterations": Flag(type=_range(int), metavar="LOW,HIGH"),
+    "beta": Flag(type=_range(float), metavar="LOW,HIGH"),
+    "log10_photons": Flag(
+        names=("--photons",), type=_photon_range, metavar="LOW,HIGH",
+        help="photons per frame, drawn log-uniformly from LOW..HIGH",
+        default_text=",".join(f"{10 ** v:g}" for v in BuildConfig().log10_photons)),
+}
+# Drawn from their default ranges; set from Python (BuildConfig) only.
+NOT_FLAGS = ("probe_diameter_frac", "overlap", "phase_max")
+
+
+def add_generator_arguments(parser: argparse.ArgumentParser,
+                            defaults: dict[str, Any] | None = None) -> None:
+    """The BuildConfig options (shared by build and the benchmark, with its own ``defaults``)."""
+    add_dataclass_flags(parser, BuildConfig, flags=FLAGS, exclude=NOT_FLAGS, defaults=defaults)
     parser.add_argument("--log10-photons", dest="log10_photons", type=_range(float),
                         default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # the old spelling
-    parser.add_argument("--rows-per-group", type=int, default=d.rows_per_group,
-                        help="Parquet row group size (the trainers shard by row group)")
 
 
 def config_from_args(args: argparse.Namespace) -> BuildConfig:
     """The checked BuildConfig the options describe (ValueError naming a bad one)."""
-    config = BuildConfig(
-        scans=args.scans, seed=args.seed, partitions=args.partitions, crop=args.crop,
-        n_frames=args.n_frames, frame_size=args.frame_size, iterations=args.iterations,
-        beta=args.beta, log10_photons=args.log10_photons, rows_per_group=args.rows_per_group)
+    config = from_args(BuildConfig, args)
     config.check()
     return config

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from recon_datasets.arguments import add_generator_arguments, config_from_args
-from sparkmpi_dl.flags import add_num_proc, add_out
+from recon_datasets.config import EstimatorConfig
+from sparkmpi_dl.config import Flag, add_dataclass_flags, from_args
+from sparkmpi_dl.flags import add_num_proc
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -39,18 +41,12 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _train_estimator(args: argparse.Namespace) -> int:
-    from recon_datasets.estimator import (
-        EstimatorConfig,
-        check_run_folder,
-        train_estimator,
-    )
+    from recon_datasets.estimator import check_run_folder, train_estimator
     from recon_datasets.reader import load_config
     from recon_datasets.schema import DatasetError
 
-    config = EstimatorConfig(data=str(Path(args.data).resolve()),
-                             out_dir=str(Path(args.out_dir).resolve()), epochs=args.epochs,
-                             batch_size=args.batch_size, lr=args.lr, val_every=args.val_every,
-                             seed=args.seed, resume=args.resume)
+    config = from_args(EstimatorConfig, args, data=str(Path(args.data).resolve()),
+                       out_dir=str(Path(args.out_dir).resolve()))
     try:
         config.check()
         load_config(config.data)  # a missing dataset is named first
@@ -102,23 +98,12 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
     est = sub.add_parser("train-estimator", help="train the reconstruction-quality estimator "
                                                  "(Horovod ranks in Spark tasks with -n)")
-    est.add_argument("--data", required=True, help="a dataset built by `dataset build`")
-    add_out(est, dest="out_dir", default="runs/quality_estimator",
-            help="checkpoints and the trained estimator go here")
+    add_dataclass_flags(est, EstimatorConfig, exclude=("threads",), flags={
+        "out_dir": Flag(names=("--out",), hidden=("--out-dir",), metavar="DIR"),
+        "val_every": Flag(metavar="N")})
     add_num_proc(est, type=int, default=None,
                  help="Horovod ranks as Spark barrier tasks (default: this process only)")
     est.add_argument("--master", default=None, help="Spark master URL (default: local[N])")
-    est.add_argument("--epochs", type=int, default=30, help="training epochs")
-    est.add_argument("--batch-size", type=int, default=16, help="per rank")
-    est.add_argument("--lr", type=float, default=3e-3, help="per rank, scaled by the rank count")
-    est.add_argument("--val-every", type=int, default=5,
-                     help="scans with scan_index %% N == 0 are the validation set")
-    est.add_argument("--seed", type=int, default=0, help="weights and shuffling seed")
-    est.add_argument("--resume", dest="resume", action="store_true", default=False,
-                     help="continue the run in the output folder from its last checkpoint "
-                          "(same arguments; --epochs may grow)")
-    est.add_argument("--no-resume", dest="resume", action="store_false",
-                     help="start a new run (the default; the output folder must be empty)")
     est.set_defaults(func=_train_estimator)
 
     bench_parser = bench.add_parser("dataset", help="dataset build throughput, 1 vs 2 Spark tasks")
@@ -127,6 +112,6 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                               help="Spark task counts to compare")
     bench_parser.add_argument("--master", default=None, help="default local[max tasks]")
     bench_parser.add_argument("--json", default=None, help="write the figures here")
-    add_generator_arguments(bench_parser)
-    bench_parser.set_defaults(func=_bench, scans=16, n_frames=32, frame_size=48,
-                              iterations=(20, 40))
+    add_generator_arguments(bench_parser, defaults={"scans": 16, "n_frames": 32, "frame_size": 48,
+                                                    "iterations": (20, 40)})
+    bench_parser.set_defaults(func=_bench)

@@ -22,21 +22,35 @@ CHUNK = 5  # iterations per engine call: beta is constant within a chunk
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """Generator parameters of a dataset (recorded in its schema file; a resume must match)."""
+    """Generator parameters of a dataset (recorded in its schema file; a resume must match).
+    Most fields are flags of `sparkmpi-dl dataset build` (recon_datasets/arguments.py)."""
 
     scans: int = 64
+    """rows of the dataset"""
     seed: int = 0
-    partitions: int | None = None     # None: about 8 scans per partition
-    crop: int = 32                    # side of the phase/amplitude crops (px)
+    """same seed -> same dataset"""
+    partitions: int | None = None
+    """Parquet files = Spark tasks (default: about 8 scans each)"""
+    crop: int = 32
+    """side of the phase/amplitude crops (px)"""
     n_frames: int = 32
+    """diffraction frames per scan"""
     frame_size: int = 48
-    probe_diameter_frac: tuple[float, float] = (0.28, 0.4)   # of frame_size
+    """detector pixels"""
+    probe_diameter_frac: tuple[float, float] = (0.28, 0.4)
+    """probe diameter drawn from this range, as a fraction of frame_size"""
     overlap: tuple[float, float] = (0.55, 0.8)
-    log10_photons: tuple[float, float] = (4.0, 8.0)         # per frame, log-uniform
+    """probe overlap fraction drawn from this range"""
+    log10_photons: tuple[float, float] = (4.0, 8.0)
+    """log10 of the photons per frame, drawn uniformly from this range"""
     phase_max: tuple[float, float] = (0.5, 1.5)
-    iterations: tuple[int, int] = (5, 60)                   # drawn per scan, whole chunks
+    """object phase amplitude (rad) drawn from this range"""
+    iterations: tuple[int, int] = (5, 60)
+    """LOW,HIGH iterations per scan (drawn, whole chunks of 5)"""
     beta: tuple[float, float] = (0.4, 1.0)
-    rows_per_group: int = 4           # Parquet row group size (the trainers' sharding unit)
+    """LOW,HIGH beta range"""
+    rows_per_group: int = 4
+    """Parquet row group size (the trainers shard by row group)"""
 
     def __post_init__(self) -> None:
         for name in ("probe_diameter_frac", "overlap", "log10_photons", "phase_max",
@@ -94,6 +108,42 @@ class BuildConfig:
         if unknown:
             raise ValueError(f"unknown build parameter(s) {unknown}")
         return cls(**values)
+
+
+@dataclass
+class EstimatorConfig:
+    """One training run (plain data: it pickles into Spark tasks). The fields but threads are
+    the flags of `sparkmpi-dl dataset train-estimator`."""
+
+    data: str
+    """a dataset built by `dataset build`"""
+    out_dir: str = "runs/quality_estimator"
+    """checkpoints and the trained estimator go here"""
+    epochs: int = 30
+    """training epochs"""
+    batch_size: int = 16
+    """per rank"""
+    lr: float = 3e-3
+    """per rank, scaled by the number of ranks"""
+    val_every: int = 5
+    """scans with scan_index % N == 0 are the validation set"""
+    seed: int = 0
+    """weights and shuffling seed"""
+    threads: int = 1
+    """TensorFlow intra-op threads per rank"""
+    resume: bool = False
+    """continue the run in the output folder from its last checkpoint (same arguments;
+    --epochs may grow; sparkmpi_dl.runs rules); a new run needs an empty folder"""
+
+    def check(self) -> None:
+        for name in ("epochs", "batch_size", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.val_every < 2:
+            raise ValueError(f"val_every must be >= 2 (else nothing is left to train on), "
+                             f"got {self.val_every}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
 def draw_scan(config: BuildConfig, index: int) -> dict[str, Any]:

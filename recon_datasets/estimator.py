@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from recon_datasets.config import EstimatorConfig
 from recon_datasets.reader import load_config, to_numpy, validate
 from sparkmpi_dl.training.keras import (compile_distributed, configure_tensorflow,
                                         restore_and_broadcast, training_callbacks)
@@ -25,31 +26,6 @@ from sparkmpi_dl.training.shards import RowGroup, assign_row_groups, list_row_gr
 
 COLUMNS = ("scan_index", "phase", "amplitude", "fourier_error", "history_length",
            "model_error", "truth_phase_rms")
-
-
-@dataclass
-class EstimatorConfig:
-    """One training run (plain data: it pickles into Spark tasks)."""
-
-    data: str
-    out_dir: str = "runs/quality_estimator"
-    epochs: int = 30
-    batch_size: int = 16          # per rank
-    lr: float = 3e-3              # per rank; scaled by the number of ranks
-    val_every: int = 5            # scans with scan_index % val_every == 0 are validation
-    seed: int = 0
-    threads: int = 1
-    resume: bool = False          # continue the run in out_dir (sparkmpi_dl.runs rules)
-
-    def check(self) -> None:
-        for name in ("epochs", "batch_size", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.val_every < 2:
-            raise ValueError(f"val_every must be >= 2 (else nothing is left to train on), "
-                             f"got {self.val_every}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
 RUN_KIND = "quality-estimator"

@@ -57,6 +57,8 @@ class Flag:
     """the value's name in ``--help``"""
     help: str | None = None
     """replaces the field's docstring (where one flag serves several commands)"""
+    default_text: str | None = None
+    """the default as ``--help`` shows it (where the flag's units differ from the field's)"""
     action: Literal["store_true", "store_false", "pair"] | None = None
     """for a bool: one flag setting it true or false, or ``--x``/``--no-x`` (the default)"""
 
@@ -164,11 +166,13 @@ def _shown(value: Any) -> str:
 
 def add_dataclass_flags(parser: Any, cls: type[Any], *, flags: Mapping[str, Flag] | None = None,
                         only: Iterable[str] | None = None, exclude: Iterable[str] = (),
+                        defaults: Mapping[str, Any] | None = None,
                         unset_is_none: bool = False) -> None:
     """Add one flag per field of the dataclass ``cls`` to ``parser`` (or an argument group).
 
     ``flags`` adjusts single fields (see :class:`Flag`); ``only``/``exclude`` pick the
-    fields. With ``unset_is_none`` every flag not given parses to None and none is required
+    fields; ``defaults`` replaces fields' defaults (a benchmark's smaller
+    sizes), parsed and shown. With ``unset_is_none`` every flag not given parses to None and none is required
     (the caller layers presets under the flags given, or needs a field only sometimes) while
     ``--help`` still shows the field's default.
     Raises TypeError naming a field without a docstring or with a type no flag fits.
@@ -177,7 +181,8 @@ def add_dataclass_flags(parser: Any, cls: type[Any], *, flags: Mapping[str, Flag
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     picked = set(only) if only is not None else None
-    unknown = (set(flags) | (picked or set()) | set(exclude)) - {f.name for f in dataclasses.fields(cls)}
+    defaults = defaults or {}
+    unknown = (set(flags) | (picked or set()) | set(exclude) | set(defaults)) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
         raise TypeError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
     for field in dataclasses.fields(cls):
@@ -188,21 +193,21 @@ def add_dataclass_flags(parser: Any, cls: type[Any], *, flags: Mapping[str, Flag
         if not text:
             raise TypeError(f"{cls.__module__}.{cls.__qualname__}.{field.name} has no docstring "
                             f"(the help of its flag): add a string literal after the field")
-        _add_field(parser, field, hints[field.name], flag, text, unset_is_none)
+        default = defaults[field.name] if field.name in defaults else _default(field)
+        _add_field(parser, field, hints[field.name], flag, text, default, unset_is_none)
     if cls not in _FLAGGED:
         _FLAGGED.append(cls)
 
 
 def _add_field(parser: Any, field: dataclasses.Field[Any], hint: Any, flag: Flag, text: str,
-               unset_is_none: bool) -> None:
-    default = _default(field)
+               default: Any, unset_is_none: bool) -> None:
     names = flag.names or ("--" + field.name.replace("_", "-"),)
     required = default is dataclasses.MISSING and not unset_is_none
     if hint is bool and flag.type is None:
         _add_bool(parser, field.name, names, flag, text, default, unset_is_none)
         return
-    if default not in (dataclasses.MISSING, None):
-        text = f"{text} (default: {_shown(default)})"
+    if flag.default_text or default not in (dataclasses.MISSING, None):
+        text = f"{text} (default: {flag.default_text or _shown(default)})"
     kwargs: dict[str, Any] = {"help": text.replace("%", "%%")}
     kwargs.update({"type": flag.type} if flag.type else _value_kwargs(field.name, hint))
     if flag.metavar:

@@ -33,6 +33,8 @@ def add_aliased(parser: Any, names: tuple[str, ...], hidden: tuple[str, ...], *,
     A required option becomes a required mutually exclusive group of both, so giving
     either spelling satisfies it and giving both is refused.
     """
+    if required and not hidden:
+        return parser.add_argument(*names, dest=dest, required=True, **kwargs)  # type: ignore[no-any-return]
     target = parser.add_mutually_exclusive_group(required=True) if required else parser
     action: argparse.Action = target.add_argument(*names, dest=dest, **kwargs)
     alias = {k: v for k, v in kwargs.items() if k not in ("help", "default", "metavar")}
