@@ -93,6 +93,19 @@ def test_shared_names_hidden_aliases_and_typed_values():
             parser.parse_args(["--data", "d", *bad])
 
 
+def test_bool_flags_say_which_is_the_default_and_defaults_can_be_replaced():
+    parser = _parser(flags={"verbose": Flag(names=("--quiet",), action="store_false",
+                                            help="no progress lines"),
+                            "lr": Flag(default_text="1 %")},
+                     defaults={"epochs": 7})
+    text = " ".join(parser.format_help().split())
+    assert "--resume continue the run --no-resume the opposite of --resume (the default)" in text
+    assert "--quiet no progress lines (default: off)" in text
+    assert "(default: 7)" in text and "(default: 1 %)" in text
+    args = parser.parse_args(["--data", "d", "--quiet"])
+    assert from_args(Options, args) == Options(data=Path("d"), epochs=7, verbose=False)
+
+
 def test_only_exclude_and_unset_is_none():
     parser = argparse.ArgumentParser()
     add_dataclass_flags(parser, Options, only=["epochs", "lr", "resume"], unset_is_none=True)
@@ -135,7 +148,8 @@ def test_every_project_config_turned_into_flags_documents_every_field():
     build_parser()
     project = [c for c in flagged_classes() if not c.__module__.startswith("tests")]
     names = {c.__qualname__ for c in project}
-    assert {"TrainConfig", "DQNConfig", "BuildConfig", "EstimatorConfig"} <= names
+    assert {"TrainConfig", "LaunchOptions", "DQNConfig", "RunConfig", "BuildConfig",
+            "EstimatorConfig"} <= names
     for cls in project:
         docs = field_docs(cls)
         missing = [f.name for f in dataclasses.fields(cls) if f.init and not docs.get(f.name)]
