@@ -16,6 +16,11 @@ warning line on stderr and the other subcommands still work:
 Every parser gets :class:`HelpFormatter` (defaults shown). Errors a user can fix (a bad
 master, too few slots, the wrong Python on the executors), a failed rank and Ctrl-C end
 here in one line, never in a traceback.
+
+The error convention of every subcommand: one line on stderr; exit code 2 for a usage
+error (a bad flag or value: argparse's own errors, ``raise SystemExit("text")`` in a
+handler, a handler returning 2), 1 for a failure; an unexpected exception is one line too
+(its type and first message line), and its traceback only with ``sparkmpi-dl --debug``.
 """
 from __future__ import annotations
 
@@ -24,8 +29,10 @@ import logging
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Iterator
 from importlib import metadata
+from typing import NoReturn
 
 from sparkmpi_dl import commands as core_commands
 from sparkmpi_dl import plugins
@@ -47,6 +54,14 @@ class HelpFormatter(argparse.HelpFormatter):
                 or "default" in text.lower() or "%(default)" in text):
             return text
         return f"{text} (default: %(default)s)"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """A usage error in one line on stderr (no usage block), exit code 2; the subcommands'
+    parsers are of this class too (``add_parser`` uses the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
@@ -73,7 +88,7 @@ def version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = ArgumentParser(
         prog="sparkmpi-dl", formatter_class=HelpFormatter,
         description="Run MPI and Horovod programs inside Spark tasks, and the light-source "
         "deep-learning jobs built on them.",
@@ -82,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the version and exit")
     parser.add_argument("--verbose", dest="spark_verbose", action="store_true",
                         help="show Spark's own INFO/WARN logging (off by default)")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an unexpected error, print its traceback (one line without)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     bench_parser = commands.add_parser("bench", help="benchmarks (figures for BENCHMARKS.md)")
     bench = bench_parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
@@ -140,9 +157,12 @@ def main(argv: list[str] | None = None) -> int:
             _end_spark_quietly()
             print("sparkmpi-dl: interrupted", file=sys.stderr, flush=True)
             return 130
+        if isinstance(err, SystemExit) and isinstance(err.code, str):  # a handler's usage error
+            print(err.code, file=sys.stderr, flush=True)
+            return 2
         if not isinstance(err, Exception):
             raise
-        return _report(err)
+        return _report(err, args.debug)
 
 
 def _end_spark_quietly() -> None:
@@ -151,8 +171,9 @@ def _end_spark_quietly() -> None:
     end_spark_quietly()
 
 
-def _report(err: Exception) -> int:
-    """One line for the errors a user meets (their exit codes as mpiexec's); others raise."""
+def _report(err: Exception, debug: bool = False) -> int:
+    """One line for the errors a user meets (their exit codes as mpiexec's); any other
+    exception is one line naming its type, exit code 1 (with ``debug``: its traceback)."""
     from sparkmpi_dl.launch.rank import exit_status  # the launch modules stay unimported for --help
 
     if isinstance(err, SparkSetupError):
@@ -161,7 +182,14 @@ def _report(err: Exception) -> int:
     if isinstance(err, JobFailed):
         print(f"sparkmpi-dl: job failed: {failure_line(err)}", file=sys.stderr, flush=True)
         return exit_status(err.failure.exit_code if err.failure else 1)
-    raise err
+    if debug:
+        traceback.print_exception(err, file=sys.stderr)
+    else:
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+        what = f"{type(err).__name__}: {first}" if first else type(err).__name__
+        print(f"sparkmpi-dl: error: {what} (run with --debug for the traceback)",
+              file=sys.stderr, flush=True)
+    return 1
 
 
 if __name__ == "__main__":

@@ -22,11 +22,11 @@ def _add_launch_options(parser: argparse.ArgumentParser) -> None:
 def _command(args: argparse.Namespace) -> list[str]:
     cmd: list[str] = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
-        raise SystemExit("sparkmpi-dl: give the command to run after '--'")
+        raise SystemExit("sparkmpi-dl: error: give the command to run after '--'")
     if args.num_proc < 1:
-        raise SystemExit(f"sparkmpi-dl: -n must be at least 1, got {args.num_proc}")
+        raise SystemExit(f"sparkmpi-dl: error: -n must be at least 1, got {args.num_proc}")
     if args.timeout is not None and not args.timeout > 0:
-        raise SystemExit(f"sparkmpi-dl: --timeout must be a positive number of seconds, got {args.timeout:g}")
+        raise SystemExit(f"sparkmpi-dl: error: --timeout must be a positive number of seconds, got {args.timeout:g}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="sparkmpi-dl: %(message)s")
     return cmd
@@ -48,7 +48,7 @@ def _spark_run(args: argparse.Namespace) -> int:
     for item in args.conf:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"sparkmpi-dl: --conf wants KEY=VALUE, got {item!r}")
+            raise SystemExit(f"sparkmpi-dl: error: --conf wants KEY=VALUE, got {item!r}")
         conf[key] = value
     # a bad master, too few slots and a failed rank end in one line (sparkmpi_dl.cli)
     sc = spark_context(master=args.master, conf=conf)

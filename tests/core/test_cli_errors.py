@@ -113,3 +113,64 @@ def test_ctrl_c_ends_cleanly_without_a_traceback():
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "py4j" not in err.lower(), err
     assert err.strip().splitlines()[-1] == "sparkmpi-dl: interrupted"
+
+
+# ---- the convention: one line on stderr, 2 for usage, 1 for a failure, a traceback only
+# with --debug ------------------------------------------------------------------------------
+
+EXPLODING_COMMAND = '''
+import argparse
+
+
+def _explode(args: argparse.Namespace) -> int:
+    raise RuntimeError("disk on fire\\nsecond line of the message")
+
+
+def register(commands, bench):
+    commands.add_parser("explode", help="raises an unexpected error").set_defaults(func=_explode)
+'''
+
+
+@pytest.fixture
+def exploding_command(tmp_path, monkeypatch):
+    """A subcommand with a bug, installed the way the project's own are (an entry point)."""
+    dist = tmp_path / "exploding_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: exploding-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[sparkmpi_dl.commands]\nexplode = exploding_cmds:register\n")
+    (tmp_path / "exploding_cmds.py").write_text(EXPLODING_COMMAND)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_an_unexpected_error_is_one_line_and_exit_code_1(exploding_command, capsys):
+    from sparkmpi_dl.cli import main
+
+    assert main(["explode"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "sparkmpi-dl: error: RuntimeError: disk on fire (run with --debug for the traceback)"]
+
+
+def test_debug_prints_the_traceback_of_an_unexpected_error(exploding_command, capsys):
+    from sparkmpi_dl.cli import main
+
+    assert main(["--debug", "explode"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last)") and "in _explode" in err, err
+    assert err.rstrip().endswith("second line of the message"), err
+
+
+def test_a_usage_error_of_a_handler_is_one_line_and_exit_code_2():
+    proc = _cli("mpirun", "-n", "0", "--", "true", timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == ["sparkmpi-dl: error: -n must be at least 1, got 0"]
+
+
+def test_a_bad_flag_is_one_line_and_exit_code_2(capsys):
+    from sparkmpi_dl.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["mpirun", "-n", "two", "--", "true"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "sparkmpi-dl mpirun: error: argument -n/--num-proc: invalid int value: 'two' "
+        "(see sparkmpi-dl mpirun --help)"]
