@@ -10,10 +10,11 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from agents.config import DQNConfig, RunConfig
+from agents.config import CompareConfig, DQNConfig, RunConfig
 from sparkmpi_dl.config import Flag, add_dataclass_flags, from_args
 from sparkmpi_dl.flags import add_num_proc, add_out
 
@@ -63,6 +64,23 @@ RUN_FLAGS = {"env_id": Flag(names=("--env",)), "total_steps": Flag(names=("--ste
              "env_kwargs": Flag(type=_parse_json_dict, metavar="JSON")}
 HYPER_FLAGS = {"hidden": Flag(type=_parse_hidden, metavar="WIDTHS"),
                "double": Flag(type=_parse_bool, metavar="BOOL")}
+
+
+def _objects(text: str) -> tuple[str, ...] | None:
+    """'rings,cells' -> ('rings', 'cells'); '' -> None (the generator's objects)."""
+    return tuple(o for o in text.split(",") if o) or None
+
+
+# agent compare: the generator (preset or JSON) and best fixed setting are parsed by the
+# command, so a bad one is its one error line like the other compare errors.
+COMPARE_FLAGS = {
+    "generator": Flag(type=str, metavar="PRESET|JSON"),
+    "heldout_objects": Flag(type=_objects, metavar="OBJ,OBJ,.."),
+    "best_fixed": Flag(type=str, metavar="ALG:BETA"),
+    "baselines": Flag(names=("--agents-only",), action="store_false",
+                      help="only the agents and (a) best fixed (skip ptypy's defaults, the hand "
+                           "schedule and BO): a cheap agent-vs-agent check on the same scans"),
+}
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -117,28 +135,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     cmp_.add_argument("--run-dir", dest="agents", action="append", help=argparse.SUPPRESS)
     cmp_.add_argument("--out", type=Path, default=Path("runs/agent-compare"),
                       help="output folder (default runs/agent-compare)")
-    cmp_.add_argument("--generator", default="train",
-                      help="scan distribution: a ScanGenerator preset (toy, train, heldout) "
-                           "or a JSON object of its fields (default train: 96 frames of 64x64)")
-    cmp_.add_argument("--heldout-objects", default="",
-                      help="comma-separated objects of the held-out scans (default: the "
-                           "generator's; held-out scans always use other seeds)")
-    cmp_.add_argument("--train-scans", type=int, default=8,
-                      help="training scans of the (algorithm, beta) grid search")
-    cmp_.add_argument("--test-scans", type=int, default=24, help="held-out scans")
-    cmp_.add_argument("--iterations", type=int, default=60, help="iteration budget per method")
-    cmp_.add_argument("--bo-trials", type=int, default=20,
-                      help="trials of the full-budget per-scan BO")
-    cmp_.add_argument("--bo-budget-trials", type=int, default=4,
-                      help="trials of the same-budget BO (each ITERATIONS/N iterations)")
-    cmp_.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
-                      help="reconstruction backend")
-    cmp_.add_argument("--best-fixed", metavar="ALG:BETA", default=None,
-                      help="use this setting as (a), e.g. raar:0.9, instead of the grid search "
-                           "on training scans (where the grid is unaffordable; reported as given)")
-    cmp_.add_argument("--agents-only", action="store_true",
-                      help="only the agents and (a) best fixed (skip ptypy's defaults, the hand "
-                           "schedule and BO): a cheap agent-vs-agent check on the same scans")
+    add_dataclass_flags(cmp_, CompareConfig, flags=COMPARE_FLAGS,
+                        exclude=("betas", "engine", "test_seed", "train_seed", "curve_every"))
     cmp_.add_argument("--reach", action="store_true",
                       help="only measure how many iterations each agent needs to reach the best "
                            "fixed setting's final true error on each held-out scan (issue 13 "
@@ -157,7 +155,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
 def _set_threads(n: int) -> None:
     if n <= 0:
-        raise SystemExit(f"agent: --threads must be > 0, got {n}")
+        raise SystemExit(f"agent: error: --threads must be > 0, got {n}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from sparkmpi_dl.tf_threads import limit_tf_threads
 
@@ -199,7 +197,7 @@ def _train(args: argparse.Namespace) -> int:
             return _train_distributed(args, run, cfg)
         train(run, cfg, args.run_dir)
     except ValueError as err:
-        print(f"agent train: error: {err}")
+        print(f"agent train: error: {err}", file=sys.stderr)
         return 2
     return 0
 
@@ -228,7 +226,7 @@ def _eval(args: argparse.Namespace) -> int:
         run, policy = _load_policy(args.run_dir, args.checkpoint)
         res = evaluate(policy, make_env(run.env_id, run.env_kwargs), args.episodes, seed=args.seed)
     except ValueError as err:
-        print(f"agent eval: error: {err}")
+        print(f"agent eval: error: {err}", file=sys.stderr)
         return 2
     print(f"{run.env_id}: {args.episodes} greedy episodes, return {res.mean:.2f} +- "
           f"{res.std:.2f} (min {res.returns.min():.1f}, max {res.returns.max():.1f})")
@@ -251,7 +249,7 @@ def _load_policy(run_dir: Path, checkpoint: Path | None = None):
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from agents.compare import CompareConfig, compare, parse_best_fixed, reach
+    from agents.compare import compare, parse_best_fixed, reach
     from agents.steer import load_agent
 
     try:
@@ -264,16 +262,11 @@ def _compare(args: argparse.Namespace) -> int:
         generator = args.generator
         if generator.lstrip().startswith("{"):
             generator = _parse_json_dict(generator)
-        config = CompareConfig(
-            generator=generator, test_scans=args.test_scans, train_scans=args.train_scans,
-            iterations=args.iterations, bo_trials=args.bo_trials,
-            bo_budget_trials=args.bo_budget_trials, backend=args.backend,
-            heldout_objects=tuple(o for o in args.heldout_objects.split(",") if o) or None,
-            best_fixed=parse_best_fixed(args.best_fixed) if args.best_fixed else None,
-            baselines=not args.agents_only)
+        config = from_args(CompareConfig, args, generator=generator, best_fixed=(
+            parse_best_fixed(args.best_fixed) if args.best_fixed else None))
         (reach if args.reach else compare)(agents, config, args.out)
     except (ValueError, argparse.ArgumentTypeError) as err:
-        print(f"agent compare: error: {err}")
+        print(f"agent compare: error: {err}", file=sys.stderr)
         return 2
     stem = "reach" if args.reach else "comparison"
     print(f"agent compare: wrote {args.out}/{stem}.json, {stem}.md, {stem}.png")
@@ -290,7 +283,7 @@ def _bench_cartpole(args: argparse.Namespace) -> int:
             res = train(RunConfig("CartPole-v1", total_steps=args.steps, seed=seed),
                         DQNConfig(**PRESETS["CartPole-v1"]), args.out / f"seed{seed}")
         except ValueError as err:  # e.g. a used run folder (sparkmpi_dl.runs)
-            print(f"bench agent-cartpole: error: {err}")
+            print(f"bench agent-cartpole: error: {err}", file=sys.stderr)
             return 2
         rows.append((seed, res.final_eval.mean, res.final_eval.std, res.steps_per_second,
                      res.steps_per_cpu_second))

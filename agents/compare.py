@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from agents.bo import minimize_scalar_bo
+from agents.config import CompareConfig
 
 Log = Callable[[str], None]
 
@@ -52,38 +53,6 @@ def parse_best_fixed(text: str) -> tuple[str, float]:
         raise ValueError(f"--best-fixed wants ALGORITHM:BETA with dm or raar and 0 < beta <= 1, "
                          f"got {text!r}")
     return algorithm.lower(), value
-
-
-@dataclass
-class CompareConfig:
-    """What is compared and on what."""
-
-    generator: dict[str, Any] | str = "train"     # held-out and training scan distribution
-    heldout_objects: tuple[str, ...] | None = None  # None: the generator's objects
-    test_scans: int = 24
-    train_scans: int = 8                           # for the grid search of (a)
-    iterations: int = 60                           # B, every method's budget (BO-20: per trial)
-    betas: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-    bo_trials: int = 20
-    bo_budget_trials: int = 4
-    engine: dict[str, Any] = field(default_factory=dict)
-    backend: str = "numpy"
-    test_seed: int = 200_000                        # scan i is drawn from seed test_seed + i
-    train_seed: int = 100_000
-    best_fixed: tuple[str, float] | None = None     # given (a): no grid search
-    baselines: bool = True                          # False: only the agents and (a)
-    curve_every: int = 5                            # iterations between points of (a)'s curve
-
-    def check(self) -> None:
-        if self.test_scans < 1 or self.train_scans < 1:
-            raise ValueError("compare: --test-scans and --train-scans must be >= 1")
-        if self.iterations < 2:
-            raise ValueError(f"compare: --iterations must be >= 2, got {self.iterations}")
-        if self.bo_trials < 2 or not 2 <= self.bo_budget_trials <= self.iterations:
-            raise ValueError("compare: --bo-trials must be >= 2 and --bo-budget-trials in "
-                             "[2, --iterations]")
-        if self.curve_every < 1:
-            raise ValueError(f"compare: curve_every must be >= 1, got {self.curve_every}")
 
 
 @dataclass

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass
@@ -108,6 +108,58 @@ class RunConfig:
         for name in ("eval_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"RunConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class CompareConfig:
+    """What `agent compare` compares and on what (agents/compare.py). The fields but betas,
+    engine, the seeds and curve_every are its flags."""
+
+    generator: dict[str, Any] | str = "train"
+    """scan distribution: a ScanGenerator preset (toy, train: 96 frames of 64x64, heldout) or
+    a JSON object of its fields"""
+    heldout_objects: tuple[str, ...] | None = None
+    """comma-separated objects of the held-out scans (default: the generator's; held-out
+    scans always use other seeds)"""
+    test_scans: int = 24
+    """held-out scans"""
+    train_scans: int = 8
+    """training scans of the (algorithm, beta) grid search"""
+    iterations: int = 60
+    """iteration budget per method (BO: per trial)"""
+    betas: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    """the betas of the grid search for (a) best fixed"""
+    bo_trials: int = 20
+    """trials of the full-budget per-scan BO"""
+    bo_budget_trials: int = 4
+    """trials of the same-budget BO (each ITERATIONS/N iterations)"""
+    engine: dict[str, Any] = field(default_factory=dict)
+    """EngineConfig fields of every reconstruction"""
+    backend: Literal["numpy", "cupy"] = "numpy"
+    """reconstruction backend"""
+    test_seed: int = 200_000
+    """held-out scan i is drawn from seed test_seed + i"""
+    train_seed: int = 100_000
+    """training scan i is drawn from seed train_seed + i"""
+    best_fixed: tuple[str, float] | None = None
+    """use this setting as (a), e.g. raar:0.9, instead of the grid search on training scans
+    (where the grid is unaffordable; reported as given)"""
+    baselines: bool = True
+    """also ptypy's defaults, the hand schedule and BO (else only the agents and (a))"""
+    curve_every: int = 5
+    """iterations between points of (a)'s curve"""
+
+    def check(self) -> None:
+        """Raise ValueError naming the first option outside its range."""
+        if self.test_scans < 1 or self.train_scans < 1:
+            raise ValueError("compare: --test-scans and --train-scans must be >= 1")
+        if self.iterations < 2:
+            raise ValueError(f"compare: --iterations must be >= 2, got {self.iterations}")
+        if self.bo_trials < 2 or not 2 <= self.bo_budget_trials <= self.iterations:
+            raise ValueError("compare: --bo-trials must be >= 2 and --bo-budget-trials in "
+                             "[2, --iterations]")
+        if self.curve_every < 1:
+            raise ValueError(f"compare: curve_every must be >= 1, got {self.curve_every}")
 
 
 def linear_schedule(step: int, start: float, end: float, duration: int) -> float:

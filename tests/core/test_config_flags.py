@@ -148,7 +148,7 @@ def test_every_project_config_turned_into_flags_documents_every_field():
     build_parser()
     project = [c for c in flagged_classes() if not c.__module__.startswith("tests")]
     names = {c.__qualname__ for c in project}
-    assert {"TrainConfig", "LaunchOptions", "DQNConfig", "RunConfig", "BuildConfig",
+    assert {"TrainConfig", "LaunchOptions", "DQNConfig", "RunConfig", "CompareConfig", "BuildConfig",
             "EstimatorConfig"} <= names
     for cls in project:
         docs = field_docs(cls)
