@@ -6,9 +6,11 @@ import json
 import sys
 from typing import Any
 
+from sparkmpi_dl.config import Flag, add_dataclass_flags, from_args
 from sparkmpi_dl.flags import add_frame_size, add_num_proc, positive_int
 
-from .records import DEFAULT_MAX_LEN, DEFAULT_PREFIX
+from .publish import PublishOptions
+from .records import DEFAULT_PREFIX
 
 
 def _count(text: str) -> int:
@@ -82,16 +84,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--cxi", metavar="FILE", help="CXI file to publish")
     src.add_argument("--simulate", action="store_true", help="simulate the scan (see below)")
-    p.add_argument("--rate", type=float, default=100.0, metavar="FRAMES_PER_S",
-                   help="frames per second (default 100; 0 = as fast as the broker takes them)")
-    p.add_argument("--streams", type=positive_int, default=2, metavar="K",
-                   help="streams (topics) the frames are spread over by frame index (default 2)")
-    p.add_argument("--max-len", dest="max_len", type=positive_int, default=DEFAULT_MAX_LEN,
-                   help=f"unconsumed entries per stream at which the publisher waits "
-                        f"(default {DEFAULT_MAX_LEN})")
+    add_dataclass_flags(p, PublishOptions, exclude=("prefix", "progress_every_s"), defaults={
+        "rate": 100.0}, flags={"rate": Flag(metavar="FRAMES_PER_S"),
+                               "streams": Flag(type=positive_int, metavar="K"),
+                               "max_len": Flag(type=positive_int),
+                               "backlog_timeout_s": Flag(names=("--backlog-timeout",), type=_seconds,
+                                                         metavar="S")})
     p.add_argument("--scan-id", dest="scan_id", help="scan id (default: scan-<time>-<random>)")
-    p.add_argument("--backlog-timeout", dest="backlog_timeout", type=_seconds, default=600.0,
-                   help="fail if the consumer takes nothing for this long at the bound")
     _add_broker(p)
     _add_simulation(p)
     p.set_defaults(func=publish_command)
@@ -154,10 +153,9 @@ def publish_command(args: argparse.Namespace) -> int:
     from recon_env.errors import CXIFormatError
 
     from .broker import BrokerError, resolve
-    from .publish import BacklogTimeout, PublishOptions, cxi_scan, publish, simulated_scan
+    from .publish import BacklogTimeout, cxi_scan, publish, simulated_scan
 
-    opts = PublishOptions(streams=args.streams, rate=args.rate or None, prefix=args.prefix,
-                          max_len=args.max_len, backlog_timeout_s=args.backlog_timeout)
+    opts = from_args(PublishOptions, args, rate=args.rate or None)
     try:
         opts.check()
         broker = resolve(args.broker)

@@ -32,12 +32,20 @@ class BacklogTimeout(RuntimeError):
 
 @dataclass
 class PublishOptions:
+    """How a scan is published; `stream publish`'s flags (sparkmpi_dl.config)."""
+
     streams: int = 2
-    rate: float | None = None          # frames per second; None = as fast as the broker takes
+    """streams (topics) the frames are spread over by frame index"""
+    rate: float | None = None
+    """frames per second (None, on the command line 0: as fast as the broker takes them)"""
     prefix: str = DEFAULT_PREFIX
-    max_len: int = DEFAULT_MAX_LEN     # unconsumed entries per stream before the publisher waits
-    backlog_timeout_s: float = 600.0   # give up after waiting this long for the consumer
+    """stream name prefix: streams PREFIX:frames:K"""
+    max_len: int = DEFAULT_MAX_LEN
+    """unconsumed entries per stream at which the publisher waits"""
+    backlog_timeout_s: float = 600.0
+    """fail if the consumer takes nothing for this long (s) at the bound"""
     progress_every_s: float = 1.0
+    """seconds between progress lines"""
 
     def check(self) -> None:
         if self.streams < 1:
