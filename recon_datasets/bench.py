@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -58,10 +59,11 @@ def measure(config, tasks: list[int], repeat: int, master: str | None) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     if args.repeat < 1 or not args.tasks or min(args.tasks) < 1:
-        print("sparkmpi-dl bench dataset: error: --repeat and --tasks must be >= 1")
+        print("sparkmpi-dl bench dataset: error: --repeat and --tasks must be >= 1", file=sys.stderr)
         return 2
     if max(args.tasks) > args.scans:
-        print(f"sparkmpi-dl bench dataset: error: --tasks {max(args.tasks)} > --scans {args.scans}")
+        print(f"sparkmpi-dl bench dataset: error: --tasks {max(args.tasks)} > --scans {args.scans}",
+              file=sys.stderr)
         return 2
     args.partitions = None
     result = measure(config_from_args(args), list(args.tasks), args.repeat, args.master)

@@ -7,8 +7,10 @@ from sparkmpi_dl.cli import main
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    """Exit code and everything printed (results on stdout, the error line on stderr)."""
     code = main(list(argv))
-    return code, capsys.readouterr().out
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
 
 
 @pytest.mark.parametrize("env,message", [

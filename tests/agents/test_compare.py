@@ -99,7 +99,7 @@ def test_bad_arguments_are_one_line(args, message, tmp_path: Path, capsys):
     from sparkmpi_dl.cli import main
 
     assert main(["agent", "compare", "--out", str(tmp_path / "c"), *args]) == 2
-    lines = capsys.readouterr().out.strip().splitlines()
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and lines[0].startswith("agent compare: error")
 
 
