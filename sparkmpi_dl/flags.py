@@ -10,7 +10,8 @@ photons        ``--photons``         (dataset: ``--log10-photons``)
 =============  ====================  ==========================================
 
 The old spellings are hidden aliases (same ``dest``), so scripts written against them
-keep working while ``--help`` shows one name.
+keep working while ``--help`` shows one name. A config dataclass's flags come from
+:mod:`sparkmpi_dl.config`, whose ``Flag(names=..., hidden=...)`` uses the same aliasing.
 """
 from __future__ import annotations
 
