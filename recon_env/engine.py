@@ -41,23 +41,40 @@ ALGORITHMS = ("dm", "raar")
 class EngineConfig:
     """Engine settings that stay fixed during a run (the agent steers only step() args)."""
 
-    overlap_iterations: int = 1       # inner object/probe refinement loops per iteration
-    probe_update_start: int = 2       # first iteration (0-based) that refines the probe
-    probe_support: float | None = 0.9  # radius of the probe support, fraction of N/2
-    object_inertia: float = 1e-4      # relative to the largest eq. 4 denominator
-    probe_inertia: float = 1e-3       # relative to the largest eq. 5 denominator
-    fourier_power_bound: float | None = None  # mean squared |F|-A per valid pixel
-    divergence_threshold: float = 1e3  # relative Fourier error above this = diverged
-    block_frames: int | None = None   # frames per kernel block (None: backend default)
-    host_frames: bool | None = None   # GPU: keep psi/amplitudes in host memory and stream
-                                      # blocks (None: only when they do not fit the GPU)
+    overlap_iterations: int = 1
+    """inner object/probe refinement loops (overlap projections) per iteration"""
+    probe_update_start: int = 2
+    """first iteration (0-based) that refines the probe"""
+    probe_support: float | None = 0.9
+    """radius of the probe support, a fraction of N/2 (None: no support)"""
+    object_inertia: float = 1e-4
+    """object update inertia, relative to the largest eq. 4 denominator"""
+    probe_inertia: float = 1e-3
+    """probe update inertia, relative to the largest eq. 5 denominator"""
+    fourier_power_bound: float | None = None
+    """Fourier-constraint power bound (noise tolerance): mean squared |F|-A per valid pixel
+    left uncorrected (None: none)"""
+    divergence_threshold: float = 1e3
+    """a relative Fourier error above this means the run diverged"""
+    block_frames: int | None = None
+    """frames per kernel block (None: the backend's default)"""
+    host_frames: bool | None = None
+    """GPU: keep psi and the amplitudes in host memory and stream blocks (None: only when
+    they do not fit the GPU)"""
     seed: int = 0
-    subpixel: bool | None = None      # fractional positions (None: when the data have them)
-    probe_modes: int = 1              # mixed-state probe modes (incoherent sum)
-    refine_positions: bool = False    # refine each frame's position (implies subpixel)
-    position_start: int = 15          # first iteration (0-based) that refines positions
-    position_step_max: float = 0.3    # px: bound on one frame's shift per iteration
-    deterministic: bool = True        # GPU: bit-reproducible sums (False: float atomics)
+    """seed of the engine's starting guess"""
+    subpixel: bool | None = None
+    """model fractional positions (None: when the data have them)"""
+    probe_modes: int = 1
+    """mixed-state probe modes (incoherent sum)"""
+    refine_positions: bool = False
+    """refine each frame's position (implies subpixel)"""
+    position_start: int = 15
+    """first iteration (0-based) that refines positions"""
+    position_step_max: float = 0.3
+    """largest position change (px) per frame and iteration"""
+    deterministic: bool = True
+    """GPU: bit-reproducible sums (False: float atomics, whose results vary in the last bits)"""
 
     def check(self) -> None:
         if self.overlap_iterations < 1:

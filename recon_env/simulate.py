@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -30,27 +31,48 @@ class SimulationConfig:
     """Parameters of one simulated scan (defaults give a well-posed 128-pixel case)."""
 
     n_frames: int = 512
+    """diffraction frames in the scan"""
     frame_size: int = 128
-    probe: str = "airy"
-    probe_diameter: float = 40.0      # px; Airy: first-zero diameter, Gaussian: FWHM
-    probe_defocus: float = 3.0        # rad of quadratic phase at the pupil edge / probe edge
-    object: str = "mixed"             # a built-in name, or a path to an image / .npy file
-    phase_max: float = 1.0            # rad, object phase range
-    amplitude_min: float = 0.6        # object amplitude range [amplitude_min, 1]
-    scan: str = "fermat"
-    overlap: float = 0.75             # 1 - step / probe_diameter
-    jitter: float = 0.0               # px, std of Gaussian position errors (rounded)
-    photons: float | None = 1e8       # per frame; None: no noise
-    bad_pixels: float = 0.0           # fraction of randomly masked detector pixels
-    beamstop: float = 0.0             # radius (px) of a masked central disc
+    """detector pixels per side (square frames; an even number >= 8)"""
+    probe: Literal["airy", "gaussian"] = "airy"
+    """probe shape: airy (a focused beam) or gaussian"""
+    probe_diameter: float = 40.0
+    """probe size (px): the Airy first-zero diameter, the Gaussian FWHM"""
+    probe_defocus: float = 3.0
+    """rad of quadratic phase at the pupil edge (Airy) or at r = FWHM (Gaussian)"""
+    object: str = "mixed"
+    """built-in (mixed, siemens, cells, rings, flat) or an image / .npy file"""
+    phase_max: float = 1.0
+    """object phase range (rad)"""
+    amplitude_min: float = 0.6
+    """lowest object amplitude (the range is [amplitude_min, 1])"""
+    scan: Literal["fermat", "raster", "concentric"] = "fermat"
+    """scan pattern"""
+    overlap: float = 0.75
+    """probe overlap fraction: 1 - step / probe_diameter"""
+    jitter: float = 0.0
+    """std (px) of Gaussian scan position errors (rounded to whole pixels)"""
+    photons: float | None = 1e8
+    """photons per frame incident on the sample (None: noise-free data)"""
+    bad_pixels: float = 0.0
+    """fraction of randomly masked (dead) detector pixels"""
+    beamstop: float = 0.0
+    """radius (px) of a masked central disc"""
     seed: int = 0
+    """seed of the noise and the scan errors (built-in objects keep their own)"""
     energy_ev: float = 8000.0
+    """photon energy (eV)"""
     distance_m: float = 2.0
+    """sample-detector distance (m)"""
     detector_pixel_m: float = 75e-6
-    subpixel: bool = False            # keep fractional positions (object Fourier-shifted)
-    mode_powers: tuple[float, ...] | None = None  # probe mode power fractions (sum 1)
-    position_error: float = 0.0       # px RMS (vector length) of errors in the reported
-                                      # positions; the true ones go to meta["true_positions"]
+    """detector pixel size (m)"""
+    subpixel: bool = False
+    """keep fractional positions (each frame's object window Fourier-shifted)"""
+    mode_powers: tuple[float, ...] | None = None
+    """a partially coherent probe with these mode power fractions (summing to 1)"""
+    position_error: float = 0.0
+    """RMS error (px, vector length) of the recorded positions; the true ones go to
+    meta["true_positions"]"""
 
     def check(self) -> None:
         if self.n_frames < 1:
