@@ -10,10 +10,11 @@ pyarrow's ``to_numpy`` imports pandas, which costs a rank 0.5-1 s of start-up.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
+from numpy.typing import DTypeLike, NDArray
 
 
 _NUMPY_TYPES: dict[pa.DataType, type] = {
@@ -28,7 +29,7 @@ class ColumnShapeError(ValueError):
 
 
 def column_as_array(table: pa.Table | pa.RecordBatch, column: str, shape: Sequence[int] = (),
-                    dtype: np.dtype | type | str | None = None) -> np.ndarray:
+                    dtype: DTypeLike = None) -> NDArray[Any]:
     """Column ``column`` as one ``(rows, *shape)`` array, viewed from Arrow's value buffers.
 
     Works for list / large-list / fixed-size-list columns (e.g. Spark ``array<float>``),
@@ -57,7 +58,7 @@ def column_as_array(table: pa.Table | pa.RecordBatch, column: str, shape: Sequen
 
 
 def _chunk_values(chunk: pa.Array, column: str, per_row: int,
-                  dtype: np.dtype | type | str | None) -> np.ndarray:
+                  dtype: DTypeLike) -> NDArray[Any]:
     if chunk.null_count:
         raise ColumnShapeError(f"column {column!r} has {chunk.null_count} null rows; "
                                "fill or filter them before viewing it as an array")
@@ -94,7 +95,7 @@ def _chunk_values(chunk: pa.Array, column: str, per_row: int,
 
 
 def _binary_values(chunk: pa.Array, column: str, per_row: int,
-                   dtype: np.dtype | type | str | None) -> np.ndarray:
+                   dtype: DTypeLike) -> NDArray[Any]:
     if dtype is None:
         raise ColumnShapeError(f"column {column!r} is binary: say which dtype its bytes hold")
     target = np.dtype(dtype)
@@ -116,7 +117,7 @@ def _binary_values(chunk: pa.Array, column: str, per_row: int,
     return np.frombuffer(buffer, dtype=target, count=len(chunk) * per_row, offset=start)
 
 
-def _primitive_view(values: pa.Array, column: str) -> np.ndarray:
+def _primitive_view(values: pa.Array, column: str) -> NDArray[Any]:
     """The values of a null-free numeric array, viewed in place."""
     target = _NUMPY_TYPES.get(values.type)
     if target is None:
@@ -128,7 +129,7 @@ def _primitive_view(values: pa.Array, column: str) -> np.ndarray:
     return np.frombuffer(values.buffers()[1], dtype=target, count=len(values), offset=values.offset * itemsize)
 
 
-def _value_dtype(kind: pa.DataType, column: str) -> np.dtype:
+def _value_dtype(kind: pa.DataType, column: str) -> np.dtype[Any]:
     while pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
         kind = kind.value_type
     target = _NUMPY_TYPES.get(kind)

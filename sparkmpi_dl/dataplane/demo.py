@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FRAME = (64, 64)
 
 
-def _frame_stats(table) -> dict:
+def _frame_stats(table: pa.Table) -> dict[str, Any]:
     import numpy as np
     from mpi4py import MPI
 
@@ -21,7 +24,7 @@ def _frame_stats(table) -> dict:
     return {"frames": frames, "sum": total}
 
 
-def _normalise(table):
+def _normalise(table: pa.Table) -> pa.Table:
     """Each frame's sum over the mean frame sum of all ranks (map_in_mpi)."""
     import numpy as np
     import pyarrow as pa
@@ -34,7 +37,7 @@ def _normalise(table):
     return pa.table({"id": table["id"], "relative_intensity": pa.array(sums / mean, pa.float64())})
 
 
-def dataplane_stage(sc: Any, out: Path) -> dict:
+def dataplane_stage(sc: Any, out: Path) -> dict[str, Any]:
     """Spark writes and reads back a Parquet set of frames; MPI ranks reduce them in place."""
     from pyspark.sql import SparkSession
 
@@ -55,6 +58,8 @@ def dataplane_stage(sc: Any, out: Path) -> dict:
                                       num_proc=ranks)
     relative.write.mode("overwrite").parquet(str(out / "dataplane-relative.parquet"))
     brightest = relative.orderBy("relative_intensity", ascending=False).first()
+    if brightest is None:
+        raise RuntimeError("map_in_mpi returned no rows")
     return {"ranks": ranks, "frames": stats[0]["frames"], "photon_sum": stats[0]["sum"],
             "brightest_frame": brightest.id, "brightest_relative_intensity": brightest.relative_intensity}
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import cloudpickle
 import pyarrow as pa
@@ -35,7 +35,7 @@ from sparkmpi_dl.dataplane.partition import MapPartition, WithPartition
 from sparkmpi_dl.launch.rank import RankSpec, run_rank
 from sparkmpi_dl.launch.spark import (NotEnoughSlots, _gpu_env, _launch, available_slots,
                                       require_slots, spark_context)
-from sparkmpi_dl.pmi import EnvProvider, OutputSink
+from sparkmpi_dl.pmi import EnvProvider, JobService, OutputSink
 
 RUN_SCHEMA = pa.schema([("rank", pa.int64()), ("result", pa.binary())])
 
@@ -69,7 +69,7 @@ def arrow_schema(df: DataFrame) -> pa.Schema:
     return pa.schema(fields)
 
 
-def context_of(data: DataFrame | RDD, spark: SparkSession | SparkContext | None,
+def context_of(data: DataFrame | RDD[Any], spark: SparkSession | SparkContext | None,
                master: str | None) -> SparkContext:
     if spark is None and master is None:
         return data.sparkSession.sparkContext if isinstance(data, DataFrame) else data.context
@@ -79,7 +79,7 @@ def context_of(data: DataFrame | RDD, spark: SparkSession | SparkContext | None,
 class Placed:
     """The data laid out as one partition per rank, and how to release what that took."""
 
-    def __init__(self, data: DataFrame | RDD, num_proc: int, checkpoint: Any = None) -> None:
+    def __init__(self, data: DataFrame | RDD[Any], num_proc: int, checkpoint: Any = None) -> None:
         self.data, self.num_proc, self._checkpoint = data, num_proc, checkpoint
 
     def release(self) -> None:
@@ -92,7 +92,7 @@ class Placed:
             self._checkpoint = None
 
 
-def place(sc: SparkContext, data: DataFrame | RDD, num_proc: int | None, slot_wait_s: float) -> Placed:
+def place(sc: SparkContext, data: DataFrame | RDD[Any], num_proc: int | None, slot_wait_s: float) -> Placed:
     """One partition per rank: check the slots first, then coalesce or repartition if asked."""
     if not isinstance(data, (DataFrame, RDD)):
         raise TypeError(f"data must be a pyspark DataFrame or RDD, not {type(data).__name__}")
@@ -132,18 +132,18 @@ _REFUSED_IN_BARRIER = ("Coalesce", "Union", "PartitionPruning", "CoalescedRDD", 
 stage over them (SPARK-24820), so such data is local-checkpointed first."""
 
 
-def _barrier_refuses(data: DataFrame | RDD) -> bool:
+def _barrier_refuses(data: DataFrame | RDD[Any]) -> bool:
     try:
         if isinstance(data, DataFrame):
             plan = data._jdf.queryExecution().executedPlan().toString()
         else:
-            plan = data.toDebugString().decode()
+            plan = (data.toDebugString() or b"").decode()
     except Exception:
         return False
     return any(name in plan for name in _REFUSED_IN_BARRIER)
 
 
-def _checkpointed(data: DataFrame | RDD, num_proc: int) -> Placed:
+def _checkpointed(data: DataFrame | RDD[Any], num_proc: int) -> Placed:
     if isinstance(data, DataFrame):
         placed = data.localCheckpoint(eager=True)
         return Placed(placed, num_proc, _checkpoint_rdd(placed))
@@ -174,11 +174,11 @@ def _epoch(ctx: BarrierTaskContext) -> int:
 
 
 def dataframe_task(spec: RankSpec, size: int, schema: pa.Schema, directory: str | None,
-                   map_result: bool) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+                   map_result: bool) -> Callable[[Iterable[pa.RecordBatch]], Iterable[pa.RecordBatch]]:
     """The barrier task over a DataFrame partition (a ``mapInArrow`` function)."""
     schema_bytes = schema.serialize().to_pybytes()
 
-    def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def task(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow.ipc as ipc
 
         ctx = BarrierTaskContext.get()
@@ -207,9 +207,10 @@ def dataframe_task(spec: RankSpec, size: int, schema: pa.Schema, directory: str 
     return task
 
 
-def rdd_task(spec: RankSpec, size: int, directory: str | None) -> Callable[[Iterator[Any]], Iterator[tuple[int, Any]]]:
+def rdd_task(spec: RankSpec, size: int,
+             directory: str | None) -> Callable[[Iterable[Any]], Iterable[tuple[int, Any]]]:
     """The barrier task over an RDD partition: its records, pickled as one list."""
-    def task(records: Iterator[Any]) -> Iterator[tuple[int, Any]]:
+    def task(records: Iterable[Any]) -> Iterator[tuple[int, Any]]:
         ctx = BarrierTaskContext.get()
         rank = ctx.partitionId()
         _check_size(ctx, size)
@@ -237,7 +238,7 @@ def arrow_batch_limit(session: SparkSession, limit: int = ARROW_BATCH_BYTES) -> 
         session.conf.unset(ARROW_BATCH_CONF)
 
 
-def _configured_dir(sc: SparkContext, data: DataFrame | RDD) -> str | None:
+def _configured_dir(sc: SparkContext, data: DataFrame | RDD[Any]) -> str | None:
     if isinstance(data, DataFrame):
         value = data.sparkSession.conf.get(DATA_DIR_CONF, None)
         if value:
@@ -264,7 +265,7 @@ def _results_stage(sc: SparkContext, placed: Placed, directory: str | None) -> C
     return stage
 
 
-def run_on_data(fn: Callable[..., Any] | None, argv: Sequence[str] | None, data: DataFrame | RDD,
+def run_on_data(fn: Callable[..., Any] | None, argv: Sequence[str] | None, data: DataFrame | RDD[Any],
                 num_proc: int | None, *, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
                 spark: SparkSession | SparkContext | None = None, master: str | None = None,
                 env: dict[str, str] | None = None, env_provider: EnvProvider | None = None,
@@ -278,10 +279,10 @@ def run_on_data(fn: Callable[..., Any] | None, argv: Sequence[str] | None, data:
     if fn is not None:
         payload = cloudpickle.dumps((WithPartition(fn), tuple(args), dict(kwargs or {})))
 
-        def spec_for(s) -> RankSpec:
+        def spec_for(s: JobService) -> RankSpec:
             return RankSpec(s.address, s.secret, s.job_id, payload=payload, env=dict(env or {}))
     else:
-        def spec_for(s) -> RankSpec:
+        def spec_for(s: JobService) -> RankSpec:
             return RankSpec(s.address, s.secret, s.job_id, argv=tuple(argv or ()), env=dict(env or {}), cwd=cwd)
     try:
         results = _launch(sc, spec_for, placed.num_proc, env_provider, output, bind_host, start_timeout,
@@ -316,13 +317,16 @@ def map_in_mpi(df: DataFrame, fn: Callable[..., Any], schema: Any, *, num_proc: 
     payload = cloudpickle.dumps((MapPartition(fn, out_schema), tuple(args), dict(kwargs or {})))
 
     def stage(spec: RankSpec) -> DataFrame:
-        task = dataframe_task(spec, placed.num_proc, arrow_schema(placed.data), directory, map_result=True)
-        with arrow_batch_limit(placed.data.sparkSession):
-            return placed.data.mapInArrow(task, schema, barrier=True).localCheckpoint(eager=True)
+        data = placed.data
+        assert isinstance(data, DataFrame)  # placing a DataFrame gives a DataFrame
+        task = dataframe_task(spec, placed.num_proc, arrow_schema(data), directory, map_result=True)
+        with arrow_batch_limit(data.sparkSession):
+            return data.mapInArrow(task, schema, barrier=True).localCheckpoint(eager=True)
 
     try:
-        return _launch(sc, lambda s: RankSpec(s.address, s.secret, s.job_id, payload=payload, env=dict(env or {})),
+        result: DataFrame = _launch(sc, lambda s: RankSpec(s.address, s.secret, s.job_id, payload=payload, env=dict(env or {})),
                        placed.num_proc, env_provider, output, bind_host, start_timeout, slot_wait_s,
                        0, timeout=timeout, stage=stage)
     finally:
         placed.release()
+    return result
