@@ -13,8 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sparkmpi_dl.flags import add_frame_size, add_num_proc, positive_int
+from sparkmpi_dl.config import Flag, add_dataclass_flags, comma_separated, field_docs
+from sparkmpi_dl.flags import positive_int
 from sparkmpi_dl.launch.environment import in_mpi_job
+
+from .engine import EngineConfig
+from .options import RunOptions
+from .simulate import SimulationConfig
 
 
 
@@ -40,66 +45,63 @@ class _SparkMaster(argparse.Action):
         namespace.spark = True
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    add_num_proc(p, dest="ranks", type=positive_int, default=1, help="MPI ranks (frames split)")
-    p.add_argument("--spark", action="store_true", help="run the ranks as Spark barrier tasks "
-                   "(with --cxi: Spark tasks read the frames and hand them to the ranks)")
+# How a field's flag differs from ``--field-name`` (sparkmpi_dl.config). The flags a field
+# had without a default (None: the simulator's or the engine's) still parse to None when not
+# given (unset_is_none), so the configs' own defaults apply as before.
+RUN_FLAGS = {
+    "save_simulation": Flag(metavar="FILE"), "report_every": Flag(type=positive_int),
+    "overwrite": Flag(action="store_true"), "agent": Flag(metavar="RUN_DIR"),
+    "agent_every": Flag(type=positive_int, metavar="K"),
+    "json": Flag(action="store_true"),
+    "ranks": Flag(names=("-n", "--num-proc"), hidden=("--ranks",), type=positive_int,
+                  metavar="N"),
+    "spark": Flag(action="store_true"), "threads": Flag(type=positive_int),
+    "gpu_simulation": Flag(action="store_true"),
+}
+SIM_FLAGS = {
+    "n_frames": Flag(names=("--frames",), type=positive_int),
+    "frame_size": Flag(names=("--frame-size",), hidden=("--shape",), type=_shape,
+                       metavar="PIXELS"),
+    "seed": Flag(help="simulation noise and engine start seed"),
+    "position_error": Flag(metavar="PX"),
+    "mode_powers": Flag(type=comma_separated(float, example="0.7,0.2,0.1"),
+                        metavar="F1,F2,.."),
+}
+ENGINE_FLAGS = {
+    "fourier_power_bound": Flag(names=("--power-bound",)),
+    "subpixel": Flag(help="simulation: fractional scan positions; reconstruction: model them "
+                     "(--no-subpixel rounds)", default_text="on when the positions are fractional"),
+    "refine_positions": Flag(action="store_true", help="refine every frame's position (written "
+                             "to recon.cxi, drawn in positions.png)"),
+    "position_start": Flag(metavar="N"),
+    "position_step_max": Flag(names=("--position-step",), metavar="PX"),
+    "probe_modes": Flag(type=positive_int, metavar="K", help="reconstruct K incoherent probe "
+                        "modes (power fractions in summary.json and modes.png)"),
+    "overlap_iterations": Flag(type=positive_int), "block_frames": Flag(type=positive_int),
+    "host_frames": Flag(action="store_true", help="with --backend cupy: keep frames in host "
+                        "memory, stream blocks", default_text="only when they do not fit the GPU"),
+    "deterministic": Flag(names=("--gpu-atomics",), action="store_false",
+                          help="with --backend cupy: float atomics for the object sums instead "
+                          "of the ordered gather (results then vary in the last bits from run "
+                          "to run; not faster on an H200)"),
+}
+# flags both commands have (bench recon always simulates, and only times the engine)
+COMMON_RUN = ("ranks", "spark", "backend", "threads", "comm", "algorithm", "gpu_simulation")
+COMMON_ENGINE = ("overlap_iterations", "probe_update_start", "block_frames", "host_frames",
+                 "deterministic")
+# flags whose value is None unless given (the dataclass default applies later)
+RECON_SIM_UNSET = ("scan", "probe", "object", "overlap", "jitter", "bad_pixels",
+                   "position_error", "mode_powers")
+RECON_ENGINE = ("probe_support", "fourier_power_bound", "subpixel", "refine_positions",
+                "position_start", "position_step_max", "probe_modes", *COMMON_ENGINE)
+
+
+def _add_run(p: argparse.ArgumentParser, only: tuple[str, ...], **kwargs) -> None:
+    """``only`` of the RunOptions flags, then ``--master`` (it sets --spark as well)."""
+    add_dataclass_flags(p, RunOptions, flags={**RUN_FLAGS, **kwargs.pop("flags", {})},
+                        only=only, **kwargs)
     p.add_argument("--master", default=None, action=_SparkMaster,
-                   help="Spark master URL; implies --spark (default: spark-submit's, "
-                        "else local[*])")
-    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
-                   help="array library (cupy: NVIDIA GPU)")
-    p.add_argument("--threads", type=positive_int, default=1,
-                   help="threads per rank (numpy backend: frame blocks processed in parallel)")
-    p.add_argument("--comm", choices=("auto", "serial", "mpi", "nccl"), default="auto",
-                   help="how ranks sum: auto = NCCL for cupy, host MPI otherwise")
-    p.add_argument("--algorithm", choices=("dm", "raar"), default="dm",
-                   help="Difference Map or RAAR")
-    p.add_argument("--seed", type=int, default=0, help="simulation noise and engine start seed")
-    p.add_argument("--photons", type=float, default=1e8, help="photons per frame (simulation)")
-    p.add_argument("--overlap-iterations", dest="overlap_iterations", type=positive_int,
-                   help="inner overlap-projection iterations (default: the engine's)")
-    p.add_argument("--probe-update-start", dest="probe_update_start", type=int,
-                   help="iteration from which the probe is refined (default: the engine's)")
-    p.add_argument("--block-frames", dest="block_frames", type=positive_int,
-                   help="frames processed per block (default: the engine's)")
-    p.add_argument("--host-frames", dest="host_frames", action="store_const", const=True,
-                   help="with --backend cupy: keep frames in host memory, stream blocks")
-    p.add_argument("--gpu-simulation", dest="gpu_simulation", action="store_true",
-                   help="with --backend cupy: simulate the data on the GPU (large benchmarks)")
-    p.add_argument("--gpu-atomics", dest="deterministic", action="store_const", const=False,
-                   help="with --backend cupy: float atomics for the object sums instead of "
-                   "the ordered gather (results then vary in the last bits from run to run; "
-                   "not faster on an H200)")
-
-
-def _fractions(text: str) -> tuple[float, ...]:
-    """'0.7,0.2,0.1' -> (0.7, 0.2, 0.1)."""
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from err
-
-
-def _add_issue14(p: argparse.ArgumentParser) -> None:
-    """Sub-pixel positions, position refinement and probe modes."""
-    p.add_argument("--subpixel", action=argparse.BooleanOptionalAction, default=None,
-                   help="simulation: fractional scan positions; reconstruction: model them "
-                   "(default: on when the positions are fractional; --no-subpixel rounds)")
-    p.add_argument("--position-error", dest="position_error", type=float, metavar="PX",
-                   help="simulation: RMS error (px) of the recorded positions")
-    p.add_argument("--refine-positions", dest="refine_positions", action="store_const",
-                   const=True, help="refine every frame's position (written to recon.cxi, "
-                   "drawn in positions.png)")
-    p.add_argument("--position-start", dest="position_start", type=int, metavar="N",
-                   help="first iteration that refines positions (default: the engine's)")
-    p.add_argument("--position-step", dest="position_step_max", type=float, metavar="PX",
-                   help="largest position change per frame and iteration (default: the engine's)")
-    p.add_argument("--probe-modes", dest="probe_modes", type=positive_int, metavar="K",
-                   help="reconstruct K incoherent probe modes (power fractions in "
-                   "summary.json and modes.png)")
-    p.add_argument("--mode-powers", dest="mode_powers", type=_fractions, metavar="F1,F2,..",
-                   help="simulation: a partially coherent probe with these mode power fractions")
+                   help=field_docs(RunOptions)["master"])
 
 
 def register(commands, bench) -> None:
@@ -110,52 +112,27 @@ def register(commands, bench) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--cxi", metavar="FILE", help="CXI input file")
     src.add_argument("--simulate", action="store_true", help="simulate the data (see --frames...)")
-    p.add_argument("--iterations", type=int, default=100, help="reconstruction iterations")
-    p.add_argument("--beta", type=float, help="DM/RAAR relaxation (default: the algorithm's)")
-    p.add_argument("--gamma1", type=float, help="DM gamma1 (default: the engine's)")
-    p.add_argument("--gamma2", type=float, help="DM gamma2 (default: the engine's)")
-    p.add_argument("--frames", dest="n_frames", type=positive_int, default=512,
-                   help="diffraction frames (simulation)")
-    add_frame_size(p, type=_shape, default=128, help="detector pixels per side (simulation)")
-    p.add_argument("--scan", choices=("fermat", "raster", "concentric"),
-                   help="scan pattern (simulation; default: the simulator's)")
-    p.add_argument("--probe", choices=("airy", "gaussian"),
-                   help="probe shape (simulation; default: the simulator's)")
-    p.add_argument("--object", help="built-in (mixed, siemens, cells, rings, flat) or image file")
-    p.add_argument("--overlap", type=float, help="probe overlap fraction (simulation)")
-    p.add_argument("--jitter", type=float, help="scan position jitter (simulation)")
-    p.add_argument("--bad-pixels", dest="bad_pixels", type=float,
-                   help="fraction of dead detector pixels (simulation)")
-    p.add_argument("--probe-support", dest="probe_support", type=float,
-                   help="probe support radius as a fraction of the frame")
-    p.add_argument("--power-bound", dest="fourier_power_bound", type=float,
-                   help="Fourier-constraint power bound (noise tolerance)")
-    _add_issue14(p)
-    p.add_argument("--save-simulation", metavar="FILE", help="also write the simulated data as CXI")
-    p.add_argument("--report-every", dest="report_every", type=positive_int, default=10,
-                   help="iterations between progress lines")
-    p.add_argument("--out", default="recon-out",
-                   help="output folder; must be absent or empty (see --overwrite)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the outputs of an earlier recon run in --out")
-    p.add_argument("--agent", metavar="RUN_DIR",
-                   help="a trained tuning agent (an `agent train` run folder, or 'pretrained' "
-                   "for the shipped one) picks the algorithm and beta every --agent-every "
-                   "iterations from the measured errors; --algorithm/--beta are then ignored")
-    p.add_argument("--agent-every", dest="agent_every", type=positive_int, metavar="K",
-                   help="iterations between the agent's decisions (default: the interval it "
-                   "was trained with)")
-    _add_common(p)
+    _add_run(p, ("iterations", "algorithm", "beta", "gamma1", "gamma2", "save_simulation",
+                 "report_every", "out", "overwrite", "agent", "agent_every", *COMMON_RUN))
+    sim = p.add_argument_group("simulation (with --simulate)")
+    add_dataclass_flags(sim, SimulationConfig, flags=SIM_FLAGS,
+                        only=("n_frames", "frame_size", "photons", "seed"))
+    add_dataclass_flags(sim, SimulationConfig, flags=SIM_FLAGS, only=RECON_SIM_UNSET,
+                        unset_is_none=True)
+    engine = p.add_argument_group("reconstruction engine")
+    add_dataclass_flags(engine, EngineConfig, flags=ENGINE_FLAGS, only=RECON_ENGINE,
+                        unset_is_none=True)
     p.set_defaults(func=recon_command)
 
     b = bench.add_parser("recon", help="seconds per DM iteration on simulated data")
-    b.add_argument("--frames", dest="n_frames", type=positive_int, default=512,
-                   help="simulated diffraction frames")
-    add_frame_size(b, type=_shape, default=128, help="detector pixels per side")
-    b.add_argument("--iterations", type=positive_int, default=100, help="timed iterations")
-    b.add_argument("--warmup", type=int, default=2, help="untimed iterations (kernel compile)")
-    b.add_argument("--json", action="store_true", help="print one JSON line")
-    _add_common(b)
+    _add_run(b, ("iterations", "warmup", "json", *COMMON_RUN),
+             flags={"iterations": Flag(type=positive_int, help="timed iterations")})
+    sim = b.add_argument_group("simulation")
+    add_dataclass_flags(sim, SimulationConfig, flags=SIM_FLAGS,
+                        only=("n_frames", "frame_size", "photons", "seed"))
+    engine = b.add_argument_group("reconstruction engine")
+    add_dataclass_flags(engine, EngineConfig, flags=ENGINE_FLAGS, only=COMMON_ENGINE,
+                        unset_is_none=True)
     b.set_defaults(func=bench_command, probe_diameter=None)
 
 
@@ -179,8 +156,8 @@ def _relaunch(args: argparse.Namespace, env: dict[str, str] | None = None) -> in
         try:
             from sparkmpi_dl import mpirun
         except (ImportError, AttributeError):
-            mpirun = None
-        if mpirun is not None:
+            pass
+        else:
             return int(mpirun(cmd, args.ranks, env=env))
     mpiexec = Path(sys.executable).parent / "mpiexec"  # this environment's, not the PATH's
     if not os.access(mpiexec, os.X_OK):
@@ -235,7 +212,7 @@ def _spark_cxi(args: argparse.Namespace) -> int:
     return 0
 
 
-def _task_cxi_error(err: BaseException) -> str | None:
+def _task_cxi_error(err: BaseException | None) -> str | None:
     """The CXIFormatError line of a Spark task that failed reading frames (e.g. a NaN in a
     frame), found in the Spark error the job failure was raised from; None if there is none."""
     marker = "CXIFormatError: "
@@ -349,11 +326,10 @@ def _open_out(args: argparse.Namespace) -> None:
 
 def _save_simulation(args: argparse.Namespace) -> None:
     from .cxi import write_cxi
-    from .runner import SIM_KEYS
-    from .simulate import SimulationConfig, simulate
+    from .runner import config_from
+    from .simulate import simulate
 
-    opts = _options(args)
-    data = simulate(SimulationConfig(**{k: opts[k] for k in SIM_KEYS if opts.get(k) is not None}))
+    data = simulate(config_from(SimulationConfig, _options(args)))
     write_cxi(args.save_simulation, data)
     print(f"wrote simulated data to {args.save_simulation}", flush=True)
 

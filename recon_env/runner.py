@@ -2,6 +2,9 @@
 
 ``run_recon(options)`` and ``run_bench(options)`` take a plain dict (picklable, so Spark
 tasks can receive it) and are called on every rank; rank 0 prints and writes the outputs.
+Its keys are the field names of the documented configs the CLI's flags come from:
+``options.RunOptions``, ``simulate.SimulationConfig`` and ``engine.EngineConfig``
+(:func:`config_from` picks each config's fields out of it).
 """
 from __future__ import annotations
 
@@ -10,9 +13,10 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -20,13 +24,15 @@ from .engine import EngineConfig, Reconstructor, frame_range
 from .errors import NegativeIntensityWarning
 from sparkmpi_dl import plugins
 
-SIM_KEYS = ("n_frames", "frame_size", "probe", "probe_diameter", "probe_defocus", "object",
-            "scan", "overlap", "jitter", "photons", "bad_pixels", "beamstop", "seed",
-            "subpixel", "position_error", "mode_powers")
-ENGINE_KEYS = ("overlap_iterations", "probe_update_start", "probe_support", "object_inertia",
-               "probe_inertia", "fourier_power_bound", "block_frames", "host_frames", "seed",
-               "subpixel", "probe_modes", "refine_positions", "position_start",
-               "position_step_max", "deterministic")
+C = TypeVar("C")
+
+
+def config_from(cls: type[C], options: Mapping[str, Any]) -> C:
+    """The config dataclass ``cls`` (SimulationConfig, EngineConfig) the options dict
+    describes: each of its fields given in ``options`` and not None, the others at their
+    defaults (a flag not given parses to None; other keys belong to other configs)."""
+    names = {f.name for f in fields(cls) if f.init}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in options.items() if k in names and v is not None})
 
 
 def source_name(options: dict) -> str:
@@ -55,7 +61,7 @@ def load_share(options: dict, comm):
         return read_cxi(options["cxi"], frame_range(total, comm.rank, comm.size))
     from .simulate import SimulationConfig, simulate
 
-    sim = SimulationConfig(**{k: options[k] for k in SIM_KEYS if options.get(k) is not None})
+    sim = config_from(SimulationConfig, options)
     _check_split(sim.n_frames, comm)
     return simulate(sim, frame_range=frame_range(sim.n_frames, comm.rank, comm.size),
                     gpu=options.get("backend") == "cupy" and bool(options.get("gpu_simulation")))
@@ -101,7 +107,7 @@ def _warn(comm, text: str) -> None:
 
 
 def _engine_config(options: dict) -> EngineConfig:
-    return EngineConfig(**{k: options[k] for k in ENGINE_KEYS if options.get(k) is not None})
+    return config_from(EngineConfig, options)
 
 
 def _log(comm, text: str) -> None:

@@ -58,7 +58,8 @@ class Flag:
     help: str | None = None
     """replaces the field's docstring (where one flag serves several commands)"""
     default_text: str | None = None
-    """the default as ``--help`` shows it (where the flag's units differ from the field's)"""
+    """the default as ``--help`` shows it (where the flag's units differ from the field's, or
+    a ``bool | None`` field's None means "decided later")"""
     action: Literal["store_true", "store_false", "pair"] | None = None
     """for a bool: one flag setting it true or false, or ``--x``/``--no-x`` (the default)"""
 
@@ -203,7 +204,7 @@ def _add_field(parser: Any, field: dataclasses.Field[Any], hint: Any, flag: Flag
                default: Any, unset_is_none: bool) -> None:
     names = flag.names or ("--" + field.name.replace("_", "-"),)
     required = default is dataclasses.MISSING and not unset_is_none
-    if hint is bool and flag.type is None:
+    if _unoptional(hint) is bool and flag.type is None:
         _add_bool(parser, field.name, names, flag, text, default, unset_is_none)
         return
     if flag.default_text or default not in (dataclasses.MISSING, None):
@@ -218,21 +219,26 @@ def _add_field(parser: Any, field: dataclasses.Field[Any], hint: Any, flag: Flag
 
 
 def _add_bool(parser: Any, dest: str, names: tuple[str, ...], flag: Flag, text: str,
-              default: bool, unset_is_none: bool) -> None:
+              default: bool | None, unset_is_none: bool) -> None:
     """``--x`` and ``--no-x`` (the one that is the default says so), or the one flag that
-    ``flag.action`` names, with "(default: on|off)"."""
+    ``flag.action`` names, with "(default: on|off)". A ``bool | None`` field defaulting to
+    None (decided later: "auto") has neither spelling as its default; ``flag.default_text``
+    says what None means."""
     text = text.replace("%", "%%")
     value = None if unset_is_none else default
     if flag.action in ("store_true", "store_false"):
         on = default == (flag.action == "store_true")
         add_aliased(parser, names, flag.hidden, dest=dest, action=flag.action, default=value,
-                    help=f"{text} (default: {'on' if on else 'off'})")
+                    help=f"{text} (default: {flag.default_text or ('on' if on else 'off')})")
         return
+    auto = default is None
     add_aliased(parser, names, flag.hidden, dest=dest, action="store_true", default=value,
-                help=f"{text} (the default)" if default else text)
+                help=f"{text} (default: {flag.default_text})" if flag.default_text
+                else f"{text} (the default)" if default else text)
     negatives = tuple("--no-" + n[2:] for n in names if n.startswith("--"))
     parser.add_argument(*negatives, dest=dest, action="store_false", default=argparse.SUPPRESS,
-                        help=f"the opposite of {names[-1]}" + ("" if default else " (the default)"))
+                        help=f"the opposite of {names[-1]}"
+                        + ("" if default or auto or flag.default_text else " (the default)"))
 
 
 def from_args(cls: type[T], args: argparse.Namespace, **values: Any) -> T:

@@ -106,6 +106,31 @@ def test_bool_flags_say_which_is_the_default_and_defaults_can_be_replaced():
     assert from_args(Options, args) == Options(data=Path("d"), epochs=7, verbose=False)
 
 
+def test_a_bool_or_none_field_is_on_off_or_unset():
+    """``bool | None = None`` (decided later, e.g. "when the data have them"): --x, --no-x,
+    or None; neither spelling is called the default, ``default_text`` says what None means."""
+
+    @dataclass
+    class Auto:
+        subpixel: bool | None = None
+        """model fractional positions"""
+        host: bool | None = None
+        """keep frames in host memory"""
+
+    parser = argparse.ArgumentParser()
+    add_dataclass_flags(parser, Auto, flags={
+        "subpixel": Flag(default_text="when the data have them"),
+        "host": Flag(action="store_true", default_text="when they do not fit")})
+    assert [parser.parse_args(a).subpixel for a in ([], ["--subpixel"], ["--no-subpixel"])] == [
+        None, True, False]
+    assert parser.parse_args(["--host"]).host is True and parser.parse_args([]).host is None
+    text = " ".join(parser.format_help().split())
+    assert ("--subpixel model fractional positions (default: when the data have them) "
+            "--no-subpixel the opposite of --subpixel --host") in text
+    assert "keep frames in host memory (default: when they do not fit)" in text
+    assert "(the default)" not in text
+
+
 def test_only_exclude_and_unset_is_none():
     parser = argparse.ArgumentParser()
     add_dataclass_flags(parser, Options, only=["epochs", "lr", "resume"], unset_is_none=True)
@@ -149,7 +174,8 @@ def test_every_project_config_turned_into_flags_documents_every_field():
     project = [c for c in flagged_classes() if not c.__module__.startswith("tests")]
     names = {c.__qualname__ for c in project}
     assert {"TrainConfig", "LaunchOptions", "DQNConfig", "RunConfig", "CompareConfig", "BuildConfig",
-            "EstimatorConfig", "PublishOptions"} <= names
+            "EstimatorConfig", "PublishOptions", "SimulationConfig", "EngineConfig",
+            "RunOptions"} <= names
     for cls in project:
         docs = field_docs(cls)
         missing = [f.name for f in dataclasses.fields(cls) if f.init and not docs.get(f.name)]
