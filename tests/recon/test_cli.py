@@ -143,3 +143,40 @@ def test_out_is_not_overwritten_silently(tmp_path, capsys):
     capsys.readouterr()
     assert _main(*args, "--overwrite") == 2
     assert "notes.txt" in capsys.readouterr().err and (out / "notes.txt").exists()
+
+
+def _parse(*args):
+    import argparse
+
+    from recon_env import cli
+
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers(dest="command", required=True)
+    cli.register(commands, commands.add_parser("bench").add_subparsers(dest="bench"))
+    return vars(parser.parse_args(list(args)))
+
+
+def test_flags_reach_the_configs_and_unset_ones_keep_their_defaults():
+    """The flags come from SimulationConfig/EngineConfig; the runner builds both from the
+    options dict by field name. A flag not given is None there (the config's default then
+    applies: --subpixel unset stays 'when the data have them'), one given reaches its field."""
+    from recon_env.engine import EngineConfig
+    from recon_env.runner import config_from
+    from recon_env.simulate import SimulationConfig
+
+    options = _parse("recon", "--simulate")
+    assert (options["scan"], options["subpixel"], options["deterministic"]) == (None, None, None)
+    assert (options["n_frames"], options["frame_size"], options["seed"]) == (512, 128, 0)
+    assert config_from(SimulationConfig, options) == SimulationConfig()
+    assert config_from(EngineConfig, options) == EngineConfig()
+    options = _parse("recon", "--simulate", "--scan", "raster", "--shape", "64x64", "--seed", "3",
+                     "--no-subpixel", "--gpu-atomics", "--power-bound", "0.5",
+                     "--position-step", "0.2", "--mode-powers", "0.8,0.2", "--host-frames")
+    sim, engine = config_from(SimulationConfig, options), config_from(EngineConfig, options)
+    assert (sim.scan, sim.frame_size, sim.seed, sim.subpixel, sim.mode_powers) == (
+        "raster", 64, 3, False, (0.8, 0.2))
+    assert (engine.seed, engine.subpixel, engine.deterministic, engine.fourier_power_bound,
+            engine.position_step_max, engine.host_frames) == (3, False, False, 0.5, 0.2, True)
+    bench = _parse("bench", "recon", "--ranks", "2", "--master", "local[2]", "--block-frames", "8")
+    assert (bench["ranks"], bench["spark"], bench["block_frames"], bench["iterations"]) == (
+        2, True, 8, 100)
