@@ -36,6 +36,7 @@ def gp_posterior(x: np.ndarray, y: np.ndarray, query: np.ndarray
         loglik = -0.5 * z @ alpha - np.log(np.diag(chol)).sum()
         if best is None or loglik > best[0]:
             best = (loglik, length, chol, alpha)
+    assert best is not None  # LENGTH_SCALES is not empty
     _, length, chol, alpha = best
     ks = _kernel(query, x, length)
     mu = ks @ alpha

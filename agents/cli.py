@@ -237,13 +237,13 @@ def _load_policy(run_dir: Path, checkpoint: Path | None = None):
     """(run config, greedy policy) of a trained run."""
     from agents.checkpoint import load_checkpoint
     from agents.dqn import DQN
-    from agents.envs import make_env, obs_dim
+    from agents.envs import make_env, n_actions, obs_dim
     from agents.train import CHECKPOINT, load_run_config
 
     run, cfg = load_run_config(run_dir)
     _, arrays = load_checkpoint(checkpoint or run_dir / CHECKPOINT)
     env = make_env(run.env_id, run.env_kwargs)
-    learner = DQN(obs_dim(env), int(env.action_space.n), cfg)
+    learner = DQN(obs_dim(env), n_actions(env), cfg)
     learner.load_state_dict(arrays["learner"])
     return run, learner.greedy
 
@@ -285,7 +285,9 @@ def _bench_cartpole(args: argparse.Namespace) -> int:
         except ValueError as err:  # e.g. a used run folder (sparkmpi_dl.runs)
             print(f"bench agent-cartpole: error: {err}", file=sys.stderr)
             return 2
-        rows.append((seed, res.final_eval.mean, res.final_eval.std, res.steps_per_second,
+        final = res.final_eval
+        assert final is not None  # a one-process run always ends with its final evaluation
+        rows.append((seed, final.mean, final.std, res.steps_per_second,
                      res.steps_per_cpu_second))
     print("| seed | mean return (100 eval episodes) | env steps/s (wall) | env steps per "
           "CPU-second |\n|---|---|---|---|")

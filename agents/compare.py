@@ -153,7 +153,7 @@ def grid_search(cases: list[ScanCase], config: CompareConfig, log: Log
                 ) -> tuple[tuple[str, float], list[dict[str, Any]]]:
     """Every (algorithm, beta) of the ladder on the training scans; lowest mean log10 true
     phase RMS wins (the training scans have truth)."""
-    table = []
+    table: list[dict[str, Any]] = []
     for algorithm in ("dm", "raar"):
         for beta in config.betas:
             scores = [log10_score(c.play([(algorithm, beta, config.iterations)])[0])

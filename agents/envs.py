@@ -34,4 +34,14 @@ def check_spaces(env_id: str, env: gym.Env) -> None:
 
 
 def obs_dim(env: gym.Env) -> int:
-    return int(np.prod(env.observation_space.shape))
+    """Length of the flat Box observation (check_spaces made sure it is one)."""
+    shape = env.observation_space.shape
+    assert shape is not None
+    return int(np.prod(shape))
+
+
+def n_actions(env: gym.Env) -> int:
+    """Number of discrete actions (check_spaces made sure the space is Discrete)."""
+    space = env.action_space
+    assert isinstance(space, gym.spaces.Discrete)
+    return int(space.n)

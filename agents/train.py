@@ -22,7 +22,7 @@ import tensorflow as tf
 from agents.checkpoint import load_checkpoint, save_checkpoint
 from agents.config import RunConfig
 from agents.dqn import DQN, DQNConfig, linear_schedule
-from agents.envs import make_env, obs_dim
+from agents.envs import make_env, n_actions, obs_dim
 from agents.evaluate import EvalResult, evaluate
 from agents.replay import ReplayBuffer
 
@@ -151,7 +151,7 @@ class Trainer:
         tf.config.experimental.enable_op_determinism()  # resume must continue bit for bit
         self.env = make_env(run.env_id, run.env_kwargs)
         self.eval_env = make_env(run.env_id, run.env_kwargs)
-        self.learner = DQN(obs_dim(self.env), int(self.env.action_space.n), cfg, grad_reducer)
+        self.learner = DQN(obs_dim(self.env), n_actions(self.env), cfg, grad_reducer)
         self.replay = ReplayBuffer(cfg.buffer_size, (obs_dim(self.env),))
         self.rng = np.random.default_rng(run.seed)
         self.progress = Progress()

@@ -48,6 +48,7 @@ def write_cxi(path: str | Path, data: PtychoData, result: dict | None = None,
         det["distance"] = data.distance_m
         det["x_pixel_size"] = data.detector_pixel_m
         det["y_pixel_size"] = data.detector_pixel_m
+        assert data.mask is not None  # PtychoData.__post_init__ sets it
         det["mask"] = (~data.mask).astype(np.uint32)
         src = f.create_group(SRC)
         src["energy"] = data.energy_ev * EV_TO_J

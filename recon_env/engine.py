@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -185,6 +185,9 @@ class Reconstructor:
     the global count: it only scales the error normalisation check).
     """
 
+    _views: Any  # the probe views of this rank's frames (None until computed)
+    _probe_next: tuple[Any, Any, Any] | None  # (object, eq. 5 sums) of the last GPU update
+
     def __init__(self, data: PtychoData, config: EngineConfig | None = None, *,
                  backend: str = "numpy", comm=None, workers: int = 1,
                  local: bool = False) -> None:
@@ -226,6 +229,7 @@ class Reconstructor:
         self.plain = self.K == 1 and not self.subpixel
         self._limit = np.array(data.object_shape, dtype=np.float64) - n
         self._set_positions(pos)
+        assert data.mask is not None  # PtychoData.__post_init__ sets it
         mask = np.fft.ifftshift(data.mask)
         self._mask_fft = mask
         self.maskf = None if mask.all() else self.ops.asarray(mask, dtype=np.float32)
@@ -251,6 +255,7 @@ class Reconstructor:
         if self.amp_norm <= 0:
             raise ValueError("the data contain no photons in valid pixels")
         self.npix_valid = int(np.asarray(data.mask).sum())
+        assert data.object_shape is not None  # PtychoData.__post_init__ sets it
         self.object_shape = tuple(data.object_shape)
         self._support = self._probe_support_mask()
         self._buffers()

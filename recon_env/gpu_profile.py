@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,7 @@ def profile(frames: int, shape: int, deterministic: bool = True, repeat: int = 2
         "object_sums_with_power": lambda: ops.scatter_conj_probe(num, psi, probe, iy, ix, None,
                                                                  power=den),
     }
-    out = {"frames": frames, "shape": shape, "deterministic": deterministic,
+    out: dict[str, Any] = {"frames": frames, "shape": shape, "deterministic": deterministic,
            "object_shape": list(obj.shape)}
     for name, fn in steps.items():
         out[name + "_ms"] = gpu_ms(fn)

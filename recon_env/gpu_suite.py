@@ -23,6 +23,11 @@ BENCH = [PY, "-m", "recon_env.cli", "bench", "recon", "--backend", "cupy", "--gp
          "--json"]
 
 
+def _text(output: str | bytes | None) -> str:
+    """A timed-out child's partial output (bytes even with text=True, or None)."""
+    return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
+
+
 def _run(name: str, cmd: list[str], out: Path, timeout: int, env: dict | None = None) -> str:
     t0 = time.time()
     try:
@@ -30,7 +35,7 @@ def _run(name: str, cmd: list[str], out: Path, timeout: int, env: dict | None = 
                               env={**os.environ, **(env or {})})
         text, code = proc.stdout + proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as err:
-        text = f"TIMEOUT after {timeout}s\n{err.stdout or ''}{err.stderr or ''}"
+        text = f"TIMEOUT after {timeout}s\n{_text(err.stdout)}{_text(err.stderr)}"
         code = 124
     with open(out / "log.txt", "a") as log:
         log.write(f"\n===== {name} (rc={code}, {time.time() - t0:.1f}s): {' '.join(cmd)}\n{text}")
@@ -111,10 +116,10 @@ def main(argv: list[str]) -> int:
     base = {r["name"]: r for r in rows}
     one = base.get("1gpu_16384x256")
     for n in (2, 4):
-        r = base.get(f"{n}gpu_16384x256")
-        if one and r:
+        many = base.get(f"{n}gpu_16384x256")
+        if one and many:
             print(f"strong scaling efficiency at {n} GPUs: "
-                  f"{one['seconds_per_iteration'] / (n * r['seconds_per_iteration']):.2%}")
+                  f"{one['seconds_per_iteration'] / (n * many['seconds_per_iteration']):.2%}")
     print(qtext[-400:])
     return 0
 

@@ -115,7 +115,7 @@ def _errors(work: np.ndarray, truth: np.ndarray, inner: np.ndarray) -> dict:
     complex_err = np.linalg.norm(scale * work[inner] - truth[inner]) / np.linalg.norm(truth[inner])
     return {
         "phase_rms": float(np.sqrt(np.mean(dphi**2))),
-        "phase_nrmse": float(np.linalg.norm(dphi) / max(np.linalg.norm(tphase), 1e-30)),
-        "amplitude_nrmse": float(np.linalg.norm(scale * ra - ta) / max(np.linalg.norm(ta), 1e-30)),
+        "phase_nrmse": float(np.linalg.norm(dphi) / max(float(np.linalg.norm(tphase)), 1e-30)),
+        "amplitude_nrmse": float(np.linalg.norm(scale * ra - ta) / max(float(np.linalg.norm(ta)), 1e-30)),
         "complex_nrmse": float(complex_err),
     }

@@ -13,6 +13,8 @@ probe[j * ps + p] with ps = 0 or n * n (sub-pixel shifted probes, probe modes).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import cupy as cp
 import cupyx
 import cupyx.scipy.fft as cufft
@@ -384,7 +386,7 @@ class CupyOps:
     check_interval = 16
 
     def __init__(self, deterministic: bool = True) -> None:
-        self._ones = {}
+        self._ones: dict[int, Any] = {}  # n -> a cached (n, n) float32 array of ones
         self.deterministic = bool(deterministic)
         self._layouts: list[_Layout] = []
         self._plans: dict = {}  # frame-stack shape -> cuFFT plan (a few block sizes)

@@ -362,7 +362,7 @@ def simulate(config: SimulationConfig | None = None, frame_range: tuple[int, int
         meta={"simulation": dict(cfg.__dict__), "frames": (start, stop),
               "total_frames": cfg.n_frames, **extra_meta,
               **({} if modes is None else {"truth_probe_modes": modes.astype(np.complex64),
-                                           "mode_powers": list(cfg.mode_powers)})})
+                                           "mode_powers": list(cfg.mode_powers or ())})})
 
 
 SHIFT_PAD = 8  # px of object around a window that a sub-pixel Fourier shift may wrap

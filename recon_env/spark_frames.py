@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
@@ -75,10 +75,12 @@ def read_geometry(path: str | os.PathLike) -> ScanGeometry:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NegativeIntensityWarning)  # the ranks report them
         first = read_cxi(path, (0, 1))
+    assert first.object_shape is not None  # PtychoData.__post_init__ sets it
+    rows, cols = first.object_shape
     return ScanGeometry(source=path, n_frames=int(first.meta["total_frames"]),
                         frame_size=int(first.frame_shape[0]), energy_ev=first.energy_ev,
                         distance_m=first.distance_m, detector_pixel_m=first.detector_pixel_m,
-                        object_shape=tuple(first.object_shape), mask=first.mask,
+                        object_shape=(int(rows), int(cols)), mask=first.mask,
                         probe_guess=first.probe_guess, truth_object=first.truth_object,
                         truth_probe=first.truth_probe)
 
@@ -91,7 +93,7 @@ class SliceReader:
         self.path, self.total, self.num_partitions = path, total, num_partitions
         self.frames_per_batch = frames_per_batch
 
-    def __call__(self, batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
+    def __call__(self, batches: Iterable["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
         for batch in batches:
             for part in batch.column("id").to_pylist():
                 yield from self.read(*frame_range(self.total, int(part), self.num_partitions))
