@@ -52,8 +52,17 @@ def columns(table: Any) -> Columns:
                 cols[name].append(small[name][i])
             continue
         ref = json.loads(small["meta"][i] or "{}")
-        for rows in read_range(_broker(ref["url"]), small["stream"][i], ref["after"],
-                               small["entry_id"][i]):
+        read = range_columns([(small["stream"][i], ref["after"], small["entry_id"][i])], ref["url"])
+        for name in _NAMES:
+            cols[name].extend(read[name])
+    return cols
+
+
+def range_columns(ranges: list[tuple[str, str, str]], url: str) -> Columns:
+    """Column lists of the entries ``(stream, after, to)`` stand for, read from ``url``."""
+    cols: Columns = {name: [] for name in _NAMES}
+    for stream, after, to in ranges:
+        for rows in read_range(_broker(url), stream, after, to):
             for name, values in zip(_NAMES, zip(*rows)):
                 cols[name].extend(values)
     return cols

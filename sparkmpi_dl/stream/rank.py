@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .online import (Columns, accept_frames, columns, end_records, entry_ms, last_ids, select_device,
-                     start_from_state, take_start)
+from .online import (Columns, accept_frames, columns, end_records, entry_ms, last_ids,
+                     range_columns, select_device, start_from_state, take_start)
 from .records import ScanStart
 from .state import StateDir, StreamState, save_npy, save_npz
 
@@ -119,7 +119,8 @@ class LiveRank:
         def log(text: str) -> None:
             print(f"batch {batch}: {text}", flush=True)
 
-        cols = columns(table)
+        cols = (columns(table) if table is not None else
+                range_columns(ctx.get("ranges", {}).get(rank, []), ctx.get("url", "")))
         start, other_starts, new_start = take_start(world, cols, self.start, self.sd, log)
         self.start = start
         if self.used is None and start is not None:

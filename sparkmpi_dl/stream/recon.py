@@ -16,6 +16,7 @@ state (a batch whose state was already committed is not applied twice).
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
 
-from .records import DEFAULT_PREFIX, config_key, stream_keys
+from .records import DEFAULT_PREFIX, RANGE, config_key, stream_keys
 from .state import StateDir, write_json
 
 if TYPE_CHECKING:
@@ -99,6 +100,8 @@ class OnlineReconstruction:
         self.batch_seconds: list[float] = []
         self.batch_log: list[dict[str, Any]] = []  # per batch: frames, where the time went
         self.ranks: ResidentRanks | None = None
+        self.final_image_at: float | None = None  # wall clock when phase.png and recon.cxi were out
+        self.keys: list[str] = []  # the streams read, in order: stream k goes to rank k % ranks
 
     def resident_ranks(self) -> ResidentRanks:
         """The MPI ranks, started once and fed every micro-batch (``stream.rank.serve``)."""
@@ -174,9 +177,7 @@ class OnlineReconstruction:
         self._fault("in-batch", batch_id)
         self.sd.prepare(batch_id)
         ctx = self._ctx(batch_id, self.opts.iterations_per_batch)
-        # the data plane: the resident ranks get the micro-batch's partitions (stream k's
-        # entries to rank k % ranks) as pyarrow Tables, and keep their state in memory
-        reports = self.resident_ranks().feed(df, {"op": "batch", **ctx})
+        reports, deliver_s = self._deliver(df, ctx)
         metrics = self._merge(reports, batch_id)
         self.sd.commit(self.state)
         # the batch is applied for good: free its entries now, not when Spark commits it at
@@ -187,7 +188,7 @@ class OnlineReconstruction:
         self._show(batch_id, reports, metrics, seconds)
         self.batch_log.append({"batch": batch_id, "seconds": seconds,
                                "frames": sum(rep["accepted"] for rep in reports),
-                               **self.resident_ranks().last_feed,
+                               **self.resident_ranks().last_feed, "deliver_s": deliver_s,
                                "intake_s": max(rep.get("intake_s", 0.0) for rep in reports),
                                "iterate_s": (metrics or {}).get("iterate_s", 0.0)})
         self._fault("after-commit", batch_id)
@@ -200,6 +201,30 @@ class OnlineReconstruction:
             self.done.set()
             return
         self._maybe_finish()
+
+    def _deliver(self, df: DataFrame, ctx: dict[str, Any]) -> tuple[list[dict[str, Any]], float]:
+        """Hand the micro-batch to the resident ranks (stream k's entries to rank k % ranks);
+        their reports and the seconds the hand-over took.
+
+        The query's own source sends references (``payload=reference``): a few rows,
+        collected here and sent with the order, and each rank reads its entries from the
+        broker. Any other DataFrame goes through the data plane as it is."""
+        t0 = time.monotonic()
+        if not self.keys:
+            reports = self.resident_ranks().feed(df, {"op": "batch", **ctx})
+            return reports, self.resident_ranks().last_feed.get("deliver_s", 0.0)
+        ranges: dict[int, list[tuple[str, str, str]]] = {}
+        for row in df.select("stream", "entry_id", "kind", "meta").collect():
+            if row.kind != RANGE:
+                raise StreamReconError(f"the source sent a {row.kind!r} row where references "
+                                       f"were asked for (option payload=reference)")
+            rank = self.keys.index(row.stream) % self.opts.ranks
+            after = json.loads(row.meta)["after"]
+            ranges.setdefault(rank, []).append((row.stream, after, row.entry_id))
+        deliver_s = time.monotonic() - t0
+        reports = self.resident_ranks().feed(None, {"op": "batch", **ctx, "ranges": ranges,
+                                                    "url": self.url})
+        return reports, deliver_s
 
     def _merge(self, reports: list[dict[str, Any]], batch_id: int) -> dict[str, Any] | None:
         """Fold the ranks' reports into the state (committed by the caller)."""
@@ -346,15 +371,16 @@ class OnlineReconstruction:
         assert start is not None  # a final result needs the start record
         n = start["frame_shape"][0]
         pixel_m = PLANCK_EV_M / start["energy_ev"] * start["distance_m"] / (n * start["detector_pixel_m"])
+        png, size = phase_png_bytes(final["object"], final["illumination"])
+        write_atomic(self.out / "phase.png", png)
         write_result_cxi(self.out / "recon.cxi", final, final["history"], pixel_m,
                          source=f"{self.url} scan {start['scan']}")
+        self.final_image_at = time.time()  # the image is out; the figures below are extras
         title = (f"live: {self.state.counts['frames_used']}/{start['n_frames']} frames, "
                  f"{final['iteration']} iterations")
         save_object_png(final["object"], final["illumination"], self.out / "object.png",
                         pixel_m=pixel_m, title=title, probe=final["probe"])
         save_errors_png(final["history"], self.out / "errors.png", title=title)
-        png, size = phase_png_bytes(final["object"], final["illumination"])
-        write_atomic(self.out / "phase.png", png)
         self._tensorboard().write(self.state.batch + 1, {
             "frames": self.state.counts["frames_used"],
             "fourier_error": final["metrics"]["fourier_error"],
@@ -394,7 +420,7 @@ class OnlineReconstruction:
                             "model_error": final["metrics"]["model_error"]})
         if st.end is not None and st.end.get("end_ms"):
             # wall clock of this host against the broker's entry id (same host here)
-            total = time.time() - st.end["end_ms"] / 1000
+            total = (self.final_image_at or time.time()) - st.end["end_ms"] / 1000
             summary["end_record_to_final_image_s"] = total
             # the pipeline's share: every iteration run after the end record came (the
             # batch's that brought it, then the final ones) is reconstruction time
@@ -419,17 +445,20 @@ class OnlineReconstruction:
             self.finalize(complete=True)
             return 0
         self.resident_ranks()  # they start while the query starts
-        keys = self._wait_for_streams()
-        from .source import empty_batch, register
+        keys = self.keys = self._wait_for_streams()
+        from .source import NAME as SOURCE
+        from .source import register
 
         spark = self.spark
         assert spark is not None  # run_recon makes one when the caller gives none
         register(spark)
-        # ranks up and the feed's Python workers started before the first frame counts
-        self.resident_ranks().feed(empty_batch(spark, self.opts.ranks), {"op": "warm-up"})
+        # before the first frame counts: the ranks are up, and the Python workers that read
+        # the source have started once (a cold one costs seconds in the first batch)
+        self.resident_ranks().feed(None, {"op": "warm-up"})
+        options = {"url": self.url, "streams": ",".join(keys), "payload": "reference"}
+        spark.read.format(SOURCE).options(**options).load().collect()
         # references only: each rank reads its frames from the broker itself
-        reader = (spark.readStream.format("sparkmpi-redis").option("url", self.url)
-                  .option("streams", ",".join(keys)).option("payload", "reference").load())
+        reader = spark.readStream.format(SOURCE).options(**options).load()
         query = (reader.writeStream.foreachBatch(self.handle_batch)
                  .option("checkpointLocation", str(self.out / "checkpoint" / "query"))
                  .trigger(processingTime=f"{self.opts.trigger} seconds")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterator
 
-from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
+from pyspark.sql.datasource import DataSource, DataSourceReader, DataSourceStreamReader, InputPartition
 
 from .records import COLUMNS, SCHEMA, config_key, id_pair, range_row, read_range, stream_keys
 
@@ -62,7 +62,9 @@ def resolve_streams(url: str, prefix: str) -> list[str]:
     return stream_keys(prefix, int(count))
 
 
-class RedisStreamReader(DataSourceStreamReader):
+class _RedisEntries:
+    """What both readers share: the options, the streams' last ids, reading a range."""
+
     def __init__(self, options: dict[str, str]) -> None:
         url = options.get("url")
         if not url:
@@ -89,10 +91,7 @@ class RedisStreamReader(DataSourceStreamReader):
             self._client = connect(self.url)
         return self._client
 
-    def initialOffset(self) -> dict[str, str]:
-        return {key: ZERO for key in self.keys}
-
-    def latestOffset(self) -> dict[str, str]:
+    def last_ids(self) -> dict[str, str]:
         """Last generated id of every stream, read atomically (trimming never lowers it)."""
         pipe = self._redis().pipeline(transaction=True)
         for key in self.keys:
@@ -106,11 +105,7 @@ class RedisStreamReader(DataSourceStreamReader):
                 out[key] = last.decode() if isinstance(last, bytes) else str(last)
         return out
 
-    def partitions(self, start: dict[str, str], end: dict[str, str]) -> list[StreamRange]:
-        return [StreamRange(key, start.get(key, ZERO), end.get(key, ZERO)) for key in self.keys]
-
-    # Spark hands back the partitions that partitions() made: narrower than InputPartition
-    def read(self, partition: StreamRange) -> Iterator[Any]:  # type: ignore[override]
+    def read_entries(self, partition: StreamRange) -> Iterator[Any]:
         import pyarrow as pa
 
         from .broker import connect
@@ -130,6 +125,27 @@ class RedisStreamReader(DataSourceStreamReader):
         for rows in read_range(connect(self.url), partition.stream, partition.start, partition.end):
             yield batch(rows)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Shipped to the tasks without the planner's broker connection."""
+        return {**self.__dict__, "_client": None}
+
+
+class RedisStreamReader(_RedisEntries, DataSourceStreamReader):
+    """Micro-batches: the entries that came since the last batch, once."""
+
+    def initialOffset(self) -> dict[str, str]:
+        return {key: ZERO for key in self.keys}
+
+    def latestOffset(self) -> dict[str, str]:
+        return self.last_ids()
+
+    def partitions(self, start: dict[str, str], end: dict[str, str]) -> list[StreamRange]:
+        return [StreamRange(key, start.get(key, ZERO), end.get(key, ZERO)) for key in self.keys]
+
+    # Spark hands back the partitions that partitions() made: narrower than InputPartition
+    def read(self, partition: StreamRange) -> Iterator[Any]:  # type: ignore[override]
+        return self.read_entries(partition)
+
     def commit(self, end: dict[str, str]) -> None:
         """Spark will never ask for entries up to ``end`` again: drop them from the broker."""
         if not self.trim:
@@ -144,6 +160,17 @@ class RedisStreamReader(DataSourceStreamReader):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+class RedisBatchReader(_RedisEntries, DataSourceReader):
+    """``spark.read``: what the streams hold now (one partition per stream); nothing is
+    trimmed. With ``payload=reference`` it is a cheap look at the backlog."""
+
+    def partitions(self) -> list[StreamRange]:
+        return [StreamRange(key, ZERO, last) for key, last in self.last_ids().items()]
+
+    def read(self, partition: StreamRange) -> Iterator[Any]:  # type: ignore[override]
+        return self.read_entries(partition)
 
 
 def arrow_schema() -> Any:
@@ -168,6 +195,9 @@ class RedisStreamSource(DataSource):
 
     def streamReader(self, schema: StructType) -> RedisStreamReader:
         return RedisStreamReader(dict(self.options))
+
+    def reader(self, schema: StructType) -> RedisBatchReader:
+        return RedisBatchReader(dict(self.options))
 
 
 def empty_batch(spark: SparkSession, partitions: int) -> DataFrame:
