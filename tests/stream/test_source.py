@@ -86,6 +86,13 @@ def test_reference_payload_carries_ranges_that_read_back_as_the_inline_rows(brok
     assert expanded == inline and inline["frame_index"].count(None) == 2  # start and end
     assert sorted(i for i in inline["frame_index"] if i is not None) == list(range(30))
 
+    # a batch read is a look at the backlog: the same references, nothing trimmed
+    backlog = (spark.read.format("sparkmpi-redis").option("url", broker.url)
+               .option("prefix", "sparkmpi").option("payload", "reference").load().collect())
+    assert sorted((r.stream, r.entry_id, r.kind) for r in backlog) == sorted(
+        zip(references.column("stream").to_pylist(), references.column("entry_id").to_pylist(),
+            references.column("kind").to_pylist()))
+
     with pytest.raises(Exception, match="payload"):
         (spark.readStream.format("sparkmpi-redis").option("url", broker.url)
          .option("prefix", "sparkmpi").option("payload", "bytes").load()
