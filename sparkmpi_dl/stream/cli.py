@@ -7,9 +7,10 @@ import sys
 from typing import Any
 
 from sparkmpi_dl.config import Flag, add_dataclass_flags, from_args
-from sparkmpi_dl.flags import add_frame_size, add_num_proc, positive_int
+from sparkmpi_dl.flags import add_frame_size, positive_int
 
 from .publish import PublishOptions
+from .recon import ReconOptions
 from .records import DEFAULT_PREFIX
 
 
@@ -103,33 +104,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
                        "events and a line per batch, then after the end-of-scan record the "
                        "final iterations, recon.cxi, object.png, errors.png and summary.json. "
                        "Run the same command again after a crash to resume.")
-    add_num_proc(r, dest="ranks", type=positive_int, default=2, help="MPI ranks (default 2)")
-    r.add_argument("--trigger", type=_seconds, default=2.0, metavar="SECONDS",
-                   help="micro-batch interval (default 2)")
-    r.add_argument("--out", required=True, metavar="DIR",
-                   help="output folder; it also holds the checkpoint a restart resumes from")
-    r.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
-                   help="array library (cupy: NVIDIA GPU)")
-    r.add_argument("--agent", metavar="RUN_DIR",
-                   help="a trained tuning agent ('agent train' run folder, or 'pretrained') "
-                        "picks algorithm and beta for each batch's iterations")
-    r.add_argument("--agent-every", dest="agent_every", type=positive_int, metavar="K",
-                   help="iterations between the agent's decisions (default: its training's)")
-    r.add_argument("--iterations-per-batch", dest="iterations_per_batch", type=_count, default=5,
-                   help="iterations run on each micro-batch's frames")
-    r.add_argument("--final-iterations", dest="final_iterations", type=_count, default=50,
-                   help="iterations after the end-of-scan record")
-    r.add_argument("--end-timeout", dest="end_timeout", type=_seconds, default=120.0,
-                   metavar="S", help="give up (saving the partial result) when no data came "
-                   "for S seconds and no end-of-scan record (default 120)")
-    r.add_argument("--start-fraction", dest="start_fraction", type=_fraction, default=0.5,
-                   metavar="F", help="iterate once this fraction of the scan's frames is in "
-                   "(a few frames give an ill-posed start that later frames do not repair)")
-    r.add_argument("--algorithm", choices=("dm", "raar"), default="dm",
-                   help="without --agent: the algorithm of every iteration")
-    r.add_argument("--beta", type=float, help="without --agent: the relaxation beta")
-    r.add_argument("--threads", type=positive_int, default=1, help="threads per rank (numpy)")
-    r.add_argument("--master", help="Spark master (default local[max(ranks, cores)])")
+    add_dataclass_flags(r, ReconOptions, exclude=("broker", "prefix", "engine", "quiet"), flags={
+        "ranks": Flag(names=("-n", "--num-proc"), hidden=("--ranks",), type=positive_int,
+                      metavar="N"),
+        "trigger": Flag(type=_seconds, metavar="SECONDS"),
+        "out": Flag(metavar="DIR"),
+        "agent": Flag(metavar="RUN_DIR"),
+        "agent_every": Flag(type=positive_int, metavar="K"),
+        "iterations_per_batch": Flag(type=_count),
+        "final_iterations": Flag(type=_count),
+        "end_timeout": Flag(type=_seconds, metavar="S"),
+        "start_fraction": Flag(type=_fraction, metavar="F"),
+        "threads": Flag(type=positive_int)})
     _add_broker(r)
     r.set_defaults(func=recon_command)
 
@@ -184,16 +170,10 @@ def recon_command(args: argparse.Namespace) -> int:
     from sparkmpi_dl.runs import RunFolderError
 
     from .broker import BrokerError, resolve
-    from .recon import ReconOptions, StreamReconError, run_recon
+    from .recon import StreamReconError, run_recon
 
-    opts = ReconOptions(out=Path(args.out), ranks=args.ranks, trigger=args.trigger,
-                        broker=args.broker, prefix=args.prefix, backend=args.backend,
-                        agent=args.agent, agent_every=args.agent_every,
-                        iterations_per_batch=args.iterations_per_batch,
-                        final_iterations=args.final_iterations, end_timeout=args.end_timeout,
-                        start_fraction=args.start_fraction,
-                        algorithm=args.algorithm, beta=args.beta, threads=args.threads,
-                        master=args.master)
+    opts = from_args(ReconOptions, args, out=Path(args.out), broker=args.broker,
+                     prefix=args.prefix)
     try:
         if args.agent:
             from agents.steer import load_agent

@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar
 
 import numpy as np
 
@@ -53,24 +53,48 @@ class StreamReconError(RuntimeError):
 
 @dataclass
 class ReconOptions:
+    """What ``sparkmpi-dl stream recon`` is asked to do (its flags, via sparkmpi_dl.config)."""
+
     out: Path
+    """output folder; it also holds the checkpoint a restart resumes from"""
     ranks: int = 2
+    """MPI ranks"""
     trigger: float = 2.0
+    """micro-batch interval, seconds"""
     broker: str | None = None
+    """a running Redis (redis://HOST:PORT); default: the one 'stream publish' recorded"""
     prefix: str = DEFAULT_PREFIX
-    backend: str = "numpy"
+    """stream name prefix: streams PREFIX:frames:K"""
+    backend: Literal["numpy", "cupy"] = "numpy"
+    """array library (cupy: NVIDIA GPU)"""
     agent: str | None = None
+    """a trained tuning agent ('agent train' run folder, or 'pretrained') picks algorithm and
+    beta for each batch's iterations"""
     agent_every: int | None = None
+    """iterations between the agent's decisions (default: its training's)"""
     iterations_per_batch: int = 5
+    """iterations run on each micro-batch's frames (after the batch is committed, while
+    Spark delivers the next one)"""
     final_iterations: int = 50
+    """iterations after the end-of-scan record"""
     end_timeout: float = 120.0
+    """give up (saving the partial result) when no data came for this many seconds and no
+    end-of-scan record"""
     start_fraction: float = 0.5
-    algorithm: str = "dm"
+    """iterate once this fraction of the scan's frames is in (a few frames give an
+    ill-posed start that later frames do not repair)"""
+    algorithm: Literal["dm", "raar"] = "dm"
+    """without an agent: the algorithm of every iteration"""
     beta: float | None = None
+    """without an agent: the relaxation beta"""
     threads: int = 1
+    """threads per rank (numpy)"""
     master: str | None = None
+    """Spark master (default local[max(ranks + 2, cores)])"""
     engine: dict[str, Any] = field(default_factory=dict)
+    """further EngineConfig fields for the ranks' reconstructor"""
     quiet: bool = False
+    """no line per batch (benchmarks)"""
 
     def run_config(self) -> dict[str, Any]:
         """The arguments a restart must repeat (others may change between runs)."""
