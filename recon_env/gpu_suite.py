@@ -2,7 +2,7 @@
 
     python -m recon_env.gpu_suite OUT_DIR [--quick]
 
-1. CuPy kernels against NumPy (tests/recon/test_cupy.py) and the CPU tests under this
+1. CuPy kernels against NumPy (tests/recon_env/test_cupy.py) and the CPU tests under this
    machine's numpy 2.x, and the per-pass GPU profile (gpu_profile.py); 2. one-GPU timings (512x128^2 and 4096x256^2, 100 DM iterations,
    kernels warm); 3. 16384x256^2 strong scaling on 1, 2, 4 GPUs (NCCL sums); 4. the quality
    target on the GPU. Each step has its own time limit, so one failure still leaves the
@@ -72,7 +72,7 @@ def main(argv: list[str]) -> int:
                  f"{PY} -c 'import numpy, cupy, scipy, h5py, mpi4py; print(numpy.__version__, "
                  "cupy.__version__, scipy.__version__, h5py.__version__, mpi4py.__version__)'"],
          out, 60)
-    _run("test_cupy", [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/recon/test_cupy.py"],
+    _run("test_cupy", [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/recon_env/test_cupy.py"],
          out, 150)
     for frames, shape in (("4096", "256"), ("512", "128")):  # GPU time of each pass
         _run(f"profile_{frames}x{shape}", [PY, "-m", "recon_env.gpu_profile", frames, shape],
@@ -107,7 +107,7 @@ def main(argv: list[str]) -> int:
                  out, 90)
     if not quick:
         _run("cpu_tests_numpy2", [PY, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                                  "tests/recon", "-k", "not cupy and not sparkmpi"], out, 120)
+                                  "tests/recon_env", "-k", "not cupy and not sparkmpi"], out, 120)
     print("\nname                      ranks  s/iteration  total s   comm  block streaming")
     for r in rows:
         print(f"{r['name']:<26}{r['ranks']:>5}  {r['seconds_per_iteration']:>11.5f}"

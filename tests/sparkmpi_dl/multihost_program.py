@@ -1,4 +1,4 @@
-"""Programs of the multi-host tests, run as ``python -m tests.core.multihost_program NAME ARGS``.
+"""Programs of the multi-host tests, run as ``python -m tests.sparkmpi_dl.multihost_program NAME ARGS``.
 
 ``ranks OUTDIR``: the rank program of the Spark test (below). ``service INFO HOST`` and
 ``task INFO RANK``: a job service and a launching task without Spark, each on its own
@@ -118,7 +118,7 @@ def task(info: Path, rank: int) -> None:
     """What a Spark task does for its rank, here started by hand on a host of the test."""
     from sparkmpi_dl.launch.rank import RankSpec, run_rank
     address, secret, job = json.loads(info.read_text())
-    argv = (sys.executable, "-m", "tests.core.multihost_program", "idle_rank")
+    argv = (sys.executable, "-m", "tests.sparkmpi_dl.multihost_program", "idle_rank")
     run_rank(RankSpec(tuple(address), secret, job, argv=argv), rank, epoch=0)
 
 

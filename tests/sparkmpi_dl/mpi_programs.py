@@ -1,4 +1,4 @@
-"""Small MPI programs the launcher tests run as real MPICH ranks (``python -m tests.core.mpi_programs NAME``)."""
+"""Small MPI programs the launcher tests run as real MPICH ranks (``python -m tests.sparkmpi_dl.mpi_programs NAME``)."""
 from __future__ import annotations
 
 import json

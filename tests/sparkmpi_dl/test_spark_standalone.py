@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.core.spark_cluster import (MASTER_READY, WORKER_READY, free_port as _free_port,
+from tests.sparkmpi_dl.spark_cluster import (MASTER_READY, WORKER_READY, free_port as _free_port,
                                       start_spark_class as _start, stop_process_groups,
                                       wait_for_log as _wait_for)
 
@@ -18,7 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.fixture(scope="module")
 def standalone_cluster(tmp_path_factory):
     logs = tmp_path_factory.mktemp("spark-standalone")
-    gpus = os.path.join(REPO, "tests", "core", "scripts", "fake_gpus.sh")
+    gpus = os.path.join(REPO, "tests", "sparkmpi_dl", "scripts", "fake_gpus.sh")
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_WORKER_DIR": str(logs / "work"),
            "PYTHONPATH": REPO, "PYSPARK_PYTHON": sys.executable,
            # each worker announces two (pretend) GPUs, so tasks can be given one each
@@ -54,7 +54,7 @@ def _rank_lines(stdout):
 
 def test_mpi_ranks_on_two_standalone_workers(standalone_cluster):
     url, env = standalone_cluster
-    proc = _spark_run(url, env, 2, sys.executable, "-m", "tests.core.mpi_programs", "collectives")
+    proc = _spark_run(url, env, 2, sys.executable, "-m", "tests.sparkmpi_dl.mpi_programs", "collectives")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = sorted((json.loads(l.split("] ", 1)[1]) for l in _rank_lines(proc.stdout)),
                      key=lambda r: r["rank"])

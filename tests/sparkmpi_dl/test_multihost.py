@@ -1,6 +1,6 @@
 """Real separate hosts on one machine: a Spark standalone cluster across network namespaces.
 
-Four namespaces on a private bridge (tests/core/netns.py), each with its own address and
+Four namespaces on a private bridge (tests/sparkmpi_dl/netns.py), each with its own address and
 hostname: a Spark master, two workers, and the driver (``sparkmpi-dl spark-run`` started
 inside its namespace). The two MPI ranks therefore run on different "machines": MPICH must
 be told so by the PMI service (``PMI_process_mapping``) and talk TCP between them, the job
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from sparkmpi_dl.pmi import keepalive
-from tests.core import netns
-from tests.core.spark_cluster import MASTER_READY, start_spark_class, wait_for_log
+from tests.sparkmpi_dl import netns
+from tests.sparkmpi_dl.spark_cluster import MASTER_READY, start_spark_class, wait_for_log
 
 REPO = Path(__file__).resolve().parents[2]
 MASTER_PORT = 7077  # each host has a network of its own: fixed ports cannot collide
@@ -131,7 +131,7 @@ def test_ranks_on_two_hosts_talk_tcp_and_a_lost_host_fails_the_job(cluster, tmp_
         driver = subprocess.Popen(
             driver_host.command([sys.executable, "-m", "sparkmpi_dl", "spark-run", "--master", url,
                                  *(arg for item in DRIVER_CONF for arg in ("--conf", item)), "-n", "2",
-                                 "--", sys.executable, "-m", "tests.core.multihost_program", "ranks",
+                                 "--", sys.executable, "-m", "tests.sparkmpi_dl.multihost_program", "ranks",
                                  str(outdir)]),
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
@@ -194,7 +194,7 @@ def test_a_host_that_goes_silent_fails_the_job_within_the_keepalive_time(tmp_pat
     reason = netns.unavailable_reason()
     if reason:
         pytest.skip(f"separate hosts need network namespaces: {reason}")
-    program = [sys.executable, "-m", "tests.core.multihost_program"]
+    program = [sys.executable, "-m", "tests.sparkmpi_dl.multihost_program"]
     env = _env(tmp_path)
     info, log = tmp_path / "job.json", tmp_path / "service.log"
     procs: list[subprocess.Popen] = []

@@ -64,7 +64,7 @@ def _sleep_in_mpi():
 
 # ---- a rank leaving without MPI_Finalize ---------------------------------------------------
 def test_mpirun_cli_ends_the_job_when_a_rank_exits_0_without_finalize():
-    proc, elapsed = _cli("mpirun", "-n", "2", "--", sys.executable, "-m", "tests.core.mpi_programs",
+    proc, elapsed = _cli("mpirun", "-n", "2", "--", sys.executable, "-m", "tests.sparkmpi_dl.mpi_programs",
                          "exit_without_finalize")
     print(f"mpirun, rank 0 exits 0 without MPI_Finalize: job ended in {elapsed:.2f} s")
     assert proc.returncode == 1, proc.stderr

@@ -98,7 +98,7 @@ def test_spark_submit_with_stage_retry_gets_a_fresh_epoch(tmp_path):
     env = {**os.environ, "PYTHONPATH": REPO, "PYSPARK_PYTHON": sys.executable}
     spark_submit = os.path.join(os.path.dirname(sys.executable), "spark-submit")
     proc = subprocess.run([spark_submit, "--master", "local[2,2]", "--conf", "spark.ui.enabled=false",
-                           os.path.join(REPO, "tests/core/scripts/retry_job.py"), str(tmp_path)],
+                           os.path.join(REPO, "tests/sparkmpi_dl/scripts/retry_job.py"), str(tmp_path)],
                           capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "failed-once").exists()

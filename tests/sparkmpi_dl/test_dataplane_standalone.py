@@ -4,7 +4,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.core.test_spark_standalone import standalone_cluster  # noqa: F401 (the fixture)
+from tests.sparkmpi_dl.test_spark_standalone import standalone_cluster  # noqa: F401 (the fixture)
 
 JOB = textwrap.dedent("""
     import json, sys

@@ -10,7 +10,7 @@ import pytest
 from sparkmpi_dl.launch.local import JobFailed, mpirun, run_local
 from sparkmpi_dl.pmi import JobService
 
-PROGRAM = [sys.executable, "-m", "tests.core.mpi_programs"]
+PROGRAM = [sys.executable, "-m", "tests.sparkmpi_dl.mpi_programs"]
 
 
 class Lines:
@@ -49,7 +49,7 @@ def test_name_service_through_mpi_publish_and_lookup():
 
 def test_crash_mid_allreduce_fails_fast_and_kills_the_others():
     def crash_mid_allreduce():
-        from tests.core.mpi_programs import crash_mid_allreduce
+        from tests.sparkmpi_dl.mpi_programs import crash_mid_allreduce
         crash_mid_allreduce()
 
     start = time.monotonic()
