@@ -95,10 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sparkmpi-dl {version()}",
                         help="print the version and exit")
-    parser.add_argument("--verbose", dest="spark_verbose", action="store_true",
-                        help="show Spark's own INFO/WARN logging (off by default)")
-    parser.add_argument("--debug", action="store_true",
-                        help="on an unexpected error, print its traceback (one line without)")
+    add_common_flags(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     bench_parser = commands.add_parser("bench", help="benchmarks (figures for BENCHMARKS.md)")
     bench = bench_parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
@@ -139,8 +136,26 @@ class _Interrupts:
         raise KeyboardInterrupt
 
 
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    """``--verbose`` (Spark's logging) and ``--debug`` (tracebacks), read by :func:`run_command`:
+    `sparkmpi-dl` has them before the subcommand, a standalone script among its own flags."""
+    parser.add_argument("--verbose", dest="spark_verbose", action="store_true",
+                        help="show Spark's own INFO/WARN logging (off by default)")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an unexpected error, print its traceback (one line without)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_command(build_parser(), argv)
+
+
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the handler it names (``func``) under the error convention of
+    this module, messages prefixed with ``parser.prog``. `sparkmpi-dl` and the standalone
+    scripts (trainers/image_classifier.py) go through here, so they report errors alike;
+    ``parser`` needs :func:`add_common_flags` and should be an :class:`ArgumentParser`."""
+    args = parser.parse_args(argv)
+    prog = parser.prog
     if args.spark_verbose:
         from sparkmpi_dl.launch.spark_setup import set_spark_verbose
         set_spark_verbose(True)
@@ -155,14 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as err:
         if _Interrupts.seen or isinstance(err, KeyboardInterrupt):
             _end_spark_quietly()
-            print("sparkmpi-dl: interrupted", file=sys.stderr, flush=True)
+            print(f"{prog}: interrupted", file=sys.stderr, flush=True)
             return 130
         if isinstance(err, SystemExit) and isinstance(err.code, str):  # a handler's usage error
             print(err.code, file=sys.stderr, flush=True)
             return 2
         if not isinstance(err, Exception):
             raise
-        return _report(err, args.debug)
+        return _report(err, args.debug, prog)
 
 
 def _end_spark_quietly() -> None:
@@ -171,23 +186,23 @@ def _end_spark_quietly() -> None:
     end_spark_quietly()
 
 
-def _report(err: Exception, debug: bool = False) -> int:
+def _report(err: Exception, debug: bool = False, prog: str = "sparkmpi-dl") -> int:
     """One line for the errors a user meets (their exit codes as mpiexec's); any other
     exception is one line naming its type, exit code 1 (with ``debug``: its traceback)."""
     from sparkmpi_dl.launch.rank import exit_status  # the launch modules stay unimported for --help
 
     if isinstance(err, SparkSetupError):
-        print(f"sparkmpi-dl: error: {err}", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
         return 2
     if isinstance(err, JobFailed):
-        print(f"sparkmpi-dl: job failed: {failure_line(err)}", file=sys.stderr, flush=True)
+        print(f"{prog}: job failed: {failure_line(err)}", file=sys.stderr, flush=True)
         return exit_status(err.failure.exit_code if err.failure else 1)
     if debug:
         traceback.print_exception(err, file=sys.stderr)
     else:
         first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
         what = f"{type(err).__name__}: {first}" if first else type(err).__name__
-        print(f"sparkmpi-dl: error: {what} (run with --debug for the traceback)",
+        print(f"{prog}: error: {what} (run with --debug for the traceback)",
               file=sys.stderr, flush=True)
     return 1
 

@@ -8,24 +8,26 @@
 Rank 0 prints the progress bar, writes checkpoints (--resume continues from the last one),
 TensorBoard logs and metrics.jsonl under --out-dir, and a final JSON summary line. A new
 run goes only into an empty folder; see sparkmpi_dl/runs.py.
+
+The flags and the handler are `sparkmpi-dl train`'s (trainers/cli.py), run under the CLI's
+error convention (sparkmpi_dl/cli.py): one line on stderr, exit code 2 for a usage error and
+1 for a failure, the traceback only with --debug.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script (spark-submit, mpiexec): find the project
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainers.cli import build_parser, train_command  # noqa: E402
+from sparkmpi_dl.cli import run_command  # noqa: E402
+from trainers.cli import build_parser  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
-    args = parser.parse_args(argv)
-    args.parser = parser
-    return train_command(args)
+    """Parse ``argv`` (default: the command line) and train; returns the exit code."""
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,17 @@ class LaunchOptions:
     local: bool = False
     """start the ranks with the local launcher instead of Spark"""
 
+    def check(self) -> None:
+        """Reject a rank count that cannot work here (ValueError naming --num-proc): fewer
+        than one, or another count than the launcher that already started this process."""
+        if self.num_proc is None:
+            return
+        size = launched_size()
+        if size is not None and size > 0 and self.num_proc != size:
+            raise ValueError(f"--num-proc {self.num_proc} disagrees with the launcher's {size} ranks")
+        if self.num_proc < 1:
+            raise ValueError(f"--num-proc must be >= 1, got {self.num_proc}")
+
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     """The LaunchOptions flags (``-n/--num-proc``, older ``--ranks``) in a launch group."""
@@ -54,18 +65,13 @@ def spark_for(master: str | None, num_proc: int):
                          app_name="sparkmpi-dl image trainer")
 
 
-def run_training(config: TrainConfig, num_proc: int | None, controller: str = "mpi",
-                 master: str | None = None, local: bool = False) -> dict:
+def run_training(config: TrainConfig, num_proc: int | None,
+                 controller: Literal["mpi", "gloo"] = "mpi", master: str | None = None,
+                 local: bool = False) -> dict:
     """Train and return rank 0's summary, starting ranks only if nobody else did."""
-    size = launched_size()
-    if size is not None:
-        if num_proc is not None and size > 0 and num_proc != size:
-            raise ValueError(f"--num-proc {num_proc} disagrees with the launcher's {size} ranks")
-        return train(config)
-    if num_proc is None:
-        return train(config)  # a single process, no launcher
-    if num_proc < 1:
-        raise ValueError(f"--num-proc must be >= 1, got {num_proc}")
+    LaunchOptions(num_proc, controller, master, local).check()
+    if launched_size() is not None or num_proc is None:
+        return train(config)  # a rank already, or a single process without a launcher
     from sparkmpi_dl.horovod import run
 
     config = _absolute(config)
