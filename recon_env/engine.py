@@ -32,6 +32,7 @@ import numpy as np
 from .comm import SerialComm
 from .data import PtychoData
 from .errors import ReconstructionDiverged
+from .ops import ArrayOps
 from .positions import bound_steps, ramp_block, shift_ramps, solve_shifts, split_positions
 
 ALGORITHMS = ("dm", "raar")
@@ -143,7 +144,7 @@ def update_coefficients(algorithm: str, beta: float, gamma1: float, gamma2: floa
     return UpdateCoefficients(1.0 + gamma2, -gamma2, 1.0, beta, beta * gamma1, -beta * (1.0 + gamma1))
 
 
-def make_ops(backend: str, workers: int = 1, deterministic: bool = True):
+def make_ops(backend: str, workers: int = 1, deterministic: bool = True) -> ArrayOps:
     if backend == "numpy":
         from .ops_numpy import NumpyOps
 

@@ -32,7 +32,8 @@ def profile(frames: int, shape: int, deterministic: bool = True, repeat: int = 2
                                      probe_diameter=shape * 40 / 128), gpu=True)
     rec = Reconstructor(data, EngineConfig(deterministic=deterministic), backend="cupy")
     rec.step(3)
-    ops, n = rec.ops, rec.n
+    ops: Any = rec.ops  # CupyOps: its kernels one by one, beyond what ArrayOps promises
+    n = rec.n
     obj, probe, psi, amp, iy, ix = rec.object, rec.probe, rec.psi, rec.amp, rec.iy, rec.ix
     f = cp.empty_like(psi)
     nn, w = n * n, np.int32(obj.shape[1])

@@ -299,3 +299,10 @@ def test_gpu_divergence_is_raised_with_every_iteration_recorded():
     assert abs(k - first.value.iteration) <= 1 and "fourier_error" in deferred.value.reason
     assert gpu.iteration == -(-k // 16) * 16
     assert len(gpu.history["fourier_error"]) == gpu.iteration
+
+
+def test_the_cupy_backend_implements_the_array_ops_interface():
+    from recon_env.engine import make_ops
+    from recon_env.ops import ArrayOps
+
+    assert isinstance(make_ops("cupy"), ArrayOps)

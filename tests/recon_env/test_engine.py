@@ -192,3 +192,21 @@ def test_threads_match_one_thread_and_are_deterministic(tiny):
     assert np.linalg.norm(a - b) / np.linalg.norm(a) < 1e-4
     with pytest.raises(ValueError, match="workers"):
         Reconstructor(tiny, workers=0)
+
+
+def test_the_numpy_backend_implements_the_array_ops_interface():
+    import numpy as np
+
+    from recon_env.engine import make_ops
+    from recon_env.ops import ArrayOps
+
+    assert isinstance(make_ops("numpy"), ArrayOps)
+
+    class HalfABackend:
+        name = "half"
+        xp = np
+
+        def fft2(self, a):
+            return a
+
+    assert not isinstance(HalfABackend(), ArrayOps)
