@@ -32,6 +32,7 @@ from sparkmpi_dl.pmi.auth import Hello, join
 from sparkmpi_dl.pmi.keepalive import keep_alive
 
 KILL_GRACE_S = 3.0
+CLOSE_DRAIN_S = 5.0  # at most, for the driver to close its end of the control channel
 _PR_SET_PDEATHSIG = 1
 
 
@@ -95,6 +96,17 @@ class _Control:
         return event
 
     def close(self) -> None:
+        """Half-close, read what the driver still sends until it closes its end too, then
+        close. A socket closed with unread data in it (the driver's "kill", sent while this
+        rank was finishing) sends a reset, and the driver's kernel then drops what this side
+        sent last and the driver had not read yet: a rank's last output lines, its exit."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.settimeout(CLOSE_DRAIN_S)
+            while self.sock.recv(65536):
+                pass
+        except OSError:
+            pass
         try:
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked reading the channel
         except OSError:

@@ -75,6 +75,19 @@ def test_output_is_prefixed_by_rank_on_the_console():
     assert "[rank 1] err of 1" in proc.stderr
 
 
+def test_a_ranks_last_lines_are_printed_although_another_rank_failed_meanwhile(tmp_path):
+    """Rank 0 prints 3000 lines and exits 0; only then rank 1 fails. Every line rank 0 sent
+    before it exited reaches the console: the failure ends the job, not its output."""
+    marker = tmp_path / "rank0-done"
+    script = (f'if [ "$PMI_RANK" = 0 ]; then seq 1 3000 | sed "s/^/line /"; touch {marker}; '
+              f'else while [ ! -f {marker} ]; do sleep 0.01; done; exit 1; fi')
+    proc = subprocess.run([sys.executable, "-m", "sparkmpi_dl", "mpirun", "-n", "2", "--",
+                           "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("[rank 0] line ")]
+    assert lines == [f"[rank 0] line {i}" for i in range(1, 3001)], len(lines)
+
+
 def test_very_long_output_lines_arrive_whole_in_pieces():
     out = Lines()
     code = mpirun([sys.executable, "-c", "print('x' * 200000); print('end')"], 1, output=out)
