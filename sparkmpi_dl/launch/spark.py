@@ -9,6 +9,7 @@ epoch with a fresh key-value space (epoch = the attempt's smallest task attempt 
 """
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -168,6 +169,11 @@ def _launch(sc: SparkContext, spec_for: Callable[[JobService], RankSpec], num_pr
         failed_epochs.append(failure)
         if len(failed_epochs) > retries or failure.rank < 0:  # rank -1: the job's timeout
             sc.cancelJobGroup(group)
+        else:  # said whatever Spark's logging is: the job goes on, the failure must not vanish
+            last = failure.stderr_tail[-1].strip() if failure.stderr_tail else ""
+            print(f"sparkmpi-dl: attempt {len(failed_epochs)} failed: rank {failure.rank} "
+                  f"{failure.reason}{f' ({last})' if last else ''}; Spark runs the ranks again "
+                  f"(retry {len(failed_epochs)} of {retries})", file=sys.stderr, flush=True)
 
     service = JobService(num_proc, host=_driver_host(sc, bind_host), env_provider=env_provider,
                          output=output or print_prefixed, start_timeout=start_timeout,
@@ -177,17 +183,22 @@ def _launch(sc: SparkContext, spec_for: Callable[[JobService], RankSpec], num_pr
         sc.setJobGroup(group, f"sparkmpi-dl job {service.job_id} ({num_proc} ranks)", True)
         try:
             if stage is not None:  # the data plane's stage over the data's own partitions
-                return stage(spec)
-            ranks = sc.parallelize(range(num_proc), num_proc).barrier().mapPartitions(_barrier_task(spec))
-            # Spark retries a failed barrier stage only when it is a shuffle-map stage, so the
-            # ranks' (tiny) results go through a one-partition shuffle before collect().
-            pairs = ranks.repartition(1).collect()
+                staged = stage(spec)
+            else:
+                ranks = sc.parallelize(range(num_proc), num_proc).barrier().mapPartitions(_barrier_task(spec))
+                # Spark retries a failed barrier stage only when it is a shuffle-map stage, so
+                # the ranks' (tiny) results go through a one-partition shuffle before collect().
+                pairs = ranks.repartition(1).collect()
         except Exception as err:
             service.wait(timeout=5)  # let the service finish recording the failing rank's report
+            service.drain()  # and print the other ranks' last lines
             raise JobFailed(service.failure_of(), f"Spark job failed: {str(err).splitlines()[0]}",
                             service.rank_processes()) from None
         finally:
             sc.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]  # None unsets it
+        service.drain()  # the tasks have returned: their last output lines are printed first
+    if stage is not None:
+        return staged
     return [result for _, result in sorted(pairs, key=lambda pair: pair[0])]
 
 

@@ -55,6 +55,14 @@ def set_spark_verbose(on: bool) -> None:
     """Ask for Spark's own logging in this process and the processes it starts."""
     if on:
         os.environ[VERBOSE_ENV] = "1"
+        # a quiet Spark started earlier by this process left its log4j option for child
+        # JVMs (quiet_startup); asked for Spark's logging, they must not inherit it
+        kept = [opt for opt in os.environ.get("SPARK_SUBMIT_OPTS", "").split()
+                if opt != f"-Dlog4j2.configurationFile={QUIET_LOG4J.as_uri()}"]
+        if kept:
+            os.environ["SPARK_SUBMIT_OPTS"] = " ".join(kept)
+        else:
+            os.environ.pop("SPARK_SUBMIT_OPTS", None)
     else:
         os.environ.pop(VERBOSE_ENV, None)
 
