@@ -40,12 +40,9 @@ def _settled_outcome(service: JobService, timeout: float = 10.0) -> JobOutcome |
     """The epoch's outcome once the service has processed every rank's exit report.
 
     A task returns right after *sending* its exit status; reading the outcome before the
-    service's event loop has handled that message would miss a failure, and stopping the
-    service then would drop the ranks' last output lines.
+    service's event loop has handled that message would miss a failure.
     """
-    outcome = service.wait(timeout) or service.outcome()
-    service.drain(timeout)
-    return outcome
+    return service.wait(timeout) or service.outcome()
 
 
 def _service(num_proc: int, env_provider: EnvProvider | None, output: OutputSink | None,

@@ -183,22 +183,17 @@ def _launch(sc: SparkContext, spec_for: Callable[[JobService], RankSpec], num_pr
         sc.setJobGroup(group, f"sparkmpi-dl job {service.job_id} ({num_proc} ranks)", True)
         try:
             if stage is not None:  # the data plane's stage over the data's own partitions
-                staged = stage(spec)
-            else:
-                ranks = sc.parallelize(range(num_proc), num_proc).barrier().mapPartitions(_barrier_task(spec))
-                # Spark retries a failed barrier stage only when it is a shuffle-map stage, so
-                # the ranks' (tiny) results go through a one-partition shuffle before collect().
-                pairs = ranks.repartition(1).collect()
+                return stage(spec)
+            ranks = sc.parallelize(range(num_proc), num_proc).barrier().mapPartitions(_barrier_task(spec))
+            # Spark retries a failed barrier stage only when it is a shuffle-map stage, so the
+            # ranks' (tiny) results go through a one-partition shuffle before collect().
+            pairs = ranks.repartition(1).collect()
         except Exception as err:
             service.wait(timeout=5)  # let the service finish recording the failing rank's report
-            service.drain()  # and print the other ranks' last lines
             raise JobFailed(service.failure_of(), f"Spark job failed: {str(err).splitlines()[0]}",
                             service.rank_processes()) from None
         finally:
             sc.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]  # None unsets it
-        service.drain()  # the tasks have returned: their last output lines are printed first
-    if stage is not None:
-        return staged
     return [result for _, result in sorted(pairs, key=lambda pair: pair[0])]
 
 

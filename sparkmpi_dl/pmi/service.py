@@ -171,20 +171,6 @@ class JobService:
             return None
         return self.outcome()
 
-    def drain(self, timeout: float = 5.0) -> bool:
-        """Wait until everything the current epoch's tasks sent is handled (each control
-        channel ended with its exit report, or closed); False after ``timeout`` seconds.
-
-        Call it once the tasks have returned, before stopping the service: a rank's last
-        output lines may still be unread when another rank's failure already ended the
-        epoch, and stopping would drop them."""
-        state = self.current
-        if state is None or not self._thread.is_alive():
-            return True
-        future = asyncio.run_coroutine_threadsafe(state.wait_for(lambda: state.drained, timeout),
-                                                  self._loop)
-        return bool(future.result(timeout + 5))
-
     def outcome(self) -> JobOutcome | None:
         state = self.current
         if state is None:
@@ -456,8 +442,6 @@ class JobService:
                 log.warning("job %s: rank %d sent a malformed control line", self.job_id, hello.rank)
                 continue
             exited |= await self._on_ctl_event(state, hello.rank, event)
-        state.ctl_closed.add(hello.rank)
-        await state.notify()
         if not exited and state.failure is None and state is self.current:
             await self.fail(state, hello.rank, f"lost contact with its launching task on host "
                             f"{hello.host} (executor died, task killed or host down)", 1)

@@ -26,7 +26,6 @@ class EpochState:
     barrier: dict[int, Any] = field(default_factory=dict)    # rank -> session waiting
     finalized: set[int] = field(default_factory=set)
     exits: dict[int, int] = field(default_factory=dict)
-    ctl_closed: set[int] = field(default_factory=set)        # ranks whose control channel ended
     processes: dict[int, tuple[str, int]] = field(default_factory=dict)  # rank -> (host, pid)
     stderr_tails: dict[int, collections.deque[str]] = field(default_factory=dict)
     failure: FailureReport | None = None
@@ -47,11 +46,6 @@ class EpochState:
         """The other ranks that have neither finalized MPI nor exited."""
         return [r for r in range(self.size)
                 if r != rank and r not in self.exits and r not in self.finalized]
-
-    @property
-    def drained(self) -> bool:
-        """Every task that connected has sent its last word (exit report) or is gone."""
-        return all(r in self.exits or r in self.ctl_closed for r in self.ctl)
 
     @property
     def finished(self) -> bool:
