@@ -16,6 +16,7 @@ from sparkmpi_dl.launch.local import JobFailed, mpirun, run_local
 from sparkmpi_dl.pmi import JobService
 
 from .test_mpirun import PROGRAM, Lines
+from .processes import alive
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLI = os.path.join(os.path.dirname(sys.executable), "sparkmpi-dl")
@@ -30,20 +31,12 @@ def _cli(*args: str, timeout: float = 120, env: dict | None = None) -> tuple[sub
     return proc, time.monotonic() - start
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _wait_gone(pids, guard_s: float = 10.0) -> list[int]:
     """The pids still alive after up to guard_s (a killed process may take a moment to reap)."""
     deadline = time.monotonic() + guard_s
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    return [p for p in pids if _alive(p)]
+    return [p for p in pids if alive(p)]
 
 
 def _leave_without_finalize():

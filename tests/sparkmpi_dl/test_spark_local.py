@@ -11,6 +11,7 @@ import sparkmpi_dl
 from sparkmpi_dl.launch.spark import NotEnoughSlots, available_slots
 
 from .test_mpirun import PROGRAM, Lines
+from .processes import alive
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -68,17 +69,9 @@ def test_a_failing_rank_fails_the_job_fast_with_its_traceback(spark):
     pids = [pid for _, pid in info.value.processes.values()]
     assert len(pids) == 3
     deadline = time.monotonic() + 5
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not any(_alive(pid) for pid in pids)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
+    assert not any(alive(pid) for pid in pids)
 
 
 def test_horovod_mpi_controller_in_spark_tasks(spark):
