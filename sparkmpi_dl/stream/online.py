@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 from numpy.typing import NDArray
 
-from .records import RANGE, ScanStart, parse_start, read_range
+from .records import RANGE, ScanStart, parse_range, parse_start, read_range
 from .state import StateDir, save_npz
 
 MAX_REJECT_LINES = 10  # per rank and batch; the rest are counted
@@ -51,8 +51,8 @@ def columns(table: Any) -> Columns:
             for name in _NAMES:
                 cols[name].append(small[name][i])
             continue
-        ref = json.loads(small["meta"][i] or "{}")
-        read = range_columns([(small["stream"][i], ref["after"], small["entry_id"][i])], ref["url"])
+        stream, after, to, url = parse_range(small["stream"][i], small["entry_id"][i], small["meta"][i])
+        read = range_columns([(stream, after, to)], url)
         for name in _NAMES:
             cols[name].extend(read[name])
     return cols

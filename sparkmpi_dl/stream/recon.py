@@ -16,7 +16,6 @@ state (a batch whose state was already committed is not applied twice).
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar
 
 import numpy as np
 
-from .records import DEFAULT_PREFIX, RANGE, config_key, stream_keys
+from .records import DEFAULT_PREFIX, RANGE, config_key, parse_range, stream_keys
 from .state import StateDir, write_json
 
 if TYPE_CHECKING:
@@ -242,9 +241,8 @@ class OnlineReconstruction:
             if row.kind != RANGE:
                 raise StreamReconError(f"the source sent a {row.kind!r} row where references "
                                        f"were asked for (option payload=reference)")
-            rank = self.keys.index(row.stream) % self.opts.ranks
-            after = json.loads(row.meta)["after"]
-            ranges.setdefault(rank, []).append((row.stream, after, row.entry_id))
+            stream, after, to, _ = parse_range(row.stream, row.entry_id, row.meta)
+            ranges.setdefault(self.keys.index(stream) % self.opts.ranks, []).append((stream, after, to))
         deliver_s = time.monotonic() - t0
         reports = self.resident_ranks().feed(None, {"op": "batch", **ctx, "ranges": ranges,
                                                     "url": self.url})

@@ -217,6 +217,12 @@ def read_range(client: Any, stream: str, after: str, to: str,
         low = "(" + last
 
 
+def parse_range(stream: str, entry_id: str, meta: str | None) -> tuple[str, str, str, str]:
+    """(stream, after, to, broker url) of a ``range`` row (see :func:`range_row`)."""
+    ref = json.loads(meta or "{}")
+    return stream, ref["after"], entry_id, ref["url"]
+
+
 def range_row(stream: str, after: str, to: str, url: str) -> tuple[Any, ...]:
     """A ``range`` row of :data:`SCHEMA`: the entries ``after < id <= to`` of ``stream``."""
     return (stream, to, RANGE, None, None, None, None, None, None, None,
