@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agents.config import CompareConfig, DQNConfig, RunConfig
+from agents.collect import CollectConfig
+from agents.config import (UNUSED_HYPERPARAMETERS, CompareConfig, DQNConfig, OfflineConfig,
+                           RunConfig)
 from sparkmpi_dl.config import Flag, add_dataclass_flags, from_args
 from sparkmpi_dl.flags import add_num_proc, add_out
 
@@ -30,6 +32,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eps_end": 0.05,
     },
 }
+
+
+# agent learn: the tuning preset with the offline settings on top (see agents/offline.py):
+# larger minibatches and rounds (no env steps to interleave), gamma 1 (the return over the
+# fixed budget is exactly the decades of error removed).
+ENV_ID = "recon_env/PtychoTuning-v0"
+OFFLINE_PRESET: dict[str, Any] = {"hidden": (128, 128), "batch_size": 256, "gradient_steps": 250,
+                                  "gamma": 1.0, "learning_rate": 5e-4, "lr_final_fraction": 0.1}
 
 
 def _parse_bool(text: str) -> bool:
@@ -142,6 +152,36 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                            "fixed setting's final true error on each held-out scan (issue 13 "
                            "target: <= 70 %% of the budget); writes OUT/reach.{json,md,png}")
     cmp_.set_defaults(func=_compare)
+
+    col = sub.add_parser("collect", help="actors: play tuning episodes in worker processes and "
+                         "store their transitions for `agent learn` (NumPy only: runs on a GPU "
+                         "machine without TensorFlow)",
+                         description="Ape-X style actors: each worker plays its own "
+                         "recon_env/PtychoTuning-v0 (random or an agent epsilon-greedy) and writes "
+                         "OUT/w<worker>-<k>.npz shards, OUT/collect.json, OUT/summary.json. "
+                         "See agents/collect.py.")
+    add_out(col, type=Path, required=True, help="the collection folder (new)")
+    add_dataclass_flags(col, CollectConfig, flags={
+        "env_kwargs": Flag(type=_parse_json_dict, metavar="JSON"),
+        "policy": Flag(metavar="random|pretrained|RUN_DIR")})
+    col.set_defaults(func=_collect)
+
+    le = sub.add_parser("learn", help="learner: Double DQN on the transitions of `agent collect` "
+                        "(writes a run folder that compare, recon --agent and stream play)",
+                        description="Offline Double DQN on stored transitions; writes "
+                        "RUN_DIR/{config.json,checkpoint.npz,offline.json,tb/}. See "
+                        "agents/offline.py.")
+    add_out(le, dest="run_dir", hidden=("--run-dir",), type=Path, required=True,
+            metavar="RUN_DIR", help="the run folder (new)")
+    add_dataclass_flags(le, OfflineConfig, flags={"data": Flag(metavar="COLLECTION_DIR")})
+    le.add_argument("--threads", type=int, default=2, help="TensorFlow CPU threads")
+    hyper = le.add_argument_group(
+        "hyperparameters", "a flag given wins over the offline preset (OFFLINE_PRESET in "
+        "agents/cli.py), which wins over the defaults shown; the env-step schedules "
+        "(" + ", ".join(UNUSED_HYPERPARAMETERS) + ") are not used offline")
+    add_dataclass_flags(hyper, DQNConfig, flags=HYPER_FLAGS, unset_is_none=True,
+                        exclude=UNUSED_HYPERPARAMETERS)
+    le.set_defaults(func=_learn)
 
     cp = bench.add_parser("agent-cartpole", help="DQN on CartPole-v1, several seeds, one at a "
                           "time: final 100-episode return and env steps/s")
@@ -270,6 +310,35 @@ def _compare(args: argparse.Namespace) -> int:
         return 2
     stem = "reach" if args.reach else "comparison"
     print(f"agent compare: wrote {args.out}/{stem}.json, {stem}.md, {stem}.png")
+    return 0
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from agents.collect import collect
+
+    try:
+        summary = collect(from_args(CollectConfig, args), args.out)
+    except (ValueError, RuntimeError) as err:
+        print(f"agent collect: error: {err}", file=sys.stderr)
+        return 2
+    print(f"agent collect: {summary['episodes']} episodes, {summary['env_steps']} env steps in "
+          f"{summary['seconds']:.1f} s ({summary['env_steps_per_second']:.1f} env steps/s, "
+          f"{summary['workers']} workers) -> {args.out}")
+    return 0
+
+
+def _learn(args: argparse.Namespace) -> int:
+    _set_threads(args.threads)
+    from agents.offline import learn
+
+    given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(DQNConfig)}
+    try:
+        cfg = DQNConfig(**{**hyperparameters(ENV_ID, {}), **OFFLINE_PRESET,
+                           **{k: v for k, v in given.items() if v is not None}})
+        learn(from_args(OfflineConfig, args), cfg, args.run_dir)
+    except ValueError as err:
+        print(f"agent learn: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -162,6 +162,40 @@ class CompareConfig:
             raise ValueError(f"compare: curve_every must be >= 1, got {self.curve_every}")
 
 
+# DQNConfig fields that mean nothing offline (they count env steps or shape exploration)
+UNUSED_HYPERPARAMETERS = ("buffer_size", "learning_starts", "train_freq",
+                          "target_update_interval", "eps_start", "eps_end",
+                          "exploration_fraction")
+
+
+@dataclass
+class OfflineConfig:
+    """How long to learn. Each field is a flag of `sparkmpi-dl agent learn`."""
+
+    data: tuple[str, ...] = ()
+    """collection folders of `sparkmpi-dl agent collect` (repeat the flag for several)"""
+    updates: int = 40_000
+    """minibatch updates in all"""
+    target_update_every: int = 1_000
+    """updates between hard copies of the online network into the target network"""
+    n_step: int = 1
+    """bootstrap after n steps of stored rewards (>= the episode length: Monte Carlo
+    returns, no bootstrap at all; fewer bootstraps overestimate less on noisy rewards)"""
+    seed: int = 0
+    """network initialisation and minibatch seed"""
+    log_every: int = 5_000
+    """updates between progress lines"""
+
+    def check(self) -> None:
+        """Raise ValueError naming the first option outside its range."""
+        if not self.data:
+            raise ValueError("agent learn: give at least one --data COLLECTION_DIR")
+        for name in ("updates", "target_update_every", "log_every", "n_step"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"agent learn: --{name.replace('_', '-')} must be >= 1, "
+                                 f"got {getattr(self, name)}")
+
+
 def linear_schedule(step: int, start: float, end: float, duration: int) -> float:
     """Linear from ``start`` to ``end`` over ``duration`` steps, then constant (epsilon, lr)."""
     if duration <= 0:
