@@ -148,7 +148,7 @@ def _worker(cfg_dict: dict[str, Any], out: str, worker: int, deadline: float, qu
         queue.put(("done", worker, 0, 0.0))
     except BaseException as err:  # the parent reports it in one line and stops the others
         queue.put(("error", worker, 0, f"{type(err).__name__}: {err}"))
-        raise
+        return
     finally:
         env.close()
 
