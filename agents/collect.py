@@ -129,11 +129,12 @@ def _worker(cfg_dict: dict[str, Any], out: str, worker: int, deadline: float, qu
     from agents.envs import make_env
 
     cfg = CollectConfig(**cfg_dict)
-    env = make_env(ENV_ID, cfg.env_kwargs)
-    agent = _policy(cfg)
+    env = None
     pending: list[dict[str, Any]] = []
     shard = 0
     try:
+        env = make_env(ENV_ID, cfg.env_kwargs)  # a bad env option fails here: report it too
+        agent = _policy(cfg)
         for episode in range(worker, cfg.episodes, cfg.workers):
             if deadline and time.time() > deadline:
                 break
@@ -150,7 +151,8 @@ def _worker(cfg_dict: dict[str, Any], out: str, worker: int, deadline: float, qu
         queue.put(("error", worker, 0, f"{type(err).__name__}: {err}"))
         return
     finally:
-        env.close()
+        if env is not None:
+            env.close()
 
 
 @contextlib.contextmanager
@@ -172,10 +174,11 @@ def _one_thread_each() -> Iterator[None]:
 
 def collect(cfg: CollectConfig, out: Path, log=print) -> dict[str, Any]:
     """Play ``cfg.episodes`` episodes in ``cfg.workers`` processes into ``out`` (created;
-    must hold no earlier collection). Returns the summary also written to summary.json."""
+    must hold no earlier collection's data; one that failed before its first shard may be
+    reused). Returns the summary also written to summary.json."""
     cfg.check()
     out = Path(out)
-    if (out / "collect.json").exists():
+    if (out / "collect.json").exists() and any(out.glob("w*.npz")):
         raise ValueError(f"collect: {out} already holds a collection (collect.json); "
                          "use a new folder")
     out.mkdir(parents=True, exist_ok=True)

@@ -141,13 +141,14 @@ def test_worker_failing_in_an_episode_stops_the_collection_in_one_line(tmp_path:
     assert "worker" in lines[0] and "backend must be" in lines[0]
 
 
-@pytest.mark.xfail(strict=True, reason="agents/collect.py _worker builds the env before its "
-                   "try: the env's message never reaches the parent, which reports only 'died "
-                   "with exit code 1' after its 5 s poll")
 def test_worker_failing_to_build_its_env_names_the_env_message(tmp_path: Path):
     with pytest.raises(RuntimeError, match=r"worker 0 failed: .*reward must be one of"):
         collect(CollectConfig(episodes=1, env_kwargs={"reward": "nonsense"}), tmp_path / "c",
                 log=lambda line: None)
+    # the failed start stored no shard, so the same folder takes the corrected collection
+    summary = collect(CollectConfig(episodes=1, env_kwargs=TOY), tmp_path / "c",
+                      log=lambda line: None)
+    assert summary["episodes"] == 1 and len(list((tmp_path / "c").glob("w*.npz"))) == 1
 
 
 # ---- learner -----------------------------------------------------------------------------
