@@ -62,6 +62,10 @@ def test_summary_statistics():
     row = rows[1]
     assert row["worse_than_best_fixed_by_10pct"] == 0.5  # 0.25 > 0.22 and diverged (1 rad)
     assert row["diverged"] == 1 and row["mean_phase_rms"] == pytest.approx(1.555 / 4)
+    # paired: geometric mean of 1.05, 1.25, 2/3 and 1/0.4 (the diverged run counts as 1 rad)
+    assert row["paired_ratio"] == pytest.approx((1.05 * 1.25 * (2 / 3) * 2.5) ** 0.25)
+    assert row["paired_ci95_low"] < row["paired_ratio"] < row["paired_ci95_high"]
+    assert rows[0]["paired_ratio"] == 1.0
     mean, low, high = interval95([1.0, 2.0, 3.0, 4.0])
     half = stats.t.ppf(0.975, 3) * np.std([1, 2, 3, 4], ddof=1) / 2
     assert (mean, low, high) == pytest.approx((2.5, 2.5 - half, 2.5 + half))
