@@ -24,7 +24,7 @@ import numpy as np
 from recon_env.comm import Communicator
 from recon_env.observation import BETAS, N_ACTIONS, OBS_SIZE, MeasuredTrack, discrete_action
 
-PRETRAINED = Path(__file__).resolve().parent / "pretrained" / "ptycho_tuning_16k"
+PRETRAINED = Path(__file__).resolve().parent / "pretrained" / "ptycho_tuning_offline"
 DISCRETE_ENV = "recon_env/PtychoTuning-v0"
 ENV_DEFAULTS = {"iterations_per_step": 5, "betas": BETAS, "initial_beta": 1.0,
                 "initial_algorithm": "dm"}

@@ -64,7 +64,7 @@ def test_recon_agent_serial_records_and_draws_the_schedule(tmp_path, capsys):
     schedule = summary["schedule"]
     assert [e["start"] for e in schedule] == [0, 4, 8] and summary["algorithm"] == "agent"
     assert summary["inputs"]["agent"]["every"] == 4
-    assert summary["inputs"]["agent"]["source"].endswith("ptycho_tuning_16k")
+    assert summary["inputs"]["agent"]["source"].endswith("ptycho_tuning_offline")
     history = read_result_cxi(out / "recon.cxi")["history"]
     assert history["beta"] == [e["beta"] for e in schedule for _ in range(4)]
     assert (out / "errors.png").stat().st_size > 0
