@@ -151,6 +151,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                       help="only measure how many iterations each agent needs to reach the best "
                            "fixed setting's final true error on each held-out scan (issue 13 "
                            "target: <= 70 %% of the budget); writes OUT/reach.{json,md,png}")
+    cmp_.add_argument("--merge", nargs="+", type=Path, metavar="COMPARE_DIR",
+                      help="run nothing: join earlier comparisons (scan ranges run apart, or "
+                           "more agents on the same scans) into OUT/comparison.{json,md,png}")
     cmp_.set_defaults(func=_compare)
 
     col = sub.add_parser("collect", help="actors: play tuning episodes in worker processes and "
@@ -293,6 +296,13 @@ def _compare(args: argparse.Namespace) -> int:
     from agents.steer import load_agent
 
     try:
+        if args.merge:
+            from agents.compare import merge
+
+            merge(args.merge, args.out)
+            print(f"agent compare: wrote {args.out}/comparison.json, comparison.md, "
+                  "comparison.png")
+            return 0
         if not args.agents:
             raise ValueError("give at least one --agent RUN_DIR (or --agent pretrained)")
         agents = {}

@@ -23,6 +23,7 @@ unaffordable; the result then says the setting was given, not searched).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -330,6 +331,69 @@ def compare(agents: dict[str, Any], config: CompareConfig, out_dir: Path,
                                  f"({scans[0]['n_frames']} frames of "
                                  f"{scans[0]['frame_size']}x{scans[0]['frame_size']}), "
                                  f"{B} iterations")
+    log(markdown_table(rows))
+    return result
+
+
+def merge(parts: list[Path], out_dir: Path, log: Log = print) -> dict[str, Any]:
+    """Join comparisons run apart (scan ranges split over processes or machines, or more
+    methods run later on the same scans) into one: comparison.{json,md,png} in out_dir.
+
+    Runs are keyed by their scan's seed; where two parts ran a method on the same scan
+    (the best fixed setting, always) their results must agree, which checks that the parts
+    drew the same scans with the same engine. A method missing on some scans is left out
+    (and said so). Raises ValueError naming the part that does not fit."""
+    by_method: dict[str, dict[int, Run]] = {}
+    scans: dict[int, dict] = {}
+    best_names: set[str] = set()
+    iterations: set[int] = set()
+    for part in parts:
+        path = Path(part) / "comparison.json"
+        if not path.is_file():
+            raise ValueError(f"compare --merge: {part} holds no comparison.json")
+        data = json.loads(path.read_text())
+        seed0 = int(data["config"]["test_seed"])
+        iterations.add(int(data["config"]["iterations"]))
+        best_names.update(n for n in data["runs"] if n.startswith("(a)"))
+        for i, scan in enumerate(data["scans"]):
+            scans[seed0 + i] = scan
+        for name, rows in data["runs"].items():
+            for row in rows:
+                run = Run(**{**row, "curve": row.get("curve") or []})
+                seed = seed0 + int(run.scan)
+                had = by_method.setdefault(name, {}).get(seed)
+                if had is not None and not math.isclose(had.phase_rms, run.phase_rms,
+                                                        rel_tol=1e-6):
+                    raise ValueError(f"compare --merge: {part}: {name} on scan seed {seed} "
+                                     f"gives {run.phase_rms:.6g} rad, another part "
+                                     f"{had.phase_rms:.6g} (different engine or scans?)")
+                by_method[name][seed] = run
+    if len(best_names) != 1 or len(iterations) != 1:
+        raise ValueError(f"compare --merge: the parts differ in best fixed setting "
+                         f"{sorted(best_names)} or iteration budget {sorted(iterations)}")
+    best_name = best_names.pop()
+    seeds = sorted(scans)
+    runs: dict[str, list[Run]] = {}
+    for name, got in by_method.items():
+        if len(got) < len(seeds):
+            log(f"compare --merge: {name} ran on {len(got)} of {len(seeds)} scans; left out")
+            continue
+        runs[name] = [dataclasses.replace(got[seed], scan=i) for i, seed in enumerate(seeds)]
+    rows = summarize(runs, best_name)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = {"parts": [str(p) for p in parts], "scan_seeds": seeds, "summary": rows,
+              "scans": [scans[s] for s in seeds],
+              "runs": {n: [_plain(asdict(r)) for r in rs] for n, rs in runs.items()}}
+    (out_dir / "comparison.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out_dir / "comparison.md").write_text(markdown_table(rows))
+    from agents.plot import plot_method_comparison
+
+    first = scans[seeds[0]]
+    plot_method_comparison(rows, runs, best_name, out_dir / "comparison.png",
+                           title=f"{len(seeds)} held-out scans ({first['n_frames']} frames of "
+                                 f"{first['frame_size']}x{first['frame_size']}), "
+                                 f"{iterations.pop()} iterations, {len(parts)} parts merged")
     log(markdown_table(rows))
     return result
 

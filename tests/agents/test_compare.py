@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from agents.bo import minimize_scalar_bo
-from agents.compare import (CompareConfig, Run, compare, interval95, iterations_fraction,
+from agents.compare import (CompareConfig, Run, compare, interval95, iterations_fraction, merge,
                             reach, reach_summary, score_scan, summarize, sustained_fraction)
 from agents.steer import Agent
 from recon_env.observation import N_ACTIONS, OBS_SIZE
@@ -52,6 +52,29 @@ def test_agents_only_runs_the_agents_and_best_fixed_on_the_same_scans(tmp_path: 
     assert [r["phase_rms"] for r in result["runs"]["agent keep"]] == \
         [r["phase_rms"] for r in result["runs"]["(a) best fixed DM 1"]]
     assert result["best_fixed"]["source"] == "given" and result["grid"] == []
+
+
+def test_merge_joins_scan_ranges_and_methods_run_apart(tmp_path: Path):
+    """Scans 0-1 and 2 run apart, and a second agent run later on scans 0-1 only: the merge
+    has 3 scans, the complete methods, and refuses parts whose best fixed runs disagree."""
+    config = dataclasses.replace(TINY, baselines=False, best_fixed=("dm", 1.0), iterations=3)
+    one = compare({"keep": keep_plain_dm()}, config, tmp_path / "a", log=lambda m: None)
+    two = compare({"keep": keep_plain_dm()}, dataclasses.replace(config, test_scans=1,
+                  test_seed=config.test_seed + 2), tmp_path / "b", log=lambda m: None)
+    compare({"late": keep_plain_dm()}, config, tmp_path / "c", log=lambda m: None)
+    said: list[str] = []
+    merged = merge([tmp_path / "a", tmp_path / "b", tmp_path / "c"], tmp_path / "m", said.append)
+    best = "(a) best fixed DM 1"
+    assert [r["phase_rms"] for r in merged["runs"][best]] == \
+        [r["phase_rms"] for r in one["runs"][best] + two["runs"][best]]
+    assert set(merged["runs"]) == {"agent keep", best}
+    assert any("agent late ran on 2 of 3 scans" in line for line in said)
+    assert (tmp_path / "m" / "comparison.png").is_file()
+    data = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    data["runs"][best][0]["phase_rms"] *= 2  # a part whose engine or scans differ
+    (tmp_path / "c" / "comparison.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="scan seed 200000"):
+        merge([tmp_path / "a", tmp_path / "c"], tmp_path / "m2")
 
 
 def test_summary_statistics():
