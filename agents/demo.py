@@ -50,7 +50,7 @@ def steered_reconstruction_stage(sc: Any, out: Path) -> dict:
         lines.append(f"{', '.join(worse_than_start)} end(s) above the flat start's error "
                      f"({start:.3f} rad) on this scan")
     print(f"start (flat object): true phase RMS {start:.4f} rad; " + "; ".join(lines) +
-          " (one scan; `agent compare` in BENCHMARKS.md has 24)")
+          " (one scan; `agent compare` in BENCHMARKS.md has 120)")
     return {"scan_seed": seed, "frames": "96 of 64x64", "iterations": config.iterations,
             "start_true_phase_rms": start,
             "agent_true_phase_rms": agent.phase_rms, "best_fixed": best.method,
