@@ -24,11 +24,14 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
 from recon_env.observation import N_ACTIONS
+
+if TYPE_CHECKING:
+    from agents.steer import Agent
 
 ENV_ID = "recon_env/PtychoTuning-v0"
 COLLECT_SEED_BASE = 10_000_000
@@ -82,7 +85,8 @@ def episode_seed(seed: int, episode: int) -> int:
     return COLLECT_SEED_BASE + seed * SEEDS_PER_COLLECTION + episode
 
 
-def _policy(cfg: CollectConfig):
+def _policy(cfg: CollectConfig) -> Agent | None:
+    """The behaviour policy's agent, None where every action is random."""
     if cfg.policy == "random" or cfg.epsilon >= 1.0:
         return None
     from agents.steer import load_agent
@@ -90,7 +94,8 @@ def _policy(cfg: CollectConfig):
     return load_agent(cfg.policy)
 
 
-def play_episode(env: Any, cfg: CollectConfig, episode: int, agent: Any = None) -> dict[str, Any]:
+def play_episode(env: Any, cfg: CollectConfig, episode: int, agent: Agent | None = None
+                 ) -> dict[str, Any]:
     """One episode's transitions (arrays keyed by TRANSITION_KEYS) and its totals."""
     rng = np.random.default_rng((cfg.seed, episode))
     obs, info = env.reset(seed=episode_seed(cfg.seed, episode))
