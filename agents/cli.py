@@ -166,7 +166,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     add_out(col, type=Path, required=True, help="the collection folder (new)")
     add_dataclass_flags(col, CollectConfig, flags={
         "env_kwargs": Flag(type=_parse_json_dict, metavar="JSON"),
-        "policy": Flag(metavar="random|pretrained|RUN_DIR")})
+        "policy": Flag(metavar="random|pretrained|RUN_DIR"),
+        "spark": Flag(action="store_true"), "master": Flag(metavar="URL")})
     col.set_defaults(func=_collect)
 
     le = sub.add_parser("learn", help="learner: Double DQN on the transitions of `agent collect` "

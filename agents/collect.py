@@ -21,10 +21,11 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -61,6 +62,11 @@ class CollectConfig:
     """episodes per stored file (a killed collection keeps its finished files)"""
     max_seconds: float = 0.0
     """start no episode after this many seconds (0: no limit); for a fixed machine lease"""
+    spark: bool = False
+    """run the workers as Spark tasks, one per worker (OUT on a file system every executor
+    sees) instead of local processes"""
+    master: str | None = None
+    """with --spark: Spark master URL (default: spark-submit's, else local[WORKERS])"""
 
     def check(self) -> None:
         """Raise ValueError naming the first option outside its range."""
@@ -74,6 +80,8 @@ class CollectConfig:
             raise ValueError(f"collect: --max-seconds must be >= 0, got {self.max_seconds}")
         if not 0 <= self.seed < 1000:
             raise ValueError(f"collect: --seed must be in 0..999, got {self.seed}")
+        if self.master is not None and not self.spark:
+            raise ValueError("collect: --master needs --spark")
         if self.policy != "random" and self.epsilon < 1.0:
             from agents.steer import load_agent
 
@@ -128,36 +136,52 @@ def _write_shard(out: Path, worker: int, index: int, episodes: list[dict[str, An
     tmp.rename(out / f"w{worker:03d}-{index:04d}.npz")  # a reader never sees half a shard
 
 
-def _worker(cfg_dict: dict[str, Any], out: str, worker: int, deadline: float, queue: Any) -> None:
+def _play_share(cfg: CollectConfig, out: Path, worker: int, deadline: float
+                ) -> Iterator[tuple[int, float]]:
     """Play episodes worker, worker + workers, ... and store them shard by shard, starting
-    none after ``deadline`` (time.time(); 0: none)."""
+    none after ``deadline`` (time.time(); 0: none); yield (steps, return) per episode."""
     from agents.envs import make_env
 
-    cfg = CollectConfig(**cfg_dict)
-    env = None
-    pending: list[dict[str, Any]] = []
-    shard = 0
+    env = make_env(ENV_ID, cfg.env_kwargs)
     try:
-        env = make_env(ENV_ID, cfg.env_kwargs)  # a bad env option fails here: report it too
         agent = _policy(cfg)
+        pending: list[dict[str, Any]] = []
+        shard = 0
         for episode in range(worker, cfg.episodes, cfg.workers):
             if deadline and time.time() > deadline:
                 break
             result = play_episode(env, cfg, episode, agent)
             pending.append(result)
-            queue.put(("episode", worker, result["steps"], result["return"]))
+            yield result["steps"], result["return"]
             if len(pending) == cfg.shard_episodes:
-                _write_shard(Path(out), worker, shard, pending)
+                _write_shard(out, worker, shard, pending)
                 pending, shard = [], shard + 1
         if pending:
-            _write_shard(Path(out), worker, shard, pending)
+            _write_shard(out, worker, shard, pending)
+    finally:
+        env.close()
+
+
+def _worker(cfg_dict: dict[str, Any], out: str, worker: int, deadline: float, queue: Any) -> None:
+    """A worker process: its share of the episodes, each reported on ``queue``."""
+    try:
+        for steps, ret in _play_share(CollectConfig(**cfg_dict), Path(out), worker, deadline):
+            queue.put(("episode", worker, steps, ret))
         queue.put(("done", worker, 0, 0.0))
     except BaseException as err:  # the parent reports it in one line and stops the others
         queue.put(("error", worker, 0, f"{type(err).__name__}: {err}"))
-        return
-    finally:
-        if env is not None:
-            env.close()
+
+
+def _spark_task(cfg_dict: dict[str, Any], out: str, deadline: float):
+    """The function a Spark task runs for worker ``index``: its share, then one row
+    ("done", [(steps, return), ...]) or ("error", message) (one line for the driver)."""
+    def task(index: int, _rows: Iterator[Any]) -> Iterator[tuple[str, Any]]:
+        try:
+            cfg = CollectConfig(**cfg_dict)
+            yield "done", list(_play_share(cfg, Path(out), index, deadline))
+        except Exception as err:
+            yield "error", f"worker {index} failed: {type(err).__name__}: {err}"
+    return task
 
 
 @contextlib.contextmanager
@@ -177,10 +201,12 @@ def _one_thread_each() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def collect(cfg: CollectConfig, out: Path, log=print) -> dict[str, Any]:
-    """Play ``cfg.episodes`` episodes in ``cfg.workers`` processes into ``out`` (created;
-    must hold no earlier collection's data; one that failed before its first shard may be
-    reused). Returns the summary also written to summary.json."""
+def collect(cfg: CollectConfig, out: Path, log: Callable[[str], None] = print
+            ) -> dict[str, Any]:
+    """Play ``cfg.episodes`` episodes in ``cfg.workers`` worker processes, or Spark tasks
+    with ``cfg.spark``, into ``out`` (created; must hold no earlier collection's data; one
+    that failed before its first shard may be reused). Returns the summary also written to
+    summary.json."""
     cfg.check()
     out = Path(out)
     if (out / "collect.json").exists() and any(out.glob("w*.npz")):
@@ -189,19 +215,35 @@ def collect(cfg: CollectConfig, out: Path, log=print) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "collect.json").write_text(json.dumps({"env_id": ENV_ID, **asdict(cfg)}, indent=2)
                                       + "\n")
-    ctx = mp.get_context("spawn")  # CUDA contexts do not survive fork
-    queue = ctx.Queue()
     started = time.perf_counter()
     deadline = time.time() + cfg.max_seconds if cfg.max_seconds else 0.0
+    workers = min(cfg.workers, cfg.episodes)
+    run = _run_spark if cfg.spark else _run_processes
+    results = run(cfg, out, workers, deadline, started, log)
+    seconds = time.perf_counter() - started
+    steps = sum(n for n, _ in results)
+    summary = {"episodes": len(results), "env_steps": steps, "seconds": seconds,
+               "env_steps_per_second": steps / seconds, "workers": workers,
+               "launcher": "spark" if cfg.spark else "processes",
+               "mean_return": float(np.mean([r for _, r in results])) if results
+               else float("nan")}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _run_processes(cfg: CollectConfig, out: Path, workers: int, deadline: float,
+                   started: float, log: Callable[[str], None]) -> list[tuple[int, float]]:
+    """Spawned worker processes; a progress line every ~5 % of the episodes."""
+    ctx = mp.get_context("spawn")  # CUDA contexts do not survive fork
+    queue = ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(asdict(cfg), str(out), w, deadline, queue),
-                         daemon=True) for w in range(min(cfg.workers, cfg.episodes))]
+                         daemon=True) for w in range(workers)]
     with _one_thread_each():
         for p in procs:
             p.start()
-    episodes = steps = 0
-    returns: list[float] = []
+    results: list[tuple[int, float]] = []
     running = len(procs)
-    every = max(1, cfg.episodes // 20)
+    every = min(max(1, cfg.episodes // 20), 50)
     try:
         while running:
             try:
@@ -217,23 +259,52 @@ def collect(cfg: CollectConfig, out: Path, log=print) -> dict[str, Any]:
             if kind == "done":
                 running -= 1
                 continue
-            episodes, steps = episodes + 1, steps + n
-            returns.append(float(value))
-            if episodes % every == 0 or episodes == cfg.episodes or every > 50 and episodes % 50 == 0:
-                rate = steps / (time.perf_counter() - started)
-                log(f"collect: {episodes}/{cfg.episodes} episodes, {steps} env steps, "
-                    f"{rate:.1f} env steps/s, mean return {np.mean(returns):.3f}")
+            results.append((int(n), float(value)))
+            if len(results) % every == 0 or len(results) == cfg.episodes:
+                steps = sum(r[0] for r in results)
+                log(f"collect: {len(results)}/{cfg.episodes} episodes, {steps} env steps, "
+                    f"{steps / (time.perf_counter() - started):.1f} env steps/s, mean return "
+                    f"{np.mean([r[1] for r in results]):.3f}")
     finally:
         for p in procs:
             if p.is_alive():
                 p.terminate()
             p.join(timeout=10)
-    seconds = time.perf_counter() - started
-    summary = {"episodes": episodes, "env_steps": steps, "seconds": seconds,
-               "env_steps_per_second": steps / seconds, "workers": len(procs),
-               "mean_return": float(np.mean(returns)) if returns else float("nan")}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return results
+
+
+def _run_spark(cfg: CollectConfig, out: Path, workers: int, deadline: float,
+               started: float, log: Callable[[str], None]) -> list[tuple[int, float]]:
+    """One Spark task per worker (``out`` must be a folder every executor sees); a progress
+    line of the shards stored every 10 s while the job runs."""
+    from sparkmpi_dl.launch.spark import spark_context
+
+    sc = spark_context(master=cfg.master, default_master=f"local[{workers}]",
+                       app_name="sparkmpi-dl agent collect",
+                       conf={f"spark.executorEnv.{k}": "1" for k in THREAD_VARIABLES})
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(10.0):
+            shards = len(list(out.glob("w*.npz")))
+            log(f"collect: {shards} shards stored (<= {shards * cfg.shard_episodes} episodes) "
+                f"after {time.perf_counter() - started:.0f} s")
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        rows = (sc.parallelize(range(workers), workers)
+                .mapPartitionsWithIndex(_spark_task(asdict(cfg), str(out), deadline))
+                .collect())
+    except Exception as err:  # Py4J's page, reduced to its first line
+        from sparkmpi_dl.launch.spark_setup import first_line
+
+        raise RuntimeError(f"collect: the Spark job failed: {first_line(err)}") from None
+    finally:
+        stop.set()
+    errors = [value for kind, value in rows if kind == "error"]
+    if errors:
+        raise RuntimeError(f"collect: {errors[0]}")
+    return [tuple(r) for kind, value in rows for r in value]
 
 
 def load_transitions(folders: list[Path]) -> dict[str, np.ndarray]:

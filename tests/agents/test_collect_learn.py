@@ -99,6 +99,22 @@ def test_collect_data_do_not_depend_on_the_worker_count(parallel: Path, tmp_path
     assert not np.array_equal(load_transitions([other])["obs"][:1], serial["obs"][:1])
 
 
+def test_spark_tasks_collect_the_same_transitions_as_processes(parallel: Path, tmp_path: Path):
+    """`--spark`: one Spark task per worker (local[2] here), through the console script."""
+    out = tmp_path / "spark"
+    proc = console("agent", "collect", "--spark", "--workers", "2", "--episodes", "4",
+                   "--shard-episodes", "1", "--env-kwargs", json.dumps(TOY), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["launcher"] == "spark" and summary["episodes"] == 4
+    spark = by_episode_and_step(load_transitions([out]))
+    two = by_episode_and_step(load_transitions([parallel]))
+    for key in TRANSITION_KEYS:
+        np.testing.assert_array_equal(spark[key], two[key], err_msg=key)
+    bad = console("agent", "collect", "--master", "local[2]", "--out", str(tmp_path / "m"))
+    assert bad.returncode == 2 and "--master needs --spark" in bad.stderr
+
+
 def test_pretrained_policy_without_exploration_plays_the_agent(tmp_path: Path):
     out = tmp_path / "greedy"
     collect(CollectConfig(episodes=2, policy="pretrained", epsilon=0.0, env_kwargs=TOY), out,
