@@ -187,6 +187,18 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                         exclude=UNUSED_HYPERPARAMETERS)
     le.set_defaults(func=_learn)
 
+    bc = bench.add_parser("agent-collect", help="env steps/s of the actors: 1 process vs N "
+                          "processes vs N Spark tasks, side by side (slope over E and 2E "
+                          "episodes)")
+    bc.add_argument("--workers", type=int, default=2, help="N, the workers of the parallel runs")
+    bc.add_argument("--episodes", type=int, default=8, help="E, episodes of the shorter run")
+    bc.add_argument("--env-kwargs", type=_parse_json_dict, metavar="JSON",
+                    default={"generator": "toy", "reward": "true_error"},
+                    help="PtychoTuning-v0 options (default: toy scans, truth reward)")
+    bc.add_argument("--out", type=Path, default=Path("runs/bench-agent-collect"),
+                    help="output folder (the collections and bench.json)")
+    bc.set_defaults(func=_bench_collect)
+
     cp = bench.add_parser("agent-cartpole", help="DQN on CartPole-v1, several seeds, one at a "
                           "time: final 100-episode return and env steps/s")
     cp.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one run each")
@@ -350,6 +362,18 @@ def _learn(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"agent learn: error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _bench_collect(args: argparse.Namespace) -> int:
+    from agents.bench_collect import bench_collect, markdown
+
+    try:
+        rows = bench_collect(args.workers, args.episodes, args.env_kwargs, args.out)
+    except (ValueError, RuntimeError) as err:
+        print(f"bench agent-collect: error: {err}", file=sys.stderr)
+        return 2
+    print(markdown(rows))
     return 0
 
 
