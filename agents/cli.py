@@ -180,11 +180,13 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     add_dataclass_flags(le, OfflineConfig, flags={"data": Flag(metavar="COLLECTION_DIR")})
     le.add_argument("--threads", type=int, default=2, help="TensorFlow CPU threads")
     hyper = le.add_argument_group(
-        "hyperparameters", "a flag given wins over the offline preset (OFFLINE_PRESET in "
-        "agents/cli.py), which wins over the defaults shown; the env-step schedules "
+        "hyperparameters", "defaults: the tuning preset with OFFLINE_PRESET on top "
+        "(agents/cli.py); the env-step schedules "
         "(" + ", ".join(UNUSED_HYPERPARAMETERS) + ") are not used offline")
+    offline_defaults = {k: v for k, v in {**PRESETS[ENV_ID], **OFFLINE_PRESET}.items()
+                        if k not in UNUSED_HYPERPARAMETERS}
     add_dataclass_flags(hyper, DQNConfig, flags=HYPER_FLAGS, unset_is_none=True,
-                        exclude=UNUSED_HYPERPARAMETERS)
+                        exclude=UNUSED_HYPERPARAMETERS, defaults=offline_defaults)
     le.set_defaults(func=_learn)
 
     bc = bench.add_parser("agent-collect", help="env steps/s of the actors: 1 process vs N "

@@ -21,11 +21,12 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import queue as queue_module
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 ENV_ID = "recon_env/PtychoTuning-v0"
 COLLECT_SEED_BASE = 10_000_000
 SEEDS_PER_COLLECTION = 1_000_000
+FAILED = ".failed"  # written by a failing Spark task: the others start no new episode
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 TRANSITION_KEYS = ("obs", "actions", "rewards", "next_obs", "terminated", "truncated", "episode",
                    "t")
@@ -80,6 +82,12 @@ class CollectConfig:
             raise ValueError(f"collect: --max-seconds must be >= 0, got {self.max_seconds}")
         if not 0 <= self.seed < 1000:
             raise ValueError(f"collect: --seed must be in 0..999, got {self.seed}")
+        if self.episodes > SEEDS_PER_COLLECTION:
+            raise ValueError(f"collect: --episodes must be <= {SEEDS_PER_COLLECTION} (the next "
+                             f"collection seed's scans start there), got {self.episodes}")
+        if self.policy != "random" and self.epsilon >= 1.0:
+            raise ValueError(f"collect: --policy {self.policy} with --epsilon 1 never asks the "
+                             "policy (every action random); give --epsilon < 1")
         if self.master is not None and not self.spark:
             raise ValueError("collect: --master needs --spark")
         if self.policy != "random" and self.epsilon < 1.0:
@@ -108,7 +116,7 @@ def play_episode(env: Any, cfg: CollectConfig, episode: int, agent: Agent | None
     rng = np.random.default_rng((cfg.seed, episode))
     obs, info = env.reset(seed=episode_seed(cfg.seed, episode))
     rows: dict[str, list[Any]] = {k: [] for k in TRANSITION_KEYS}
-    start_error = info.get("true_phase_rms", info["model_error"])
+    start_error = info["true_phase_rms"] if "true_phase_rms" in info else info["model_error"]
     done, t, total = False, 0, 0.0
     while not done:
         if agent is None or rng.random() < cfg.epsilon:
@@ -130,7 +138,7 @@ def play_episode(env: Any, cfg: CollectConfig, episode: int, agent: Agent | None
 
 def _write_shard(out: Path, worker: int, index: int, episodes: list[dict[str, Any]]) -> None:
     arrays = {k: np.concatenate([e["arrays"][k] for e in episodes]) for k in TRANSITION_KEYS}
-    tmp = out / f".w{worker:03d}-{index:04d}.npz"
+    tmp = out / f".w{worker:03d}-{index:04d}.{os.getpid()}.npz"  # a retried task's own file
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
     tmp.rename(out / f"w{worker:03d}-{index:04d}.npz")  # a reader never sees half a shard
@@ -148,7 +156,7 @@ def _play_share(cfg: CollectConfig, out: Path, worker: int, deadline: float
         pending: list[dict[str, Any]] = []
         shard = 0
         for episode in range(worker, cfg.episodes, cfg.workers):
-            if deadline and time.time() > deadline:
+            if deadline and time.time() > deadline or (out / FAILED).exists():
                 break
             result = play_episode(env, cfg, episode, agent)
             pending.append(result)
@@ -172,15 +180,18 @@ def _worker(cfg_dict: dict[str, Any], out: str, worker: int, deadline: float, qu
         queue.put(("error", worker, 0, f"{type(err).__name__}: {err}"))
 
 
-def _spark_task(cfg_dict: dict[str, Any], out: str, deadline: float):
+def _spark_task(cfg_dict: dict[str, Any], out: str, deadline: float
+                ) -> Callable[[int, Iterable[int]], Iterator[tuple[str, Any]]]:
     """The function a Spark task runs for worker ``index``: its share, then one row
     ("done", [(steps, return), ...]) or ("error", message) (one line for the driver)."""
-    def task(index: int, _rows: Iterator[Any]) -> Iterator[tuple[str, Any]]:
+    def task(index: int, _rows: Iterable[int]) -> Iterator[tuple[str, Any]]:
         try:
             cfg = CollectConfig(**cfg_dict)
             yield "done", list(_play_share(cfg, Path(out), index, deadline))
         except Exception as err:
-            yield "error", f"worker {index} failed: {type(err).__name__}: {err}"
+            message = f"worker {index} failed: {type(err).__name__}: {err}"
+            (Path(out) / FAILED).write_text(message + "\n")  # the other tasks stop early
+            yield "error", message
     return task
 
 
@@ -247,12 +258,14 @@ def _run_processes(cfg: CollectConfig, out: Path, workers: int, deadline: float,
     try:
         while running:
             try:
-                kind, worker, n, value = queue.get(timeout=5.0)
-            except Exception:  # queue.Empty: check that nobody died without a word
-                dead = [i for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
-                if dead:
-                    raise RuntimeError(f"collect: worker {dead[0]} died with exit code "
-                                       f"{procs[dead[0]].exitcode}") from None
+                kind, worker, n, value = queue.get(timeout=1.0)
+            except queue_module.Empty:
+                kind = ""
+            dead = [i for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
+            if dead and kind != "error":  # killed (OOM, signal) without a word
+                raise RuntimeError(f"collect: worker {dead[0]} died with exit code "
+                                   f"{procs[dead[0]].exitcode}")
+            if not kind:
                 continue
             if kind == "error":
                 raise RuntimeError(f"collect: worker {worker} failed: {value}")
@@ -323,6 +336,9 @@ def load_transitions(folders: list[Path]) -> dict[str, np.ndarray]:
         for shard in shards:
             with np.load(shard) as z:
                 part = {k: z[k] for k in TRANSITION_KEYS}
+            if len(part["t"]) and not (part["terminated"][-1] or part["truncated"][-1]):
+                raise ValueError(f"{shard}: its last transition ends no episode (a shard "
+                                 "holds whole episodes)")
             part["episode"] = part["episode"] + offset
             parts.append(part)
         offset += SEEDS_PER_COLLECTION

@@ -335,6 +335,17 @@ def compare(agents: dict[str, Any], config: CompareConfig, out_dir: Path,
     return result
 
 
+# what every part of a merge must share (the scan range may differ)
+MERGE_MUST_AGREE = ("generator", "heldout_objects", "iterations", "engine", "backend")
+
+
+def _same(a: float, b: float) -> bool:
+    """Two parts' results for one method on one scan agree (both diverged counts)."""
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return math.isfinite(a) == math.isfinite(b)
+    return math.isclose(a, b, rel_tol=1e-6)
+
+
 def merge(parts: list[Path], out_dir: Path, log: Log = print) -> dict[str, Any]:
     """Join comparisons run apart (scan ranges split over processes or machines, or more
     methods run later on the same scans) into one: comparison.{json,md,png} in out_dir.
@@ -346,31 +357,44 @@ def merge(parts: list[Path], out_dir: Path, log: Log = print) -> dict[str, Any]:
     by_method: dict[str, dict[int, Run]] = {}
     scans: dict[int, dict] = {}
     best_names: set[str] = set()
-    iterations: set[int] = set()
+    sources: dict[str, str] = {}
+    setup: dict[str, Any] | None = None
     for part in parts:
         path = Path(part) / "comparison.json"
-        if not path.is_file():
-            raise ValueError(f"compare --merge: {part} holds no comparison.json")
-        data = json.loads(path.read_text())
-        seed0 = int(data["config"]["test_seed"])
-        iterations.add(int(data["config"]["iterations"]))
-        best_names.update(n for n in data["runs"] if n.startswith("(a)"))
+        try:
+            data = json.loads(path.read_text())
+            config, runs_of_part = data["config"], data["runs"]
+            seed0 = int(config["test_seed"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"compare --merge: {path} is not the comparison.json of one "
+                             f"`agent compare` run ({type(err).__name__}: {err})") from None
+        mine = {k: config.get(k) for k in MERGE_MUST_AGREE}
+        if setup is not None and mine != setup:
+            raise ValueError(f"compare --merge: {part} was run with {mine}, the first part "
+                             f"with {setup}")
+        setup = mine
+        for name, source in data.get("agents", {}).items():
+            if sources.setdefault(name, source) != source:
+                raise ValueError(f"compare --merge: agent {name!r} is {source} in {part} but "
+                                 f"{sources[name]} in an earlier part")
+        best_names.update(n for n in runs_of_part if n.startswith("(a)"))
         for i, scan in enumerate(data["scans"]):
             scans[seed0 + i] = scan
-        for name, rows in data["runs"].items():
+        for name, rows in runs_of_part.items():
             for row in rows:
-                run = Run(**{**row, "curve": row.get("curve") or []})
+                run = Run(**{**row, "phase_rms": float(row["phase_rms"]),
+                             "model_error": float(row["model_error"]),
+                             "curve": row.get("curve") or []})
                 seed = seed0 + int(run.scan)
                 had = by_method.setdefault(name, {}).get(seed)
-                if had is not None and not math.isclose(had.phase_rms, run.phase_rms,
-                                                        rel_tol=1e-6):
+                if had is not None and not _same(had.phase_rms, run.phase_rms):
                     raise ValueError(f"compare --merge: {part}: {name} on scan seed {seed} "
                                      f"gives {run.phase_rms:.6g} rad, another part "
                                      f"{had.phase_rms:.6g} (different engine or scans?)")
                 by_method[name][seed] = run
-    if len(best_names) != 1 or len(iterations) != 1:
+    if len(best_names) != 1 or setup is None:
         raise ValueError(f"compare --merge: the parts differ in best fixed setting "
-                         f"{sorted(best_names)} or iteration budget {sorted(iterations)}")
+                         f"{sorted(best_names)}")
     best_name = best_names.pop()
     seeds = sorted(scans)
     runs: dict[str, list[Run]] = {}
@@ -382,7 +406,8 @@ def merge(parts: list[Path], out_dir: Path, log: Log = print) -> dict[str, Any]:
     rows = summarize(runs, best_name)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = {"parts": [str(p) for p in parts], "scan_seeds": seeds, "summary": rows,
+    result = {"parts": [str(p) for p in parts], "config": setup, "agents": sources,
+              "scan_seeds": seeds, "summary": rows,
               "scans": [scans[s] for s in seeds],
               "runs": {n: [_plain(asdict(r)) for r in rs] for n, rs in runs.items()}}
     (out_dir / "comparison.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -393,7 +418,8 @@ def merge(parts: list[Path], out_dir: Path, log: Log = print) -> dict[str, Any]:
     plot_method_comparison(rows, runs, best_name, out_dir / "comparison.png",
                            title=f"{len(seeds)} held-out scans ({first['n_frames']} frames of "
                                  f"{first['frame_size']}x{first['frame_size']}), "
-                                 f"{iterations.pop()} iterations, {len(parts)} parts merged")
+                                 f"{setup['iterations']} iterations, {len(parts)} parts "
+                                 "merged")
     log(markdown_table(rows))
     return result
 

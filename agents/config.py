@@ -173,14 +173,15 @@ class OfflineConfig:
     """How long to learn. Each field is a flag of `sparkmpi-dl agent learn`."""
 
     data: tuple[str, ...] = ()
-    """collection folders of `sparkmpi-dl agent collect` (repeat the flag for several)"""
+    """collection folders of `sparkmpi-dl agent collect`, one or more after one --data"""
     updates: int = 40_000
     """minibatch updates in all"""
     target_update_every: int = 1_000
     """updates between hard copies of the online network into the target network"""
     n_step: int = 1
     """bootstrap after n steps of stored rewards (>= the episode length: Monte Carlo
-    returns, no bootstrap at all; fewer bootstraps overestimate less on noisy rewards)"""
+    returns, no bootstrap at all); fewer bootstraps overestimate less on noisy rewards, but
+    n > 1 learns toward the behaviour policy's value (no off-policy correction)"""
     seed: int = 0
     """network initialisation and minibatch seed"""
     log_every: int = 5_000

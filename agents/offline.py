@@ -76,6 +76,8 @@ def learn(off: OfflineConfig, cfg: DQNConfig, run_dir: Path,
 
     off.check()
     cfg.check()
+    if Path(run_dir).is_dir() and any(Path(run_dir).iterdir()):
+        raise ValueError(f"agent learn: {run_dir} is not empty; learn into a new folder")
     data = load_transitions([Path(d) for d in off.data])  # ValueError names a bad folder
     env_kwargs = _env_kwargs(off.data)
     run = RunConfig(env_id=ENV_ID, total_steps=len(data["rewards"]), seed=off.seed,
@@ -120,8 +122,7 @@ def learn(off: OfflineConfig, cfg: DQNConfig, run_dir: Path,
     behaviour_return = float(np.bincount(data["episode"] - data["episode"].min(),
                                          weights=data["rewards"]).sum() / episodes)
     greedy_value = float(learner.q_values(data["obs"][starts]).max(axis=1).mean())
-    summary = {"transitions": n, "episodes": episodes, "data": list(off.data),
-               "updates": off.updates, "seconds": seconds, "updates_per_second": done / seconds,
+    summary = {**dataclasses.asdict(off), "transitions": n, "episodes": episodes, "seconds": seconds, "updates_per_second": done / seconds,
                "behaviour_mean_return": behaviour_return,
                "greedy_q_at_start": greedy_value, "curve": curve}
     save_run_config(run_dir, run, cfg)

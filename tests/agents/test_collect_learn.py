@@ -127,6 +127,17 @@ def test_pretrained_policy_without_exploration_plays_the_agent(tmp_path: Path):
 
 # ---- actors: errors ----------------------------------------------------------------------
 
+@pytest.mark.parametrize("change,message", [
+    ({"policy": "pretrained"}, "never asks the policy"),
+    ({"episodes": 1_000_001}, "--episodes must be <= 1000000"),
+    ({"master": "local[2]"}, "--master needs --spark"),
+])
+def test_collect_refuses_options_that_would_mislabel_data(change, message, tmp_path: Path):
+    with pytest.raises(ValueError, match=message):
+        collect(CollectConfig(**{"env_kwargs": TOY, **change}), tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
 def test_collect_refuses_a_used_folder(parallel: Path):
     before = {p.name: p.stat().st_mtime_ns for p in parallel.iterdir()}
     with pytest.raises(ValueError, match=r"already holds a collection \(collect.json\)"):
@@ -246,7 +257,7 @@ def test_learn_writes_a_run_that_steering_plays(tmp_path: Path, capsys):
     assert [agent.act(s) for s in states] == [4] * len(states)
 
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
-    with pytest.raises(ValueError, match="already holds a run"):
+    with pytest.raises(ValueError, match="is not empty; learn into a new folder"):
         learn(off, cfg, run, log=lines.append)
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
 

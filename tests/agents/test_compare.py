@@ -70,11 +70,23 @@ def test_merge_joins_scan_ranges_and_methods_run_apart(tmp_path: Path):
     assert set(merged["runs"]) == {"agent keep", best}
     assert any("agent late ran on 2 of 3 scans" in line for line in said)
     assert (tmp_path / "m" / "comparison.png").is_file()
+    # a diverged run is stored as "inf" and counts as diverged (1 rad) after the merge
+    data = json.loads((tmp_path / "b" / "comparison.json").read_text())
+    data["runs"]["agent keep"][0].update(phase_rms="inf", model_error="inf", diverged=True)
+    (tmp_path / "b" / "comparison.json").write_text(json.dumps(data))
+    again = merge([tmp_path / "a", tmp_path / "b"], tmp_path / "m1", lambda line: None)
+    assert next(r for r in again["summary"] if r["method"] == "agent keep")["diverged"] == 1
     data = json.loads((tmp_path / "c" / "comparison.json").read_text())
     data["runs"][best][0]["phase_rms"] *= 2  # a part whose engine or scans differ
     (tmp_path / "c" / "comparison.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="scan seed 200000"):
         merge([tmp_path / "a", tmp_path / "c"], tmp_path / "m2")
+    data["config"]["iterations"] = 4  # another budget: refused whatever the scans
+    (tmp_path / "c" / "comparison.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="was run with"):
+        merge([tmp_path / "a", tmp_path / "c"], tmp_path / "m3")
+    with pytest.raises(ValueError, match="not the comparison.json"):
+        merge([tmp_path / "a", tmp_path / "m-missing"], tmp_path / "m4")
 
 
 def test_summary_statistics():
