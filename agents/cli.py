@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agents.collect import CollectConfig
+from agents.collect import ENV_ID, CollectConfig
 from agents.config import (UNUSED_HYPERPARAMETERS, CompareConfig, DQNConfig, OfflineConfig,
                            RunConfig)
 from sparkmpi_dl.config import Flag, add_dataclass_flags, from_args
@@ -37,7 +37,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 # agent learn: the tuning preset with the offline settings on top (see agents/offline.py):
 # larger minibatches and rounds (no env steps to interleave), gamma 1 (the return over the
 # fixed budget is exactly the decades of error removed).
-ENV_ID = "recon_env/PtychoTuning-v0"
 OFFLINE_PRESET: dict[str, Any] = {"hidden": (128, 128), "batch_size": 256, "gradient_steps": 250,
                                   "gamma": 1.0, "learning_rate": 5e-4, "lr_final_fraction": 0.1}
 

@@ -26,16 +26,14 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from agents.steer import DISCRETE_ENV, Agent, load_agent
 from recon_env.observation import N_ACTIONS
 
-if TYPE_CHECKING:
-    from agents.steer import Agent
-
-ENV_ID = "recon_env/PtychoTuning-v0"
+ENV_ID = DISCRETE_ENV  # the discrete tuning env, the one steering plays
 COLLECT_SEED_BASE = 10_000_000
 SEEDS_PER_COLLECTION = 1_000_000
 FAILED = ".failed"  # written by a failing Spark task: the others start no new episode
@@ -91,8 +89,6 @@ class CollectConfig:
         if self.master is not None and not self.spark:
             raise ValueError("collect: --master needs --spark")
         if self.policy != "random" and self.epsilon < 1.0:
-            from agents.steer import load_agent
-
             load_agent(self.policy)  # a bad RUN_DIR fails here, not in every worker
 
 
@@ -105,25 +101,22 @@ def _policy(cfg: CollectConfig) -> Agent | None:
     """The behaviour policy's agent, None where every action is random."""
     if cfg.policy == "random" or cfg.epsilon >= 1.0:
         return None
-    from agents.steer import load_agent
-
     return load_agent(cfg.policy)
 
 
 def play_episode(env: Any, cfg: CollectConfig, episode: int, agent: Agent | None = None
                  ) -> dict[str, Any]:
-    """One episode's transitions (arrays keyed by TRANSITION_KEYS) and its totals."""
+    """One episode's transitions (arrays keyed by TRANSITION_KEYS), return and length."""
     rng = np.random.default_rng((cfg.seed, episode))
-    obs, info = env.reset(seed=episode_seed(cfg.seed, episode))
+    obs, _ = env.reset(seed=episode_seed(cfg.seed, episode))
     rows: dict[str, list[Any]] = {k: [] for k in TRANSITION_KEYS}
-    start_error = info["true_phase_rms"] if "true_phase_rms" in info else info["model_error"]
     done, t, total = False, 0, 0.0
     while not done:
         if agent is None or rng.random() < cfg.epsilon:
             action = int(rng.integers(N_ACTIONS))
         else:
             action = agent.act(obs)
-        next_obs, reward, terminated, truncated, info = env.step(action)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
         for key, value in zip(TRANSITION_KEYS, (obs, action, reward, next_obs, terminated,
                                                 truncated, episode, t)):
             rows[key].append(value)
@@ -131,9 +124,7 @@ def play_episode(env: Any, cfg: CollectConfig, episode: int, agent: Agent | None
     arrays = {k: np.asarray(v, np.float32 if k in ("obs", "next_obs", "rewards") else
                             np.bool_ if k in ("terminated", "truncated") else np.int32)
               for k, v in rows.items()}
-    end_error = info.get("true_phase_rms", info.get("model_error", float("nan")))
-    return {"arrays": arrays, "return": total, "steps": t, "start_error": float(start_error),
-            "end_error": float(end_error), "diverged": bool(info.get("diverged", False))}
+    return {"arrays": arrays, "return": total, "steps": t}
 
 
 def _write_shard(out: Path, worker: int, index: int, episodes: list[dict[str, Any]]) -> None:

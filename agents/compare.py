@@ -322,17 +322,24 @@ def compare(agents: dict[str, Any], config: CompareConfig, out_dir: Path,
               "median_fraction_of_budget_for_agent_to_reach_best_fixed_final": reach,
               "scans": scans,
               "runs": {n: [_plain(asdict(r)) for r in rs] for n, rs in runs.items()}}
+    _write(out_dir, result, runs, best_name, f"{B} iterations", log)
+    return result
+
+
+def _write(out_dir: Path, result: dict[str, Any], runs: dict[str, list[Run]], best_name: str,
+           budget: str, log: Log) -> None:
+    """comparison.{json,md,png} of a comparison (run or merged) and its table on the log."""
+    rows, scans = result["summary"], result["scans"]
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "comparison.json").write_text(json.dumps(result, indent=1) + "\n")
     (out_dir / "comparison.md").write_text(markdown_table(rows))
     from agents.plot import plot_method_comparison
 
     plot_method_comparison(rows, runs, best_name, out_dir / "comparison.png",
-                           title=f"{len(scans)} held-out scans "
-                                 f"({scans[0]['n_frames']} frames of "
-                                 f"{scans[0]['frame_size']}x{scans[0]['frame_size']}), "
-                                 f"{B} iterations")
+                           title=f"{len(scans)} held-out scans ({scans[0]['n_frames']} frames "
+                                 f"of {scans[0]['frame_size']}x{scans[0]['frame_size']}), "
+                                 + budget)
     log(markdown_table(rows))
-    return result
 
 
 # what every part of a merge must share (the scan range may differ)
@@ -403,24 +410,12 @@ def merge(parts: list[Path], out_dir: Path, log: Log = print) -> dict[str, Any]:
             log(f"compare --merge: {name} ran on {len(got)} of {len(seeds)} scans; left out")
             continue
         runs[name] = [dataclasses.replace(got[seed], scan=i) for i, seed in enumerate(seeds)]
-    rows = summarize(runs, best_name)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     result = {"parts": [str(p) for p in parts], "config": setup, "agents": sources,
-              "scan_seeds": seeds, "summary": rows,
+              "scan_seeds": seeds, "summary": summarize(runs, best_name),
               "scans": [scans[s] for s in seeds],
               "runs": {n: [_plain(asdict(r)) for r in rs] for n, rs in runs.items()}}
-    (out_dir / "comparison.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out_dir / "comparison.md").write_text(markdown_table(rows))
-    from agents.plot import plot_method_comparison
-
-    first = scans[seeds[0]]
-    plot_method_comparison(rows, runs, best_name, out_dir / "comparison.png",
-                           title=f"{len(seeds)} held-out scans ({first['n_frames']} frames of "
-                                 f"{first['frame_size']}x{first['frame_size']}), "
-                                 f"{setup['iterations']} iterations, {len(parts)} parts "
-                                 "merged")
-    log(markdown_table(rows))
+    _write(Path(out_dir), result, runs, best_name,
+           f"{setup['iterations']} iterations, {len(parts)} parts merged", log)
     return result
 
 
